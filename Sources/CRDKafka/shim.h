@@ -1,0 +1,7 @@
+#ifndef AUDIT_SENTINEL_CRDKAFKA_SHIM_H
+#define AUDIT_SENTINEL_CRDKAFKA_SHIM_H
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#endif

@@ -1,0 +1,242 @@
+import CRDKafka
+import Logging
+import Synchronization
+
+/// librdkafka's version at run time (which may differ from the headers we compiled against: see README).
+public var librdkafkaVersion: String { String(cString: rd_kafka_version_str()) }
+
+/// Swift state that librdkafka's C callbacks reach through the configuration's opaque pointer.
+///
+/// The C callbacks are non-capturing `@convention(c)` functions; each recovers this object from `opaque`.
+/// The handlers are set once, before the client is first polled, and read afterwards; the delivery,
+/// rebalance, commit and error callbacks run on the thread that polls the client, the log callback on
+/// librdkafka's own threads (swift-log loggers are thread-safe).
+final class ClientCallbacks: @unchecked Sendable {
+    let logger: Logger
+    nonisolated(unsafe) var onDelivery: ((UnsafePointer<rd_kafka_message_t>) -> Void)?
+    nonisolated(unsafe) var onRebalance: ((OpaquePointer, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> Void)?
+    nonisolated(unsafe) var onCommit: ((KafkaError?, [TopicPartitionOffset]) -> Void)?
+    nonisolated(unsafe) var onError: ((KafkaError) -> Void)?
+
+    init(logger: Logger) { self.logger = logger }
+
+    static func from(_ opaque: UnsafeMutableRawPointer?) -> ClientCallbacks? {
+        opaque.map { Unmanaged<ClientCallbacks>.fromOpaque($0).takeUnretainedValue() }
+    }
+}
+
+/// Owns one `rd_kafka_t`. Every client type (producer, consumer, admin, mock cluster) holds exactly one and
+/// destroys it with itself. librdkafka's handle functions are thread-safe; the owning type states which of
+/// its own operations may run concurrently.
+final class KafkaHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let callbacks: ClientCallbacks
+    let configuration: KafkaConfiguration
+
+    /// - Parameter prepare: last changes to the native configuration (callbacks), before `rd_kafka_new`.
+    init(
+        type: rd_kafka_type_t, configuration: KafkaConfiguration, logger: Logger,
+        prepare: (OpaquePointer) -> Void = { _ in }
+    ) throws(KafkaError) {
+        let callbacks = ClientCallbacks(logger: logger)
+        let conf = try configuration.makeNativeConfiguration()
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
+        rd_kafka_conf_set_log_cb(conf, kafkaLogCallback)
+        rd_kafka_conf_set_error_cb(conf, kafkaErrorCallback)
+        prepare(conf)
+
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+            // A failed rd_kafka_new leaves the configuration with us.
+            rd_kafka_conf_destroy(conf)
+            let reason = String(errorBuffer: errstr)
+            throw KafkaError(code: .invalidArgument, message: "cannot create Kafka client: \(reason)")
+        }
+        self.pointer = handle
+        self.callbacks = callbacks
+        self.configuration = configuration
+    }
+
+    deinit {
+        rd_kafka_destroy(pointer)
+    }
+
+    var name: String { String(cString: rd_kafka_name(pointer)) }
+
+    /// The fatal error that made this client unusable, if any (idempotent/transactional producers, consumers
+    /// with static membership).
+    var fatalError: KafkaError? {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let err = rd_kafka_fatal_error(pointer, &errstr, errstr.count)
+        guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+        let reason = String(errorBuffer: errstr)
+        return KafkaError(code: .init(err), message: reason, isFatal: true)
+    }
+
+    /// Cluster metadata, for one topic or all of them.
+    func metadata(topic: String?, timeout: Duration) throws(KafkaError) -> ClusterMetadata {
+        var metadata: UnsafePointer<rd_kafka_metadata>?
+        var topicHandle: OpaquePointer?
+        if let topic { topicHandle = rd_kafka_topic_new(pointer, topic, nil) }
+        defer { if let topicHandle { rd_kafka_topic_destroy(topicHandle) } }
+        let err = rd_kafka_metadata(pointer, topic == nil ? 1 : 0, topicHandle, &metadata, timeout.milliseconds)
+        try KafkaError.check(err, "metadata request")
+        guard let metadata else { throw .illegalState("metadata request returned nothing") }
+        defer { rd_kafka_metadata_destroy(metadata) }
+        return ClusterMetadata(metadata.pointee)
+    }
+}
+
+// MARK: C callbacks: non-capturing, they find their Swift owner through the opaque pointer.
+
+private let kafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = {
+    handle, level, facility, message in
+    guard let handle, let callbacks = ClientCallbacks.from(rd_kafka_opaque(handle)) else { return }
+    let swiftLevel: Logger.Level
+    switch level {
+    case ...3: swiftLevel = .error  // emerg, alert, crit, err
+    case 4: swiftLevel = .warning
+    case 5: swiftLevel = .notice
+    case 6: swiftLevel = .info
+    default: swiftLevel = .debug
+    }
+    let text = message.map { String(cString: $0) } ?? ""
+    let facilityName = facility.map { String(cString: $0) } ?? ""
+    callbacks.logger.log(
+        level: swiftLevel, "\(text)", metadata: ["librdkafka.facility": "\(facilityName)"], source: "librdkafka")
+}
+
+private let kafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
+    handle, code, reason, opaque in
+    guard let callbacks = ClientCallbacks.from(opaque) else { return }
+    let err = rd_kafka_resp_err_t(rawValue: code)
+    var error = KafkaError(code: .init(err), message: reason.map { String(cString: $0) })
+    if err == RD_KAFKA_RESP_ERR__FATAL, let handle {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let underlying = rd_kafka_fatal_error(handle, &errstr, errstr.count)
+        let text = String(errorBuffer: errstr)
+        error = KafkaError(code: .init(underlying), message: text, isFatal: true)
+    }
+    // Broker connection errors are transient: librdkafka reconnects by itself.
+    let transient = err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN
+    callbacks.logger.log(level: transient ? .warning : .error, "\(error)", source: "librdkafka")
+    callbacks.onError?(error)
+}
+
+// MARK: Topics, partitions, offsets
+
+public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    public init(_ topic: String, _ partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+    public var description: String { "\(topic)[\(partition)]" }
+}
+
+/// A partition with an offset: a position to seek to, commit, or store (the *next* offset to read).
+public struct TopicPartitionOffset: Hashable, Sendable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public init(_ topic: String, _ partition: Int32, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
+    public var topicPartition: TopicPartition { TopicPartition(topic, partition) }
+    public var description: String { "\(topic)[\(partition)]@\(offset)" }
+}
+
+/// librdkafka's logical offsets.
+public enum KafkaOffset {
+    public static let beginning: Int64 = Int64(RD_KAFKA_OFFSET_BEGINNING)
+    public static let end: Int64 = Int64(RD_KAFKA_OFFSET_END)
+    public static let stored: Int64 = Int64(RD_KAFKA_OFFSET_STORED)
+    public static let invalid: Int64 = Int64(RD_KAFKA_OFFSET_INVALID)
+}
+
+/// Builds a temporary `rd_kafka_topic_partition_list_t`, hands it to `body`, destroys it.
+func withPartitionList<R>(
+    _ entries: [TopicPartitionOffset], _ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws(KafkaError) -> R
+) throws(KafkaError) -> R {
+    let list = rd_kafka_topic_partition_list_new(Int32(clamping: entries.count))!
+    defer { rd_kafka_topic_partition_list_destroy(list) }
+    for entry in entries {
+        rd_kafka_topic_partition_list_add(list, entry.topic, entry.partition).pointee.offset = entry.offset
+    }
+    return try body(list)
+}
+
+func withPartitionList<R>(
+    _ partitions: [TopicPartition], _ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws(KafkaError) -> R
+) throws(KafkaError) -> R {
+    try withPartitionList(partitions.map { TopicPartitionOffset($0.topic, $0.partition, offset: KafkaOffset.invalid) }, body)
+}
+
+extension UnsafeMutablePointer where Pointee == rd_kafka_topic_partition_list_t {
+    var elements: UnsafeMutableBufferPointer<rd_kafka_topic_partition_t> {
+        UnsafeMutableBufferPointer(start: pointee.elems, count: Int(pointee.cnt))
+    }
+    var offsets: [TopicPartitionOffset] {
+        elements.map { TopicPartitionOffset(String(cString: $0.topic), $0.partition, offset: $0.offset) }
+    }
+    var partitions: [TopicPartition] {
+        elements.map { TopicPartition(String(cString: $0.topic), $0.partition) }
+    }
+    /// The first per-partition error, if any.
+    func firstError(_ context: String) -> KafkaError? {
+        for element in elements where element.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let partition = "\(String(cString: element.topic))[\(element.partition)]"
+            return KafkaError(code: .init(element.err), message: "\(context) \(partition): \(String(cString: rd_kafka_err2str(element.err)))")
+        }
+        return nil
+    }
+}
+
+// MARK: Metadata
+
+public struct ClusterMetadata: Sendable {
+    public struct Broker: Sendable, Hashable {
+        public var id: Int32
+        public var host: String
+        public var port: Int32
+    }
+    public struct Partition: Sendable, Hashable {
+        public var id: Int32
+        public var leader: Int32
+        public var replicas: [Int32]
+        public var inSyncReplicas: [Int32]
+        public var error: KafkaError.Code
+    }
+    public struct Topic: Sendable {
+        public var name: String
+        public var partitions: [Partition]
+        public var error: KafkaError.Code
+    }
+    public var brokers: [Broker]
+    public var topics: [Topic]
+    public var originatingBrokerID: Int32
+
+    public func topic(_ name: String) -> Topic? { topics.first { $0.name == name } }
+
+    init(_ raw: rd_kafka_metadata) {
+        brokers = UnsafeBufferPointer(start: raw.brokers, count: Int(raw.broker_cnt)).map {
+            Broker(id: $0.id, host: String(cString: $0.host), port: $0.port)
+        }
+        topics = UnsafeBufferPointer(start: raw.topics, count: Int(raw.topic_cnt)).map { topic in
+            Topic(
+                name: String(cString: topic.topic),
+                partitions: UnsafeBufferPointer(start: topic.partitions, count: Int(topic.partition_cnt)).map {
+                    Partition(
+                        id: $0.id, leader: $0.leader,
+                        replicas: Array(UnsafeBufferPointer(start: $0.replicas, count: Int($0.replica_cnt))),
+                        inSyncReplicas: Array(UnsafeBufferPointer(start: $0.isrs, count: Int($0.isr_cnt))),
+                        error: .init($0.err))
+                },
+                error: .init(topic.err))
+        }
+        originatingBrokerID = raw.orig_broker_id
+    }
+}
