@@ -192,7 +192,7 @@ public final class KafkaProducer: @unchecked Sendable {
                 }
             }
         }
-        let error = withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { vus -> OpaquePointer? in
+        let error = withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 8) { vus -> OpaquePointer? in
             var count = 0
             func append(_ type: rd_kafka_vtype_t, _ fill: (inout rd_kafka_vu_t) -> Void) {
                 var vu = rd_kafka_vu_t()

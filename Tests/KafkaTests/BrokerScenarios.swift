@@ -39,62 +39,46 @@ enum BrokerScenarios {
         #expect(pinnedRecord.partition == 2 && pinnedRecord.key == nil)
     }
 
-    /// Two members share a group; partitions move when the second joins and when it leaves. With offsets
-    /// committed after each batch, every record is processed exactly once across both members.
+    /// Two members share a group; partitions move when the second joins. Offsets are committed after each
+    /// batch: no record is lost, and only a record whose commit the broker refused (a commit that raced the
+    /// rebalance, `REBALANCE_IN_PROGRESS`) may be seen twice — never one that was committed.
     static func groupRebalance(_ broker: TestBroker, strategy: KafkaConfiguration.AssignmentStrategy) throws {
         let topic = uniqueName("rebalance")
         let group = uniqueName("group")
         try broker.createTopic(topic, 4)
         try produce(broker, topic: topic, count: 200)
 
-        let events = Mutex<[String: [RebalanceEvent]]>([:])
-        func member(_ name: String) throws -> KafkaConsumer {
-            let configuration = broker.consumerConfiguration(group: group, ["partition.assignment.strategy": strategy.rawValue])
-            let consumer = try KafkaConsumer(configuration: configuration, logger: quietLogger) { consumer, event in
-                events.withLock { $0[name, default: []].append(event) }
-                // Everything processed was committed after its batch; a final attempt costs nothing.
-                if event.kind == .revoke { try? consumer.commit() }
-            }
-            try consumer.subscribe(topics: [topic])
-            return consumer
-        }
-        var seen: [String: [ReceivedRecord]] = ["a": [], "b": []]
-        func pollBoth(_ members: [(String, KafkaConsumer)], until done: () -> Bool, timeout: Duration = .seconds(40)) throws {
+        func pollAll(_ members: [Member], until done: () -> Bool, timeout: Duration = .seconds(40)) throws {
             let deadline = ContinuousClock.now + timeout
             while !done(), ContinuousClock.now < deadline {
-                for (name, consumer) in members {
-                    let records: [ReceivedRecord] = try consumer.poll(maxMessages: 50, timeout: .milliseconds(50)) { batch in
-                        guard !batch.isEmpty else { return [] }
-                        try consumer.store(batch.map(\.nextOffset))
-                        try consumer.commit()
-                        return batch.map(ReceivedRecord.init)
-                    }
-                    seen[name]! += records
-                }
+                for member in members { try member.poll() }
             }
         }
-        let a = try member("a")
-        // A alone gets every partition and starts consuming.
-        try pollBoth([("a", a)], until: { seen["a"]!.count >= 20 })
-        let b = try member("b")
-        try pollBoth([("a", a), ("b", b)], until: {
-            (try? b.assignment().count) == 2 && (try? a.assignment().count) == 2
-        })
-        try produce(broker, topic: topic, count: 200, from: 200)
-        try pollBoth([("a", a), ("b", b)], until: { seen.values.map(\.count).reduce(0, +) >= 400 })
-        try a.close()
-        try b.close()
 
-        let all = seen.values.flatMap { $0 }
-        #expect(all.count == 400, "received \(all.count) of 400")
-        #expect(Set(all.map(\.value)).count == 400, "duplicates: \(all.count - Set(all.map(\.value)).count)")
-        #expect(!seen["b"]!.isEmpty, "the second member got records")
-        let recorded = events.withLock { $0 }
+        let a = try Member(broker, group: group, topic: topic, strategy: strategy)
+        try pollAll([a], until: { a.count >= 20 })
+        let b = try Member(broker, group: group, topic: topic, strategy: strategy)
+        try pollAll([a, b], until: { (try? b.consumer.assignment().count) == 2 && (try? a.consumer.assignment().count) == 2 })
+        try produce(broker, topic: topic, count: 200, from: 200)
+        try pollAll([a, b], until: { Set((a.snapshot.processed + b.snapshot.processed).map(\.value)).count >= 400 })
+        try a.consumer.close()
+        try b.consumer.close()
+
+        let ledgers = [a.snapshot, b.snapshot]
+        let all = ledgers.flatMap(\.processed).map(\.value)
+        let distinct = Set(all)
+        #expect(distinct == Set((0..<400).map { "value-\($0)" }), "lost: \(400 - distinct.count)")
+        var counts: [String: Int] = [:]
+        for value in all { counts[value, default: 0] += 1 }
+        let duplicated = Set(counts.filter { $0.value > 1 }.keys)
+        let refused = ledgers[0].refusedAtRevoke.union(ledgers[1].refusedAtRevoke)
+        #expect(duplicated.isSubset(of: refused), "duplicates of committed records: \(duplicated.subtracting(refused).sorted())")
+        #expect(!ledgers[1].processed.isEmpty, "the second member got records")
         let expectedProtocol: RebalanceEvent.RebalanceProtocol = strategy == .cooperativeSticky ? .cooperative : .eager
-        #expect(recorded["a"]?.first?.kind == .assign)
-        #expect(recorded["a"]?.contains { $0.kind == .revoke } == true)
-        #expect(recorded.values.joined().allSatisfy { $0.protocol == expectedProtocol })
-        #expect(recorded["b"]?.contains { $0.kind == .assign && $0.partitions.count == 2 } == true)
+        #expect(ledgers[0].events.first?.kind == .assign)
+        #expect(ledgers[0].events.contains { $0.kind == .revoke })
+        #expect(ledgers.flatMap(\.events).allSatisfy { $0.protocol == expectedProtocol })
+        #expect(ledgers[1].events.contains { $0.kind == .assign && $0.partitions.count == 2 })
     }
 
     /// A new member of the same group resumes exactly at the committed offset.
@@ -147,4 +131,56 @@ struct KafkaPythonFailure: Error, CustomStringConvertible {
     var status: Int32
     var stderr: String
     var description: String { "kafka-python exited \(status): \(stderr)" }
+}
+
+/// What one member processed, and which of it the broker has not confirmed as committed.
+private struct Ledger {
+    var events: [RebalanceEvent] = []
+    var processed: [ReceivedRecord] = []
+    var unconfirmed: Set<String> = []
+    var refusedAtRevoke: Set<String> = []
+}
+private final class SharedLedger: Sendable { let state = Mutex(Ledger()) }
+private final class Member: Sendable {
+    let consumer: KafkaConsumer
+    let shared: SharedLedger
+    init(_ broker: TestBroker, group: String, topic: String, strategy: KafkaConfiguration.AssignmentStrategy) throws {
+        let configuration = broker.consumerConfiguration(group: group, ["partition.assignment.strategy": strategy.rawValue])
+        let shared = SharedLedger()
+        consumer = try KafkaConsumer(configuration: configuration, logger: quietLogger) { consumer, event in
+            // Runs inside poll, before the change applies: revoked partitions are still ours, so commit.
+            shared.state.withLock { $0.events.append(event) }
+            guard event.kind != .assign else { return }
+            let committed = (try? consumer.commit()) != nil
+            shared.state.withLock { ledger in
+                if !committed { ledger.refusedAtRevoke.formUnion(ledger.unconfirmed) }
+                ledger.unconfirmed.removeAll()
+            }
+        }
+        self.shared = shared
+        try consumer.subscribe(topics: [topic])
+    }
+    func poll() throws {
+        let records: [ReceivedRecord] = try consumer.poll(maxMessages: 50, timeout: .milliseconds(50)) { batch in
+            guard !batch.isEmpty else { return [] }
+            try consumer.store(batch.map(\.nextOffset))
+            return batch.map(ReceivedRecord.init)
+        }
+        guard !records.isEmpty else { return }
+        var committed = true
+        do {
+            try consumer.commit()
+        } catch {
+            // Refused while the group rebalances: the offsets stay stored, and the revoke handler or
+            // the next commit retries them.
+            guard error.code == .rebalanceInProgress else { throw error }
+            committed = false
+        }
+        shared.state.withLock { ledger in
+            ledger.processed += records
+            if committed { ledger.unconfirmed.removeAll() } else { ledger.unconfirmed.formUnion(records.map(\.value)) }
+        }
+    }
+    var count: Int { shared.state.withLock { $0.processed.count } }
+    var snapshot: Ledger { shared.state.withLock { $0 } }
 }

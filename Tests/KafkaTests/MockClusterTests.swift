@@ -98,7 +98,7 @@ struct MockClusterTests {
         try producer.flush(timeout: .seconds(30))
         let reports = delivered.withLock { $0 }
         #expect(reports.count == 21)
-        #expect(reports.allSatisfy(\.isSuccess))
+        #expect(reports.allSatisfy { $0.isSuccess })
     }
 
     @Test func idempotentProducerRetriesInjectedErrorsWithoutDuplicates() throws {

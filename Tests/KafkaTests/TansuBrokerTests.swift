@@ -88,3 +88,12 @@ struct TansuBrokerTests {
         #expect(theirs.allSatisfy { $0.headers == [KafkaHeader("origin", "kafka-python")] })
     }
 }
+
+extension TansuBrokerTests {
+    /// Debian's librdkafka 2.0.2 cannot read tansu's ApiVersions answer; `make test` runs this suite with
+    /// the newer librdkafka from the confluent-kafka wheel. Say so plainly if that did not happen.
+    @Test func runsWithALibrdkafkaThatSpeaksToTansu() throws {
+        let parts = librdkafkaVersion.split(separator: ".").compactMap { Int($0) }
+        #expect(parts.count >= 2 && (parts[0], parts[1]) >= (2, 2), "librdkafka \(librdkafkaVersion) at run time; tansu needs ≥ 2.2")
+    }
+}
