@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Kafka", targets: ["Kafka"]),
+        .library(name: "AuditEvents", targets: ["AuditEvents"]),
         .executable(name: "audit-sentinel", targets: ["audit-sentinel"]),
     ],
     dependencies: [
@@ -26,14 +27,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Record decoding and normalization to Elastic's ECS view. Pure Swift, no Kafka.
+        .target(name: "AuditEvents"),
         .executableTarget(
             name: "audit-sentinel",
             dependencies: [
                 "Kafka",
+                "AuditEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"]),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]

@@ -1,0 +1,586 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One audit event as a rule sees it: the ECS field view of ``ECSNormalizer``, resolved lazily from the
+/// record's bytes. Valid only inside the ``AuditRecordDecoder/decode(_:ingestTime:_:)`` body that produced it.
+public struct AuditEvent: @unchecked Sendable {
+    /// The form the event arrived in (the outermost one: a Filebeat wrapper around an AKS record is `.filebeat`).
+    public let shape: InputShape
+    /// The document holding the event; `root` is the Event object (for `.ecs`, the ECS document).
+    let document: JSONDocument
+    let root: Int
+    /// The AKS diagnostic record around the event, if any.
+    let aksRecord: (JSONDocument, Int)?
+    /// The Filebeat-style wrapper around the event, if any.
+    let wrapper: (JSONDocument, Int)?
+    /// The event's own text in `document`, when it is one contiguous value (for `event.original`).
+    let originalSpan: Range<Int>?
+    let ingestTime: Int64?
+    /// Which event of its record this is (line or batch position).
+    public let eventIndex: Int
+
+    init(shape: InputShape, document: JSONDocument, root: Int, aksRecord: (JSONDocument, Int)?, wrapper: (JSONDocument, Int)?,
+         originalSpan: Range<Int>?, ingestTime: Int64?, eventIndex: Int) {
+        self.shape = shape
+        self.document = document
+        self.root = root
+        self.aksRecord = aksRecord
+        self.wrapper = wrapper
+        self.originalSpan = originalSpan
+        self.ingestTime = ingestTime
+        self.eventIndex = eventIndex
+    }
+
+    func wrapped(in wrapperDocument: JSONDocument, root wrapperRoot: Int) -> AuditEvent {
+        AuditEvent(shape: .filebeat, document: document, root: root, aksRecord: aksRecord, wrapper: (wrapperDocument, wrapperRoot),
+                   originalSpan: originalSpan, ingestTime: ingestTime, eventIndex: eventIndex)
+    }
+
+    // MARK: Field view
+
+    /// Calls `body` with every value of an ECS field (array elements one by one), as the normalized document
+    /// would hold it: empty strings, nulls and empty containers are absent. `body` returns false to stop.
+    /// - Returns: false if `body` stopped the walk.
+    @discardableResult
+    public func forEachValue(of field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
+        if shape == .ecs { return visitECS(field, body) }
+        switch field.mapping {
+        case .audit(let sub): return visitAudit(sub, body)
+        case .alias(let sub): return visitAudit(sub, body)
+        case .sourceIP: return visitSourceIPs(body)
+        case .relatedUser: return visitAudit(FieldPath.bytes("user.uid"), body) && visitAudit(FieldPath.bytes("user.username"), body)
+        case .outcome:
+            var outcome: StaticString?
+            visitAudit(FieldPath.bytes("annotations.authorization_k8s_io/decision")) { value in
+                if value.equals("allow") { outcome = "success" } else if value.equals("forbid") { outcome = "failure" }
+                return true
+            }
+            return outcome.map { body(FieldValue(constant: $0)) } ?? true
+        case .constant(let value): return body(FieldValue(constant: value))
+        case .resourceType:
+            var found = false
+            let result = visitAudit(FieldPath.bytes("resource.type")) { value in
+                found = true
+                return body(value)
+            }
+            return found ? result : visitAudit(FieldPath.bytes("objectRef.resource"), body)
+        case .resourceName:
+            var found = false
+            let result = visitAudit(FieldPath.bytes("objectRef.name")) { value in
+                found = true
+                return body(value)
+            }
+            return found ? result : visitAudit(FieldPath.bytes("protoPayload.resourceName"), body)
+        case .timestamp:
+            guard let milliseconds = timestampMilliseconds else { return true }
+            return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: milliseconds)))
+        case .ingested:
+            guard let ingestTime else { return true }
+            return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: ingestTime)))
+        case .aksMetadata(let source, let inProperties):
+            guard let (aks, aksRoot) = aksRecord else { return true }
+            let container = inProperties ? aks.member("properties", of: aksRoot) : aksRoot
+            guard let container else { return true }
+            return Self.visit(aks, container, source, body)
+        case .original:
+            return true  // event.original is kept only on request (``normalized(preserveOriginal:)``).
+        case .other:
+            // Fields the pipeline does not produce: a wrapper's own (agent, host, …), if any.
+            guard let (wrapperDocument, wrapperRoot) = wrapper, !field.isUnder("message") else { return true }
+            return Self.visit(wrapperDocument, wrapperRoot, field.bytes, body)
+        }
+    }
+
+    /// Whether the field has at least one value.
+    public func exists(_ field: FieldPath) -> Bool {
+        var found = false
+        forEachValue(of: field) { _ in
+            found = true
+            return false
+        }
+        return found
+    }
+
+    /// The first value of a field as a string (for keys and summaries; allocates).
+    public func firstString(_ field: FieldPath) -> String? {
+        var result: String?
+        forEachValue(of: field) { value in
+            result = value.stringValue
+            return false
+        }
+        return result
+    }
+
+    /// Every value of a field as strings.
+    public func strings(_ field: FieldPath) -> [String] {
+        var result: [String] = []
+        forEachValue(of: field) { value in
+            result.append(value.stringValue)
+            return true
+        }
+        return result
+    }
+
+    /// `event.ingested` in milliseconds: an ECS document's own, else the ingest time the caller gave.
+    public var ingestedMilliseconds: Int64? {
+        if shape == .ecs, let text = firstString(FieldPath("event.ingested")), let ms = Timestamp.milliseconds(fromRFC3339: text) {
+            return ms
+        }
+        return ingestTime
+    }
+
+    /// `@timestamp` in milliseconds (see ``ECSNormalizer`` for where it comes from).
+    public var timestampMilliseconds: Int64? {
+        if shape == .ecs {
+            return firstString(FieldPath("@timestamp")).flatMap { Timestamp.milliseconds(fromRFC3339: $0) }
+        }
+        if let (aks, aksRoot) = aksRecord, let time = aks.member("time", of: aksRoot), aks.kind(time) == .string,
+            let ms = Timestamp.milliseconds(fromRFC3339: Array(aks.string(time).utf8))
+        {
+            return ms
+        }
+        var result: Int64?
+        visitAudit(FieldPath.bytes("requestReceivedTimestamp")) { value in
+            result = Timestamp.milliseconds(fromRFC3339: value.stringValue)
+            return false
+        }
+        return result
+    }
+
+    // MARK: Materialization (the slow path)
+
+    /// The full ECS document, as ``ECSNormalizer`` builds it.
+    public func normalized(preserveOriginal: Bool = false) -> JSONObject {
+        if shape == .ecs {
+            return ECSNormalizer.completeECSDocument(document.value(at: root).objectValue ?? JSONObject())
+        }
+        let audit = document.value(at: root).objectValue ?? JSONObject()
+        let aks = aksRecord.flatMap { $0.0.value(at: $0.1).objectValue }
+        var original: String?
+        if preserveOriginal {
+            if let (wrapperDocument, wrapperRoot) = wrapper, let message = wrapperDocument.member("message", of: wrapperRoot) {
+                original = wrapperDocument.string(message)
+            } else if let originalSpan {
+                original = String(decoding: UnsafeRawBufferPointer(rebasing: document.bytes[originalSpan]), as: UTF8.self)
+            } else {
+                original = JSONValue.object(audit).serialized()
+            }
+        }
+        var result = ECSNormalizer.normalize(audit: audit, aks: aks, original: original, ingested: ingestTime)
+        if let (wrapperDocument, wrapperRoot) = wrapper, let fields = wrapperDocument.value(at: wrapperRoot).objectValue {
+            for member in fields where member.key != "message" && result[member.key] == nil {
+                if let value = ECSNormalizer.dropEmpty(member.value) { result[member.key] = value }
+            }
+        }
+        return result
+    }
+
+    // MARK: Lookups
+
+    /// `kubernetes.audit.<sub>` with the pipeline's renames, annotation-key rewriting and removals.
+    @discardableResult
+    func visitAudit(_ sub: [UInt8], _ body: (FieldValue) -> Bool) -> Bool {
+        sub.withUnsafeBytes { visitAudit($0, body) }
+    }
+
+    func visitAudit(_ sub: UnsafeRawBufferPointer, _ body: (FieldValue) -> Bool) -> Bool {
+        // Renamed away, or removed by the pipeline.
+        for removed in AuditPaths.removed where FieldPath.hasComponentPrefix(sub, removed) { return true }
+        if FieldPath.hasComponentPrefix(sub, AuditPaths.annotations) {
+            let container = document.member("labels", of: root) ?? document.member("annotations", of: root)
+            guard let container else { return true }
+            if sub.count == AuditPaths.annotations.count { return Self.emit(document, container, body) }
+            let key = UnsafeRawBufferPointer(rebasing: sub[(AuditPaths.annotations.count + 1)...])
+            return Self.visitAnnotations(document, container, key, body)
+        }
+        for rename in AuditPaths.renames where FieldPath.hasComponentPrefix(sub, rename.to) {
+            if Self.exists(document, root, rename.from) {
+                let rest = sub[rename.to.count...]
+                return (rename.from + Array(rest)).withUnsafeBytes { Self.visit(document, root, $0, body) }
+            }
+        }
+        return Self.visit(document, root, sub, body)
+    }
+
+    private func visitSourceIPs(_ body: (FieldValue) -> Bool) -> Bool {
+        // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all.
+        var values: [FieldValue] = []
+        var valid = true
+        visitAudit(FieldPath.bytes("sourceIPs")) { value in
+            guard value.kind == .string, isIPAddress(value.stringValue) else {
+                valid = false
+                return false
+            }
+            values.append(value)
+            return true
+        }
+        guard valid else { return true }
+        for value in values where !body(value) { return false }
+        return true
+    }
+
+    private func visitECS(_ field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
+        var found = false
+        let result = field.bytes.withUnsafeBytes { path in
+            Self.visit(document, root, path) { value in
+                found = true
+                return body(value)
+            }
+        }
+        if !found, case .constant(let value) = field.mapping, field.name.hasSuffix(".dataset") {
+            return body(FieldValue(constant: value))
+        }
+        return result
+    }
+
+    /// Every value at a dotted `path` below the value at `index`, ES-style: keys may themselves contain dots
+    /// (flattened documents), arrays of objects are walked element by element.
+    static func visit(_ document: JSONDocument, _ index: Int, _ path: UnsafeRawBufferPointer, _ body: (FieldValue) -> Bool) -> Bool {
+        if path.isEmpty { return emit(document, index, body) }
+        switch document.kind(index) {
+        case .object:
+            var keepGoing = true
+            document.forEachMember(of: index) { key, value in
+                withKeyBytes(document, key) { keyBytes in
+                    if keyBytes.count == path.count {
+                        if memcmp(keyBytes.baseAddress!, path.baseAddress!, path.count) == 0 { keepGoing = emit(document, value, body) }
+                    } else if keyBytes.count < path.count, path[keyBytes.count] == UInt8(ascii: "."),
+                        keyBytes.count == 0 || memcmp(keyBytes.baseAddress!, path.baseAddress!, keyBytes.count) == 0
+                    {
+                        keepGoing = visit(document, value, UnsafeRawBufferPointer(rebasing: path[(keyBytes.count + 1)...]), body)
+                    }
+                }
+                return keepGoing
+            }
+            return keepGoing
+        case .array:
+            var keepGoing = true
+            document.forEachElement(of: index) { element in
+                keepGoing = visit(document, element, path, body)
+                return keepGoing
+            }
+            return keepGoing
+        default:
+            return true
+        }
+    }
+
+    static func visit(_ document: JSONDocument, _ index: Int, _ path: [UInt8], _ body: (FieldValue) -> Bool) -> Bool {
+        path.withUnsafeBytes { visit(document, index, $0, body) }
+    }
+
+    /// Annotation keys are matched with their dots read as underscores (`authorization.k8s.io/decision`
+    /// is `authorization_k8s_io/decision`).
+    static func visitAnnotations(_ document: JSONDocument, _ container: Int, _ key: UnsafeRawBufferPointer, _ body: (FieldValue) -> Bool) -> Bool {
+        guard document.kind(container) == .object else { return true }
+        var keepGoing = true
+        document.forEachMember(of: container) { keyIndex, value in
+            withKeyBytes(document, keyIndex) { keyBytes in
+                guard keyBytes.count == key.count else { return }
+                for offset in 0..<key.count {
+                    let byte = keyBytes[offset] == UInt8(ascii: ".") ? UInt8(ascii: "_") : keyBytes[offset]
+                    if byte != key[offset] { return }
+                }
+                keepGoing = emit(document, value, body)
+            }
+            return keepGoing
+        }
+        return keepGoing
+    }
+
+    /// Emits a found value: scalars as they are, arrays element by element, objects only when not empty.
+    static func emit(_ document: JSONDocument, _ index: Int, _ body: (FieldValue) -> Bool) -> Bool {
+        switch document.kind(index) {
+        case .null: return true
+        case .string:
+            let raw = document.rawBytes(index)
+            if raw.isEmpty { return true }
+            return body(FieldValue(kind: .string, raw: raw, escaped: document.hasEscapes(index)))
+        case .number: return body(FieldValue(kind: .number, raw: document.rawBytes(index), escaped: false))
+        case .true, .false: return body(FieldValue(kind: .bool, raw: document.rawBytes(index), escaped: false))
+        case .array:
+            var keepGoing = true
+            document.forEachElement(of: index) { element in
+                keepGoing = emit(document, element, body)
+                return keepGoing
+            }
+            return keepGoing
+        case .object:
+            guard !isEmpty(document, index) else { return true }
+            return body(FieldValue(kind: .object, raw: UnsafeRawBufferPointer(start: nil, count: 0), escaped: false))
+        }
+    }
+
+    /// Whether the pipeline's empty-value removal would delete this value.
+    static func isEmpty(_ document: JSONDocument, _ index: Int) -> Bool {
+        switch document.kind(index) {
+        case .null: return true
+        case .string: return document.rawBytes(index).isEmpty
+        case .object, .array:
+            var empty = true
+            var child = index + 1
+            let end = Int(document.tape.entries[index].end)
+            let isObject = document.kind(index) == .object
+            while child < end {
+                let value = isObject ? child + 1 : child
+                if !isEmpty(document, value) {
+                    empty = false
+                    break
+                }
+                child = document.next(value)
+            }
+            return empty
+        default: return false
+        }
+    }
+
+    static func exists(_ document: JSONDocument, _ index: Int, _ path: [UInt8]) -> Bool {
+        var found = false
+        _ = visit(document, index, path) { _ in
+            found = true
+            return false
+        }
+        return found
+    }
+
+    static func withKeyBytes(_ document: JSONDocument, _ key: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        if document.hasEscapes(key) {
+            unescape(document.rawBytes(key)).withUnsafeBytes(body)
+        } else {
+            body(document.rawBytes(key))
+        }
+    }
+
+    // MARK: Shape checks
+
+    static func looksLikeAuditEvent(_ document: JSONDocument, root: Int) -> Bool {
+        if let kind = document.member("kind", of: root), document.stringEquals(kind, "Event") { return true }
+        if let apiVersion = document.member("apiVersion", of: root), document.kind(apiVersion) == .string,
+            document.string(apiVersion).hasPrefix("audit.k8s.io/")
+        {
+            return true
+        }
+        return document.member("auditID", of: root) != nil && document.member("verb", of: root) != nil
+    }
+
+    /// Known fields with the wrong JSON type: the event cannot be judged, so it is rejected with a reason.
+    static func validateTypes(_ document: JSONDocument, root: Int, ecs: Bool) -> (message: String, offset: Int)? {
+        var event = root
+        var prefix = ""
+        if ecs {
+            guard let kubernetes = document.member("kubernetes", of: root), let audit = document.member("audit", of: kubernetes) else { return nil }
+            event = audit
+            prefix = "kubernetes.audit."
+        }
+        func check(_ index: Int?, _ name: String, _ allowed: Set<JSONTape.Kind>) -> (String, Int)? {
+            guard let index, document.kind(index) != .null, !allowed.contains(document.kind(index)) else { return nil }
+            let expected = allowed.map { "\($0)" }.sorted().joined(separator: " or ")
+            return ("\(prefix)\(name) must be \(expected), not \(document.kind(index))", Int(document.tape.entries[index].start))
+        }
+        func checkElements(_ index: Int?, _ name: String, _ allowed: JSONTape.Kind) -> (String, Int)? {
+            guard let index, document.kind(index) == .array else { return nil }
+            var problem: (String, Int)?
+            document.forEachElement(of: index) { element in
+                problem = check(element, "\(name)[]", [allowed])
+                return problem == nil
+            }
+            return problem
+        }
+        for name: StaticString in ["verb", "auditID", "userAgent", "requestURI", "stage", "level", "requestReceivedTimestamp", "stageTimestamp"] {
+            if let problem = check(document.member(name, of: event), "\(name)", [.string]) { return problem }
+        }
+        let user = document.member("user", of: event)
+        if let problem = check(user, "user", [.object]) { return problem }
+        if let user, document.kind(user) == .object {
+            if let problem = check(document.member("username", of: user), "user.username", [.string]) { return problem }
+            if let problem = check(document.member("uid", of: user), "user.uid", [.string]) { return problem }
+            let groups = document.member("groups", of: user)
+            if let problem = check(groups, "user.groups", [.array]) ?? checkElements(groups, "user.groups", .string) { return problem }
+        }
+        let sourceIPs = document.member("sourceIPs", of: event)
+        if let problem = check(sourceIPs, "sourceIPs", [.array]) ?? checkElements(sourceIPs, "sourceIPs", .string) { return problem }
+        for name: StaticString in ["annotations", "objectRef", "responseStatus"] {
+            if let problem = check(document.member(name, of: event), "\(name)", [.object]) { return problem }
+        }
+        if let annotations = document.member("annotations", of: event), document.kind(annotations) == .object {
+            var problem: (String, Int)?
+            document.forEachMember(of: annotations) { key, value in
+                problem = check(value, "annotations.\(document.string(key))", [.string])
+                return problem == nil
+            }
+            if let problem { return problem }
+        }
+        if let objectRef = document.member("objectRef", of: event), document.kind(objectRef) == .object {
+            for name: StaticString in ["resource", "namespace", "name", "apiGroup", "apiVersion", "subresource"] {
+                if let problem = check(document.member(name, of: objectRef), "objectRef.\(name)", [.string]) { return problem }
+            }
+        }
+        if let status = document.member("responseStatus", of: event), document.kind(status) == .object {
+            if let problem = check(document.member("code", of: status), "responseStatus.code", [.number]) { return problem }
+        }
+        return nil
+    }
+}
+
+/// Paths inside `kubernetes.audit` that the pipeline moves or removes.
+enum AuditPaths {
+    static let annotations = Array("annotations".utf8)
+    static let renames: [(from: [UInt8], to: [UInt8])] = ECSNormalizer.renames
+        .filter { $0.to != "annotations" }
+        .map { (Array($0.from.utf8), Array($0.to.utf8)) }
+    static let removed: [[UInt8]] = (ECSNormalizer.renames.map(\.from) + ["requestObject.metadata", "responseObject.metadata"])
+        .map { Array($0.utf8) }
+}
+
+/// An ECS field name, resolved once against the normalization so that lookups do no string work.
+public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
+    public let name: String
+    let bytes: [UInt8]
+    let mapping: Mapping
+
+    enum Mapping: Hashable, Sendable {
+        case audit(sub: [UInt8])
+        case alias(sub: [UInt8])
+        case sourceIP
+        case relatedUser
+        case outcome
+        case constant(StaticStringBox)
+        case resourceType
+        case resourceName
+        case timestamp
+        case ingested
+        case aksMetadata(source: [UInt8], inProperties: Bool)
+        case original
+        case other
+    }
+
+    public init(_ name: String) {
+        self.name = name
+        self.bytes = Array(name.utf8)
+        self.mapping = Self.resolve(name)
+    }
+
+    public var description: String { name }
+
+    func isUnder(_ prefix: String) -> Bool { name == prefix || name.hasPrefix(prefix + ".") }
+
+    static func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+    static func hasComponentPrefix(_ path: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
+        guard path.count >= prefix.count else { return false }
+        for index in 0..<prefix.count where path[index] != prefix[index] { return false }
+        return path.count == prefix.count || path[prefix.count] == UInt8(ascii: ".")
+    }
+
+    private static let aliases: [String: String] = [
+        "event.action": "verb",
+        "user.name": "user.username",
+        "user.id": "user.uid",
+        "user_agent.original": "userAgent",
+        "orchestrator.api_version": "apiVersion",
+        "orchestrator.namespace": "objectRef.namespace",
+        "orchestrator.cluster.name": "resource.labels.cluster_name",
+        "orchestrator.cluster.id": "resource.labels.project_id",
+    ]
+
+    private static let aksMetadata: [String: (String, Bool)] = [
+        "category": ("category", false), "operation_name": ("operationName", false), "resource_id": ("resourceId", false),
+        "service_build": ("serviceBuild", false), "time": ("time", false),
+        "container_id": ("containerID", true), "pod": ("pod", true), "stream": ("stream", true),
+    ]
+
+    private static func resolve(_ name: String) -> Mapping {
+        switch name {
+        case "event.kind": return .constant("event")
+        case "event.dataset", "data_stream.dataset": return .constant("kubernetes.audit_logs")
+        case "orchestrator.type": return .constant("kubernetes")
+        case "event.outcome": return .outcome
+        case "source.ip", "client.ip", "related.ip": return .sourceIP
+        case "related.user": return .relatedUser
+        case "orchestrator.resource.type": return .resourceType
+        case "orchestrator.resource.name": return .resourceName
+        case "@timestamp": return .timestamp
+        case "event.ingested": return .ingested
+        case "event.original": return .original
+        default: break
+        }
+        if let source = aliases[name] { return .alias(sub: Array(source.utf8)) }
+        let auditPrefix = "kubernetes.audit."
+        if name.hasPrefix(auditPrefix) {
+            let sub = String(name.dropFirst(auditPrefix.count))
+            let aksPrefix = "aks_metadata."
+            if sub.hasPrefix(aksPrefix), let (source, inProperties) = aksMetadata[String(sub.dropFirst(aksPrefix.count))] {
+                return .aksMetadata(source: Array(source.utf8), inProperties: inProperties)
+            }
+            return .audit(sub: Array(sub.utf8))
+        }
+        return .other
+    }
+}
+
+/// A `StaticString` that can live in hashable enums.
+struct StaticStringBox: Hashable, Sendable, ExpressibleByStringLiteral {
+    let value: StaticString
+    init(stringLiteral value: StaticString) { self.value = value }
+    static func == (lhs: StaticStringBox, rhs: StaticStringBox) -> Bool { lhs.value.description == rhs.value.description }
+    func hash(into hasher: inout Hasher) { hasher.combine(value.description) }
+}
+
+/// One value of a field, borrowed from the record: strings are compared as bytes without building `String`s.
+public struct FieldValue: @unchecked Sendable {
+    public enum Kind: Sendable { case string, number, bool, object }
+    public let kind: Kind
+    /// Strings: the text between the quotes, escapes not decoded (see ``escaped``). Numbers and booleans: their text.
+    public let raw: UnsafeRawBufferPointer
+    public let escaped: Bool
+    private let owned: [UInt8]?
+
+    init(kind: Kind, raw: UnsafeRawBufferPointer, escaped: Bool) {
+        self.kind = kind
+        self.raw = raw
+        self.escaped = escaped
+        self.owned = nil
+    }
+
+    init(constant: StaticString) {
+        self.init(kind: .string, raw: UnsafeRawBufferPointer(start: constant.utf8Start, count: constant.utf8CodeUnitCount), escaped: false)
+    }
+
+    init(constant: StaticStringBox) { self.init(constant: constant.value) }
+
+    init(owned text: String) {
+        kind = .string
+        raw = UnsafeRawBufferPointer(start: nil, count: 0)
+        escaped = false
+        owned = Array(text.utf8)
+    }
+
+    /// The value's UTF-8 bytes, escapes decoded.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        if let owned { return try owned.withUnsafeBytes(body) }
+        if escaped { return try unescape(raw).withUnsafeBytes(body) }
+        return try body(raw)
+    }
+
+    public var stringValue: String { withBytes { String(decoding: $0, as: UTF8.self) } }
+
+    public var doubleValue: Double? {
+        switch kind {
+        case .number: Double(stringValue)
+        case .string: Double(stringValue)
+        default: nil
+        }
+    }
+
+    public var boolValue: Bool? { kind == .bool ? raw.first == UInt8(ascii: "t") : nil }
+
+    /// Exact comparison with a literal.
+    public func equals(_ literal: StaticString) -> Bool {
+        withBytes { bytes in
+            bytes.count == literal.utf8CodeUnitCount && (bytes.count == 0 || memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0)
+        }
+    }
+}

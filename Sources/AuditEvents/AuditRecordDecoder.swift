@@ -1,0 +1,291 @@
+/// The shapes one Kafka record can arrive in.
+public enum InputShape: String, Sendable, CaseIterable {
+    /// A raw `audit.k8s.io/v1` (or `v1beta1`) `Event`.
+    case event
+    /// One item of an `EventList` (the API server's webhook backend in batch mode).
+    case eventListItem
+    /// A GKE Cloud Logging entry (`protoPayload`, `insertId`, `receiveTimestamp`, …).
+    case gke
+    /// An AKS diagnostic record: the event in `properties.log`, as a JSON string or an object.
+    case aks
+    /// An ECS document that Elastic Agent / Filebeat already built (`kubernetes.audit.*` present).
+    case ecs
+    /// A Filebeat-style wrapper whose `message` holds the raw audit JSON as a string.
+    case filebeat
+}
+
+public struct DecoderLimits: Sendable, Equatable {
+    /// Records larger than this are rejected whole, unread.
+    public var maxRecordBytes: Int
+    /// Deeper JSON nesting is rejected (protects the stack and the CPU from hostile input).
+    public var maxDepth: Int
+    /// After this many bad events in one record, the rest of the record is reported as one error.
+    public var maxErrorsPerRecord: Int
+
+    public init(maxRecordBytes: Int = 1 << 20, maxDepth: Int = 100, maxErrorsPerRecord: Int = 16) {
+        self.maxRecordBytes = maxRecordBytes
+        self.maxDepth = maxDepth
+        self.maxErrorsPerRecord = maxErrorsPerRecord
+    }
+}
+
+/// Why (part of) a record could not be turned into an audit event.
+public struct AuditDecodeError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Reason: String, Sendable, CaseIterable {
+        case empty = "empty_record"
+        case tooLarge = "record_too_large"
+        case invalidJSON = "invalid_json"
+        case invalidUTF8 = "invalid_utf8"
+        case tooDeep = "nesting_too_deep"
+        case notAnObject = "not_an_object"
+        case unrecognizedShape = "unrecognized_shape"
+        case wrongType = "wrong_field_type"
+        case tooManyErrors = "too_many_errors"
+    }
+    public var reason: Reason
+    public var message: String
+    /// Byte offset in the record (for embedded JSON: of the field holding it).
+    public var offset: Int
+    /// Which event of the record (line, or batch item) failed; 0 for a single event.
+    public var eventIndex: Int
+
+    public var description: String { "\(reason.rawValue): \(message) (event \(eventIndex), byte \(offset))" }
+}
+
+/// Turns the bytes of one Kafka record into the audit events it holds.
+///
+/// Reusable and allocation-light: one decoder per processing thread, not shared (not thread-safe). Events
+/// handed to the body borrow the record's bytes and the decoder's buffers: use them inside the body only.
+public final class AuditRecordDecoder {
+    public let limits: DecoderLimits
+    private var tape = JSONTape()
+
+    public init(limits: DecoderLimits = DecoderLimits()) {
+        self.limits = limits
+    }
+
+    /// Decodes every event in `record` and hands each, or the error that replaced it, to `body` in order.
+    /// A bad event never hides the other events of the record.
+    /// - Parameter ingestTime: `event.ingested` in milliseconds (the Kafka record's timestamp), used unless
+    ///   the record is an ECS document carrying its own.
+    public func decode<E: Error>(
+        _ record: UnsafeRawBufferPointer, ingestTime: Int64? = nil,
+        _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void
+    ) throws(E) {
+        if record.count > limits.maxRecordBytes {
+            try body(.failure(AuditDecodeError(
+                reason: .tooLarge, message: "record of \(record.count) bytes exceeds the limit of \(limits.maxRecordBytes)",
+                offset: limits.maxRecordBytes, eventIndex: 0)))
+            return
+        }
+        tape.removeAll()
+        var scanner = JSONScanner(record, from: 0, maxDepth: limits.maxDepth)
+        scanner.skipWhitespace()
+        if scanner.position == record.count {
+            try body(.failure(AuditDecodeError(reason: .empty, message: "the record holds no JSON", offset: 0, eventIndex: 0)))
+            return
+        }
+        // Values one after another: one event, or newline-delimited events (Fluent Bit, Vector batches).
+        var valueIndex = 0
+        var errors = 0
+        while scanner.position < record.count {
+            let start = scanner.position
+            let root = tape.count
+            do throws(JSONSyntaxError) {
+                try scanner.scanValue(into: &tape, depth: 0)
+            } catch {
+                tape.entries.removeSubrange(root...)
+                errors += 1
+                if errors > limits.maxErrorsPerRecord {
+                    try body(.failure(AuditDecodeError(
+                        reason: .tooManyErrors, message: "more than \(limits.maxErrorsPerRecord) bad events; the rest of the record is skipped",
+                        offset: start, eventIndex: valueIndex)))
+                    return
+                }
+                try body(.failure(AuditDecodeError(syntax: error, eventIndex: valueIndex)))
+                // Resynchronize at the next line: the events after a bad line are still read.
+                guard let newline = record[start...].firstIndex(of: UInt8(ascii: "\n")) else { return }
+                scanner.position = newline + 1
+                scanner.skipWhitespace()
+                valueIndex += 1
+                continue
+            }
+            let document = JSONDocument(bytes: record, tape: tape)
+            try dispatch(document, root: root, span: start..<scanner.position, eventIndex: valueIndex, ingestTime: ingestTime,
+                         insideWrapper: false, body)
+            scanner.skipWhitespace()
+            valueIndex += 1
+        }
+    }
+
+    /// Recognizes the shape of one top-level value and emits its events.
+    private func dispatch<E: Error>(
+        _ document: JSONDocument, root: Int, span: Range<Int>, eventIndex: Int, ingestTime: Int64?, insideWrapper: Bool,
+        _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void
+    ) throws(E) {
+        let offset = Int(document.tape.entries[root].start)
+        guard document.kind(root) == .object else {
+            try body(.failure(AuditDecodeError(reason: .notAnObject, message: "a \(document.kind(root)) is not an audit event", offset: offset, eventIndex: eventIndex)))
+            return
+        }
+        func emit(_ shape: InputShape, _ doc: JSONDocument, _ eventRoot: Int, aks: (JSONDocument, Int)? = nil, span: Range<Int>?) throws(E) {
+            if let problem = AuditEvent.validateTypes(doc, root: eventRoot, ecs: shape == .ecs) {
+                try body(.failure(AuditDecodeError(reason: .wrongType, message: problem.message, offset: problem.offset, eventIndex: eventIndex)))
+                return
+            }
+            try body(.success(AuditEvent(
+                shape: shape, document: doc, root: eventRoot, aksRecord: aks, wrapper: nil,
+                originalSpan: span, ingestTime: ingestTime, eventIndex: eventIndex)))
+        }
+
+        if let kubernetes = document.member("kubernetes", of: root), let audit = document.member("audit", of: kubernetes),
+            document.kind(audit) == .object
+        {
+            try emit(.ecs, document, root, span: span)
+        } else if let items = document.member("items", of: root), document.kind(items) == .array,
+            let kind = document.member("kind", of: root), document.stringEquals(kind, "EventList")
+        {
+            var elements: [Int] = []
+            var failures: [AuditDecodeError] = []
+            document.forEachElement(of: items) { item in
+                if document.kind(item) == .object {
+                    elements.append(item)
+                } else {
+                    failures.append(AuditDecodeError(reason: .notAnObject, message: "an EventList item is not an object",
+                                                     offset: Int(document.tape.entries[item].start), eventIndex: eventIndex))
+                }
+                return true
+            }
+            for failure in failures { try body(.failure(failure)) }
+            for item in elements { try emit(.eventListItem, document, item, span: nil) }
+        } else if document.member("protoPayload", of: root) != nil {
+            try emit(.gke, document, root, span: span)
+        } else if let properties = document.member("properties", of: root), let log = document.member("log", of: properties) {
+            switch document.kind(log) {
+            case .object: try emit(.aks, document, log, aks: (document, root), span: nil)
+            case .string:
+                try withEmbeddedJSON(document, string: log, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
+                    try emit(.aks, inner, innerRoot, aks: (document, root), span: innerSpan)
+                }
+            default:
+                try body(.failure(AuditDecodeError(reason: .wrongType, message: "properties.log must be a JSON string or object",
+                                                   offset: Int(document.tape.entries[log].start), eventIndex: eventIndex)))
+            }
+        } else if !insideWrapper, let message = document.member("message", of: root), document.kind(message) == .string {
+            try withEmbeddedJSON(document, string: message, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
+                // The wrapped text is itself a raw event, a GKE entry or an AKS record.
+                try dispatch(inner, root: innerRoot, span: innerSpan, eventIndex: eventIndex, ingestTime: ingestTime,
+                             insideWrapper: true) { (result) throws(E) in
+                    guard case .success(let event) = result else { return try body(result) }
+                    try body(.success(event.wrapped(in: document, root: root)))
+                }
+            }
+        } else if AuditEvent.looksLikeAuditEvent(document, root: root) {
+            try emit(.event, document, root, span: span)
+        } else {
+            try body(.failure(AuditDecodeError(
+                reason: .unrecognizedShape,
+                message: "not a Kubernetes audit Event, EventList, GKE or AKS record, ECS document, or wrapper with a message",
+                offset: offset, eventIndex: eventIndex)))
+        }
+    }
+
+    /// Decodes a JSON text held in a string field into a buffer of its own, scans it, and hands it over.
+    private func withEmbeddedJSON<E: Error>(
+        _ document: JSONDocument, string index: Int, eventIndex: Int,
+        _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void,
+        _ use: (JSONDocument, Int, Range<Int>) throws(E) -> Void
+    ) throws(E) {
+        let text = document.hasEscapes(index) ? unescape(document.rawBytes(index)) : Array(document.rawBytes(index))
+        let fieldOffset = Int(document.tape.entries[index].start)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, text.count), alignment: 1)
+        defer { buffer.deallocate() }
+        buffer.copyBytes(from: text)
+        let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<text.count])
+        var innerTape = JSONTape()
+        var scanner = JSONScanner(bytes, from: 0, maxDepth: limits.maxDepth)
+        do throws(JSONSyntaxError) {
+            try scanner.scanValue(into: &innerTape, depth: 0)
+            scanner.skipWhitespace()
+            if scanner.position != bytes.count {
+                throw JSONSyntaxError(kind: .syntax, reason: "unexpected data after the JSON value", offset: scanner.position)
+            }
+        } catch {
+            var failure = AuditDecodeError(syntax: error, eventIndex: eventIndex)
+            failure.message = "embedded JSON: \(failure.message) (byte \(failure.offset) of the embedded text)"
+            failure.offset = fieldOffset
+            try body(.failure(failure))
+            return
+        }
+        try use(JSONDocument(bytes: bytes, tape: innerTape), 0, 0..<bytes.count)
+    }
+}
+
+extension AuditDecodeError {
+    init(syntax error: JSONSyntaxError, eventIndex: Int) {
+        let reason: Reason
+        switch error.kind {
+        case .syntax: reason = .invalidJSON
+        case .invalidUTF8: reason = .invalidUTF8
+        case .tooDeep: reason = .tooDeep
+        }
+        self.init(reason: reason, message: error.reason, offset: error.offset, eventIndex: eventIndex)
+    }
+}
+
+/// A prefilter over raw record bytes: a record that cannot contain what a rule needs is rejected before it
+/// is parsed. Conservative by construction: it rejects only when sure.
+///
+/// `requirements` is a conjunction of alternatives: every group must have one of its literals somewhere in
+/// the record. Where JSON could spell a literal differently (`\u0066orbid`, `\/`), the record passes.
+public struct Prefilter: Sendable, Equatable {
+    public let requirements: [[[UInt8]]]
+    static let unsureEscapes: [[UInt8]] = [Array("\\u".utf8), Array("\\/".utf8)]
+
+    public init(requirements: [[String]]) {
+        // A literal with bytes JSON escapes (quote, backslash, controls) cannot be searched for verbatim.
+        self.requirements = requirements.compactMap { group -> [[UInt8]]? in
+            let literals = group.map { Array($0.utf8) }
+            if literals.isEmpty || literals.contains(where: { $0.isEmpty || $0.contains { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 } }) {
+                return nil
+            }
+            return literals
+        }
+    }
+
+    /// Whether the record might match (false only when it certainly cannot).
+    public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
+        guard !requirements.isEmpty, record.baseAddress != nil else { return true }
+        // Escapes that can spell any character make byte search unsure: fall back to the full path.
+        if Prefilter.unsureEscapes.contains(where: { escape in escape.withUnsafeBytes { contains(record, $0) } }) { return true }
+        for group in requirements {
+            let found = group.contains { literal in
+                literal.withUnsafeBytes { contains(record, $0) }
+            }
+            if !found { return false }
+        }
+        return true
+    }
+}
+
+/// The prefilters of several rules: a record passes if any rule might match it. A rule without a
+/// prefilter (nothing to require) lets every record through.
+public struct PrefilterSet: Sendable {
+    public let filters: [Prefilter]
+    public let acceptsEverything: Bool
+
+    public init(_ filters: [Prefilter?]) {
+        self.filters = filters.compactMap { $0 }
+        acceptsEverything = filters.isEmpty || filters.contains { $0 == nil || $0!.requirements.isEmpty }
+    }
+
+    public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
+        acceptsEverything || filters.contains { $0.mightMatch(record) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,361 @@
+/// A JSON text and its tape: the bytes are borrowed, so a document is valid only while they are.
+public struct JSONDocument: @unchecked Sendable {
+    public let bytes: UnsafeRawBufferPointer
+    public let tape: JSONTape
+
+    @usableFromInline var base: UnsafePointer<UInt8> { bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) }
+
+    /// Scans a complete text holding exactly one value.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(JSONSyntaxError) -> JSONDocument {
+        var tape = JSONTape()
+        var scanner = JSONScanner(bytes, from: 0, maxDepth: maxDepth)
+        try scanner.scanValue(into: &tape, depth: 0)
+        scanner.skipWhitespace()
+        guard scanner.position == bytes.count else {
+            throw JSONSyntaxError(kind: .syntax, reason: "unexpected data after the JSON value", offset: scanner.position)
+        }
+        return JSONDocument(bytes: bytes, tape: tape)
+    }
+
+    public init(bytes: UnsafeRawBufferPointer, tape: JSONTape) {
+        self.bytes = bytes
+        self.tape = tape
+    }
+
+    @inlinable func kind(_ index: Int) -> JSONTape.Kind { tape.entries[index].kind }
+
+    /// The index just past the value at `index` (its next sibling, if any).
+    @inlinable func next(_ index: Int) -> Int {
+        let entry = tape.entries[index]
+        return entry.kind == .object || entry.kind == .array ? Int(entry.end) : index + 1
+    }
+
+    /// Calls `body` with the key and value index of every member of the object at `index`, until it returns false.
+    @inlinable func forEachMember(of index: Int, _ body: (_ key: Int, _ value: Int) -> Bool) {
+        let end = Int(tape.entries[index].end)
+        var key = index + 1
+        while key < end {
+            let value = key + 1
+            if !body(key, value) { return }
+            key = next(value)
+        }
+    }
+
+    /// Calls `body` with the index of every element of the array at `index`.
+    @inlinable func forEachElement(of index: Int, _ body: (Int) -> Bool) {
+        let end = Int(tape.entries[index].end)
+        var element = index + 1
+        while element < end {
+            if !body(element) { return }
+            element = next(element)
+        }
+    }
+
+    /// The value of member `name` of the object at `index` (the last one, if repeated), or nil.
+    func member(_ name: StaticString, of index: Int) -> Int? {
+        guard kind(index) == .object else { return nil }
+        var found: Int?
+        forEachMember(of: index) { key, value in
+            if stringEquals(key, name) { found = value }
+            return true
+        }
+        return found
+    }
+
+    /// The raw text of a string between its quotes (escapes not decoded), or of a number or literal.
+    @inlinable func rawBytes(_ index: Int) -> UnsafeRawBufferPointer {
+        let entry = tape.entries[index]
+        return UnsafeRawBufferPointer(rebasing: bytes[Int(entry.start)..<Int(entry.end)])
+    }
+
+    @inlinable func hasEscapes(_ index: Int) -> Bool { tape.entries[index].flags & 1 != 0 }
+
+    /// Whether the string at `index` equals `literal` (escapes decoded when present).
+    func stringEquals(_ index: Int, _ literal: StaticString) -> Bool {
+        stringEquals(index, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    func stringEquals(_ index: Int, _ literal: UnsafeRawBufferPointer) -> Bool {
+        guard kind(index) == .string else { return false }
+        if !hasEscapes(index) {
+            let raw = rawBytes(index)
+            return raw.count == literal.count && (raw.count == 0 || memcmp(raw.baseAddress!, literal.baseAddress!, raw.count) == 0)
+        }
+        return string(index).utf8.elementsEqual(literal)
+    }
+
+    /// The decoded string at `index`.
+    public func string(_ index: Int) -> String {
+        let raw = rawBytes(index)
+        guard hasEscapes(index) else { return String(decoding: raw, as: UTF8.self) }
+        return String(decoding: unescape(raw), as: UTF8.self)
+    }
+
+    /// Materializes the value at `index` as a ``JSONValue``.
+    public func value(at index: Int = 0) -> JSONValue {
+        switch kind(index) {
+        case .null: return .null
+        case .true: return .bool(true)
+        case .false: return .bool(false)
+        case .number: return .number(JSONNumber(String(decoding: rawBytes(index), as: UTF8.self)))
+        case .string: return .string(string(index))
+        case .array:
+            var elements: [JSONValue] = []
+            forEachElement(of: index) { element in
+                elements.append(value(at: element))
+                return true
+            }
+            return .array(elements)
+        case .object:
+            var object = JSONObject()
+            forEachMember(of: index) { key, member in
+                object[string(key)] = value(at: member)
+                return true
+            }
+            return .object(object)
+        }
+    }
+}
+
+/// Decodes JSON string escapes (the input is known to be valid). Unpaired surrogates become U+FFFD.
+func unescape(_ raw: UnsafeRawBufferPointer) -> [UInt8] {
+    var output: [UInt8] = []
+    output.reserveCapacity(raw.count)
+    var index = 0
+    let count = raw.count
+    func hex4(_ at: Int) -> UInt32 {
+        var value: UInt32 = 0
+        for offset in 0..<4 { value = value << 4 | UInt32(hexValue(raw[at + offset]) ?? 0) }
+        return value
+    }
+    func appendScalar(_ scalar: UInt32) {
+        let unicode = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+        UTF8.encode(unicode) { output.append($0) }
+    }
+    while index < count {
+        let byte = raw[index]
+        guard byte == UInt8(ascii: "\\"), index + 1 < count else {
+            output.append(byte)
+            index += 1
+            continue
+        }
+        let escaped = raw[index + 1]
+        index += 2
+        switch escaped {
+        case UInt8(ascii: "b"): output.append(0x08)
+        case UInt8(ascii: "f"): output.append(0x0C)
+        case UInt8(ascii: "n"): output.append(0x0A)
+        case UInt8(ascii: "r"): output.append(0x0D)
+        case UInt8(ascii: "t"): output.append(0x09)
+        case UInt8(ascii: "u") where index + 4 <= count:
+            let unit = hex4(index)
+            index += 4
+            if (0xD800...0xDBFF).contains(unit), index + 6 <= count, raw[index] == UInt8(ascii: "\\"), raw[index + 1] == UInt8(ascii: "u") {
+                let low = hex4(index + 2)
+                if (0xDC00...0xDFFF).contains(low) {
+                    index += 6
+                    appendScalar(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                    continue
+                }
+            }
+            appendScalar(unit)
+        default: output.append(escaped)  // \" \\ \/
+        }
+    }
+    return output
+}
+
+
+// MARK: - Materialized values
+
+/// A JSON number kept as its text, so documents re-serialize exactly; compared by value.
+public struct JSONNumber: Hashable, Sendable, CustomStringConvertible {
+    public let text: String
+    public init(_ text: String) { self.text = text }
+    public init(_ value: Int) { self.text = String(value) }
+    public init(_ value: Int64) { self.text = String(value) }
+    public var doubleValue: Double { Double(text) ?? .nan }
+    public var intValue: Int64? { Int64(text) ?? (doubleValue.rounded() == doubleValue ? Int64(exactly: doubleValue) : nil) }
+    public var description: String { text }
+    public static func == (lhs: JSONNumber, rhs: JSONNumber) -> Bool { lhs.text == rhs.text || lhs.doubleValue == rhs.doubleValue }
+    public func hash(into hasher: inout Hasher) { hasher.combine(doubleValue) }
+}
+
+/// A JSON object that keeps its members' order (documents serialize deterministically).
+public struct JSONObject: Hashable, Sendable, Sequence {
+    public struct Member: Hashable, Sendable {
+        public var key: String
+        public var value: JSONValue
+    }
+    public private(set) var members: [Member] = []
+
+    public init() {}
+    public init(_ pairs: KeyValuePairs<String, JSONValue>) {
+        for (key, value) in pairs { self[key] = value }
+    }
+
+    public var isEmpty: Bool { members.isEmpty }
+    public var count: Int { members.count }
+    public var keys: [String] { members.map(\.key) }
+
+    public subscript(key: String) -> JSONValue? {
+        get { members.first { $0.key == key }?.value }
+        set {
+            if let index = members.firstIndex(where: { $0.key == key }) {
+                if let newValue { members[index].value = newValue } else { members.remove(at: index) }
+            } else if let newValue {
+                members.append(Member(key: key, value: newValue))
+            }
+        }
+    }
+
+    @discardableResult
+    public mutating func removeValue(forKey key: String) -> JSONValue? {
+        guard let index = members.firstIndex(where: { $0.key == key }) else { return nil }
+        return members.remove(at: index).value
+    }
+
+    /// The value at a dotted path through nested objects (`a.b.c`); nil where absent.
+    public subscript(path path: String) -> JSONValue? {
+        JSONValue.object(self)[path: path]
+    }
+
+    public mutating func sortKeys() { members.sort { $0.key < $1.key } }
+
+    public func makeIterator() -> IndexingIterator<[Member]> { members.makeIterator() }
+
+    /// Member order does not matter for equality, as in JSON.
+    public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
+        lhs.count == rhs.count && lhs.members.allSatisfy { rhs[$0.key] == $0.value }
+    }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        for member in members.sorted(by: { $0.key < $1.key }) {
+            hasher.combine(member.key)
+            hasher.combine(member.value)
+        }
+    }
+}
+
+public indirect enum JSONValue: Hashable, Sendable {
+    case null
+    case bool(Bool)
+    case number(JSONNumber)
+    case string(String)
+    case array([JSONValue])
+    case object(JSONObject)
+
+    public var stringValue: String? { if case .string(let value) = self { value } else { nil } }
+    public var objectValue: JSONObject? { if case .object(let value) = self { value } else { nil } }
+    public var arrayValue: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
+
+    /// Parses a complete JSON text.
+    public static func parse(_ text: some Collection<UInt8>, maxDepth: Int = 128) throws(JSONSyntaxError) -> JSONValue {
+        let bytes = Array(text)
+        let result: Result<JSONValue, JSONSyntaxError> = bytes.withUnsafeBytes { buffer in
+            Result { () throws(JSONSyntaxError) in try JSONDocument.parse(buffer, maxDepth: maxDepth).value() }
+        }
+        return try result.get()
+    }
+
+    public static func parse(_ text: String) throws(JSONSyntaxError) -> JSONValue { try parse(Array(text.utf8)) }
+
+    /// The value at a dotted path through nested objects (`a.b.c`); nil where absent.
+    public subscript(path path: String) -> JSONValue? {
+        var current: JSONValue? = self
+        for component in path.split(separator: ".", omittingEmptySubsequences: false) {
+            current = current?.objectValue?[String(component)]
+        }
+        return current
+    }
+
+    // MARK: Serialization
+
+    /// Compact JSON text. With `sortedKeys`, object members are written in key order (canonical form).
+    public func serialized(sortedKeys: Bool = false) -> String {
+        var output: [UInt8] = []
+        write(to: &output, sortedKeys: sortedKeys)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    public func write(to output: inout [UInt8], sortedKeys: Bool = false) {
+        switch self {
+        case .null: output.append(contentsOf: "null".utf8)
+        case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)
+        case .number(let number): output.append(contentsOf: number.text.utf8)
+        case .string(let string): writeJSONString(string, to: &output)
+        case .array(let elements):
+            output.append(UInt8(ascii: "["))
+            for (index, element) in elements.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                element.write(to: &output, sortedKeys: sortedKeys)
+            }
+            output.append(UInt8(ascii: "]"))
+        case .object(let object):
+            output.append(UInt8(ascii: "{"))
+            let members = sortedKeys ? object.members.sorted { $0.key < $1.key } : object.members
+            for (index, member) in members.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                writeJSONString(member.key, to: &output)
+                output.append(UInt8(ascii: ":"))
+                member.value.write(to: &output, sortedKeys: sortedKeys)
+            }
+            output.append(UInt8(ascii: "}"))
+        }
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
+{
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .number(JSONNumber(value)) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        var object = JSONObject()
+        for (key, value) in elements { object[key] = value }
+        self = .object(object)
+    }
+}
+
+/// Writes a JSON string literal: `"`, `\` and control characters escaped, everything else as UTF-8.
+public func writeJSONString(_ string: String, to output: inout [UInt8]) {
+    output.append(UInt8(ascii: "\""))
+    for byte in string.utf8 {
+        switch byte {
+        case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+        case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+        case 0x0A: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+        case 0x0D: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+        case 0x09: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+        case 0..<0x20:
+            let hex = Array("0123456789abcdef".utf8)
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+        default: output.append(byte)
+        }
+    }
+    output.append(UInt8(ascii: "\""))
+}
+
+/// Whether `needle` occurs in `haystack` (memchr for the first byte, memcmp for the rest; glibc's memchr
+/// is vectorized, which makes this run at memory speed on text without many first-byte hits).
+@inline(__always)
+func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer) -> Bool {
+    guard needle.count > 0 else { return true }
+    guard haystack.count >= needle.count, let base = haystack.baseAddress, let first = needle.first else { return false }
+    let last = base + (haystack.count - needle.count)
+    var cursor = base
+    while cursor <= last {
+        guard let hit = memchr(cursor, Int32(first), last - cursor + 1) else { return false }
+        if memcmp(hit, needle.baseAddress!, needle.count) == 0 { return true }
+        cursor = UnsafeRawPointer(hit) + 1
+    }
+    return false
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

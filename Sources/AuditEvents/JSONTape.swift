@@ -1,0 +1,289 @@
+/// A one-pass structural index over JSON bytes: every value of the text becomes one entry, in document
+/// order, holding byte offsets into the text instead of copies. Field lookups walk the entries and compare
+/// bytes; nothing is decoded into Swift values unless asked for (``JSONDocument/value(at:)``).
+///
+/// The scan validates the whole text as RFC 8259 JSON, including UTF-8 inside strings, and enforces a
+/// nesting limit. Storage is reused across scans (``JSONTape/removeAll()``): the hot path allocates nothing
+/// per record once the tape has grown to its working size.
+public struct JSONTape: Sendable {
+    public enum Kind: UInt8, Sendable {
+        case object, array, string, number, `true`, `false`, null
+    }
+
+    /// One value. Containers: `start` is the offset of `{`/`[`, `end` the index of the first entry after the
+    /// container's subtree. Strings: `start`..<`end` is the text between the quotes. Numbers and literals:
+    /// their text.
+    @usableFromInline
+    struct Entry: Sendable {
+        @usableFromInline var start: UInt32
+        @usableFromInline var end: UInt32
+        @usableFromInline var kind: Kind
+        /// For strings: bit 0 = contains escapes, bit 1 = contains non-ASCII bytes.
+        @usableFromInline var flags: UInt8
+    }
+
+    @usableFromInline var entries: ContiguousArray<Entry> = []
+
+    public init() {}
+
+    public var count: Int { entries.count }
+
+    public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
+}
+
+/// Why a JSON text was rejected, and where.
+public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable { case syntax, invalidUTF8, tooDeep }
+    public var kind: Kind = .syntax
+    public var reason: String
+    /// Byte offset in the text that was scanned.
+    public var offset: Int
+    public var description: String { "\(reason) at byte \(offset)" }
+}
+
+/// Scans one JSON value starting at `offset` and appends its entries to `tape`.
+/// - Returns: the offset just past the value.
+struct JSONScanner {
+    let bytes: UnsafePointer<UInt8>
+    let count: Int
+    let maxDepth: Int
+    var position: Int
+
+    init(_ buffer: UnsafeRawBufferPointer, from offset: Int, maxDepth: Int) {
+        // An empty buffer may have no base address; any valid pointer works for a zero count.
+        bytes = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+        count = buffer.count
+        self.maxDepth = maxDepth
+        position = offset
+    }
+
+    private func fail(_ reason: String, at offset: Int? = nil, kind: JSONSyntaxError.Kind = .syntax) -> JSONSyntaxError {
+        JSONSyntaxError(kind: kind, reason: reason, offset: offset ?? position)
+    }
+
+    @inline(__always)
+    mutating func skipWhitespace() {
+        while position < count {
+            let byte = bytes[position]
+            guard byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
+            position += 1
+        }
+    }
+
+    mutating func scanValue(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+        skipWhitespace()
+        guard position < count else { throw fail("unexpected end of input, expected a value") }
+        switch bytes[position] {
+        case UInt8(ascii: "{"): try scanObject(into: &tape, depth: depth + 1)
+        case UInt8(ascii: "["): try scanArray(into: &tape, depth: depth + 1)
+        case UInt8(ascii: "\""): try scanString(into: &tape)
+        case UInt8(ascii: "t"): try scanLiteral("true", .true, into: &tape)
+        case UInt8(ascii: "f"): try scanLiteral("false", .false, into: &tape)
+        case UInt8(ascii: "n"): try scanLiteral("null", .null, into: &tape)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try scanNumber(into: &tape)
+        default: throw fail(describeUnexpected(expected: "a value"))
+        }
+    }
+
+    private func describeUnexpected(expected: String) -> String {
+        let byte = bytes[position]
+        if byte >= 0x20 && byte < 0x7F { return "unexpected '\(Character(UnicodeScalar(byte)))', expected \(expected)" }
+        return "unexpected byte 0x\(String(byte, radix: 16)), expected \(expected)"
+    }
+
+    private mutating func scanObject(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+        guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
+        let index = tape.entries.count
+        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .object, flags: 0))
+        position += 1
+        skipWhitespace()
+        if position < count, bytes[position] == UInt8(ascii: "}") {
+            position += 1
+            tape.entries[index].end = UInt32(tape.entries.count)
+            return
+        }
+        while true {
+            skipWhitespace()
+            guard position < count else { throw fail("unexpected end of input in an object") }
+            guard bytes[position] == UInt8(ascii: "\"") else { throw fail(describeUnexpected(expected: "a member name")) }
+            try scanString(into: &tape)
+            skipWhitespace()
+            guard position < count else { throw fail("unexpected end of input in an object") }
+            guard bytes[position] == UInt8(ascii: ":") else { throw fail(describeUnexpected(expected: "':'")) }
+            position += 1
+            try scanValue(into: &tape, depth: depth)
+            skipWhitespace()
+            guard position < count else { throw fail("unexpected end of input in an object") }
+            let byte = bytes[position]
+            position += 1
+            if byte == UInt8(ascii: ",") { continue }
+            if byte == UInt8(ascii: "}") { break }
+            position -= 1
+            throw fail(describeUnexpected(expected: "',' or '}'"))
+        }
+        tape.entries[index].end = UInt32(tape.entries.count)
+    }
+
+    private mutating func scanArray(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+        guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
+        let index = tape.entries.count
+        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .array, flags: 0))
+        position += 1
+        skipWhitespace()
+        if position < count, bytes[position] == UInt8(ascii: "]") {
+            position += 1
+            tape.entries[index].end = UInt32(tape.entries.count)
+            return
+        }
+        while true {
+            try scanValue(into: &tape, depth: depth)
+            skipWhitespace()
+            guard position < count else { throw fail("unexpected end of input in an array") }
+            let byte = bytes[position]
+            position += 1
+            if byte == UInt8(ascii: ",") { continue }
+            if byte == UInt8(ascii: "]") { break }
+            position -= 1
+            throw fail(describeUnexpected(expected: "',' or ']'"))
+        }
+        tape.entries[index].end = UInt32(tape.entries.count)
+    }
+
+    private mutating func scanString(into tape: inout JSONTape) throws(JSONSyntaxError) {
+        let open = position
+        position += 1
+        let start = position
+        var flags: UInt8 = 0
+        while true {
+            // Plain ASCII runs are the common case: skip eight bytes at a time while none needs a look.
+            while position &+ 8 <= count {
+                let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
+                if Self.wordNeedsAttention(word) { break }
+                position &+= 8
+            }
+            guard position < count else { throw fail("unterminated string", at: open) }
+            let byte = bytes[position]
+            if byte == UInt8(ascii: "\"") { break }
+            if byte == UInt8(ascii: "\\") {
+                flags |= 1
+                try scanEscape()
+                continue
+            }
+            if byte < 0x20 { throw fail("unescaped control character 0x\(String(byte, radix: 16)) in a string") }
+            if byte >= 0x80 {
+                flags |= 2
+                try scanUTF8Sequence()
+                continue
+            }
+            position += 1
+        }
+        tape.entries.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .string, flags: flags))
+        position += 1
+    }
+
+    /// Whether any of the eight bytes is a quote, a backslash, a control character or non-ASCII.
+    @inline(__always)
+    static func wordNeedsAttention(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let hasQuote = (quote &- ones) & ~quote & highs
+        let hasBackslash = (backslash &- ones) & ~backslash & highs
+        let hasControl = (word &- ones &* 0x20) & ~word & highs
+        return (hasQuote | hasBackslash | hasControl | (word & highs)) != 0
+    }
+
+    private mutating func scanEscape() throws(JSONSyntaxError) {
+        let escapeStart = position
+        position += 1
+        guard position < count else { throw fail("unterminated escape", at: escapeStart) }
+        switch bytes[position] {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+            position += 1
+        case UInt8(ascii: "u"):
+            guard position + 4 < count else { throw fail("truncated \\u escape", at: escapeStart) }
+            for offset in 1...4 where hexValue(bytes[position + offset]) == nil {
+                throw fail("invalid hex digit in \\u escape", at: position + offset)
+            }
+            position += 5
+        default:
+            throw fail("invalid escape", at: escapeStart)
+        }
+    }
+
+    /// Validates one multi-byte UTF-8 sequence (no overlongs, no surrogates, at most U+10FFFF).
+    private mutating func scanUTF8Sequence() throws(JSONSyntaxError) {
+        let lead = bytes[position]
+        let length: Int
+        var lowest: UInt8 = 0x80
+        var highest: UInt8 = 0xBF
+        switch lead {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; lowest = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED: length = 3; highest = 0x9F
+        case 0xF0: length = 4; lowest = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; highest = 0x8F
+        default: throw fail("invalid UTF-8 byte 0x\(String(lead, radix: 16))", kind: .invalidUTF8)
+        }
+        guard position + length <= count else { throw fail("truncated UTF-8 sequence", kind: .invalidUTF8) }
+        let second = bytes[position + 1]
+        guard second >= lowest && second <= highest else { throw fail("invalid UTF-8 sequence", kind: .invalidUTF8) }
+        for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 {
+            throw fail("invalid UTF-8 sequence", kind: .invalidUTF8)
+        }
+        position += length
+    }
+
+    private mutating func scanNumber(into tape: inout JSONTape) throws(JSONSyntaxError) {
+        let start = position
+        if bytes[position] == UInt8(ascii: "-") { position += 1 }
+        guard position < count, isDigit(bytes[position]) else { throw fail("invalid number", at: start) }
+        if bytes[position] == UInt8(ascii: "0") {
+            position += 1
+        } else {
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+        if position < count, bytes[position] == UInt8(ascii: ".") {
+            position += 1
+            guard position < count, isDigit(bytes[position]) else { throw fail("invalid number: digits must follow '.'", at: start) }
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+        if position < count, bytes[position] | 0x20 == UInt8(ascii: "e") {
+            position += 1
+            if position < count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
+            guard position < count, isDigit(bytes[position]) else { throw fail("invalid number: exponent has no digits", at: start) }
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+        tape.entries.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .number, flags: 0))
+    }
+
+    private mutating func scanLiteral(_ text: StaticString, _ kind: JSONTape.Kind, into tape: inout JSONTape) throws(JSONSyntaxError) {
+        let length = text.utf8CodeUnitCount
+        guard position + length <= count, memcmp(bytes + position, text.utf8Start, length) == 0 else {
+            throw fail(describeUnexpected(expected: "a value"))
+        }
+        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: UInt32(position + length), kind: kind, flags: 0))
+        position += length
+    }
+}
+
+@inline(__always) func isDigit(_ byte: UInt8) -> Bool { byte &- UInt8(ascii: "0") < 10 }
+
+@inline(__always) func hexValue(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+    default: nil
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
