@@ -38,6 +38,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `make bench`: throughput figures as ratios measured in the same run.
+        .executableTarget(name: "audit-sentinel-bench", dependencies: ["AuditEvents"]),
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"]),
         .testTarget(
             name: "KafkaTests",

@@ -12,6 +12,8 @@ public struct AuditEvent: @unchecked Sendable {
     /// The document holding the event; `root` is the Event object (for `.ecs`, the ECS document).
     let document: JSONDocument
     let root: Int
+    /// The event's top-level members (for `.ecs`, those of `kubernetes.audit`).
+    let index: RootIndex
     /// The AKS diagnostic record around the event, if any.
     let aksRecord: (JSONDocument, Int)?
     /// The Filebeat-style wrapper around the event, if any.
@@ -22,11 +24,12 @@ public struct AuditEvent: @unchecked Sendable {
     /// Which event of its record this is (line or batch position).
     public let eventIndex: Int
 
-    init(shape: InputShape, document: JSONDocument, root: Int, aksRecord: (JSONDocument, Int)?, wrapper: (JSONDocument, Int)?,
+    init(shape: InputShape, document: JSONDocument, root: Int, index: RootIndex, aksRecord: (JSONDocument, Int)?, wrapper: (JSONDocument, Int)?,
          originalSpan: Range<Int>?, ingestTime: Int64?, eventIndex: Int) {
         self.shape = shape
         self.document = document
         self.root = root
+        self.index = index
         self.aksRecord = aksRecord
         self.wrapper = wrapper
         self.originalSpan = originalSpan
@@ -35,7 +38,7 @@ public struct AuditEvent: @unchecked Sendable {
     }
 
     func wrapped(in wrapperDocument: JSONDocument, root wrapperRoot: Int) -> AuditEvent {
-        AuditEvent(shape: .filebeat, document: document, root: root, aksRecord: aksRecord, wrapper: (wrapperDocument, wrapperRoot),
+        AuditEvent(shape: .filebeat, document: document, root: root, index: index, aksRecord: aksRecord, wrapper: (wrapperDocument, wrapperRoot),
                    originalSpan: originalSpan, ingestTime: ingestTime, eventIndex: eventIndex)
     }
 
@@ -48,13 +51,12 @@ public struct AuditEvent: @unchecked Sendable {
     public func forEachValue(of field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
         if shape == .ecs { return visitECS(field, body) }
         switch field.mapping {
-        case .audit(let sub): return visitAudit(sub, body)
-        case .alias(let sub): return visitAudit(sub, body)
+        case .audit(let access), .alias(let access): return visitAudit(access, body)
         case .sourceIP: return visitSourceIPs(body)
-        case .relatedUser: return visitAudit(FieldPath.bytes("user.uid"), body) && visitAudit(FieldPath.bytes("user.username"), body)
+        case .relatedUser: return visitAudit(.userUID, body) && visitAudit(.username, body)
         case .outcome:
             var outcome: StaticString?
-            visitAudit(FieldPath.bytes("annotations.authorization_k8s_io/decision")) { value in
+            visitAudit(.decision) { value in
                 if value.equals("allow") { outcome = "success" } else if value.equals("forbid") { outcome = "failure" }
                 return true
             }
@@ -62,18 +64,18 @@ public struct AuditEvent: @unchecked Sendable {
         case .constant(let value): return body(FieldValue(constant: value))
         case .resourceType:
             var found = false
-            let result = visitAudit(FieldPath.bytes("resource.type")) { value in
+            let result = visitAudit(.resourceType) { value in
                 found = true
                 return body(value)
             }
-            return found ? result : visitAudit(FieldPath.bytes("objectRef.resource"), body)
+            return found ? result : visitAudit(.objectResource, body)
         case .resourceName:
             var found = false
-            let result = visitAudit(FieldPath.bytes("objectRef.name")) { value in
+            let result = visitAudit(.objectName) { value in
                 found = true
                 return body(value)
             }
-            return found ? result : visitAudit(FieldPath.bytes("protoPayload.resourceName"), body)
+            return found ? result : visitAudit(.protoResourceName, body)
         case .timestamp:
             guard let milliseconds = timestampMilliseconds else { return true }
             return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: milliseconds)))
@@ -143,7 +145,7 @@ public struct AuditEvent: @unchecked Sendable {
             return ms
         }
         var result: Int64?
-        visitAudit(FieldPath.bytes("requestReceivedTimestamp")) { value in
+        visitAudit(.requestReceived) { value in
             result = Timestamp.milliseconds(fromRFC3339: value.stringValue)
             return false
         }
@@ -182,34 +184,28 @@ public struct AuditEvent: @unchecked Sendable {
 
     /// `kubernetes.audit.<sub>` with the pipeline's renames, annotation-key rewriting and removals.
     @discardableResult
-    func visitAudit(_ sub: [UInt8], _ body: (FieldValue) -> Bool) -> Bool {
-        sub.withUnsafeBytes { visitAudit($0, body) }
-    }
-
-    func visitAudit(_ sub: UnsafeRawBufferPointer, _ body: (FieldValue) -> Bool) -> Bool {
-        // Renamed away, or removed by the pipeline.
-        for removed in AuditPaths.removed where FieldPath.hasComponentPrefix(sub, removed) { return true }
-        if FieldPath.hasComponentPrefix(sub, AuditPaths.annotations) {
-            let container = document.member("labels", of: root) ?? document.member("annotations", of: root)
-            guard let container else { return true }
-            if sub.count == AuditPaths.annotations.count { return Self.emit(document, container, body) }
-            let key = UnsafeRawBufferPointer(rebasing: sub[(AuditPaths.annotations.count + 1)...])
-            return Self.visitAnnotations(document, container, key, body)
+    func visitAudit(_ access: AuditAccess, _ body: (FieldValue) -> Bool) -> Bool {
+        if access.removed { return true }
+        if let key = access.annotationKey {
+            guard let container = index[.labels] ?? index[.annotations] else { return true }
+            if key.isEmpty { return Self.emit(document, container, body) }
+            return key.withUnsafeBytes { Self.visitAnnotations(document, container, $0, body) }
         }
-        for rename in AuditPaths.renames where FieldPath.hasComponentPrefix(sub, rename.to) {
-            if Self.exists(document, root, rename.from) {
-                let rest = sub[rename.to.count...]
-                return (rename.from + Array(rest)).withUnsafeBytes { Self.visit(document, root, $0, body) }
-            }
+        if let (source, rest) = access.renamedFrom, let value = index[source], Self.exists(document, value, rest) {
+            return Self.visit(document, value, rest, body)
         }
-        return Self.visit(document, root, sub, body)
+        if let first = access.first {
+            guard let value = index[first] else { return true }
+            return Self.visit(document, value, access.rest, body)
+        }
+        return Self.visit(document, root, access.sub, body)
     }
 
     private func visitSourceIPs(_ body: (FieldValue) -> Bool) -> Bool {
         // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all.
         var values: [FieldValue] = []
         var valid = true
-        visitAudit(FieldPath.bytes("sourceIPs")) { value in
+        visitAudit(.sourceIPs) { value in
             guard value.kind == .string, isIPAddress(value.stringValue) else {
                 valid = false
                 return false
@@ -356,83 +352,88 @@ public struct AuditEvent: @unchecked Sendable {
 
     // MARK: Shape checks
 
-    static func looksLikeAuditEvent(_ document: JSONDocument, root: Int) -> Bool {
-        if let kind = document.member("kind", of: root), document.stringEquals(kind, "Event") { return true }
-        if let apiVersion = document.member("apiVersion", of: root), document.kind(apiVersion) == .string,
-            document.string(apiVersion).hasPrefix("audit.k8s.io/")
+    static func looksLikeAuditEvent(_ document: JSONDocument, _ index: RootIndex) -> Bool {
+        if let kind = index[.kind], document.stringEquals(kind, "Event") { return true }
+        if let apiVersion = index[.apiVersion], document.kind(apiVersion) == .string,
+            document.rawBytes(apiVersion).starts(with: "audit.k8s.io/".utf8)
         {
             return true
         }
-        return document.member("auditID", of: root) != nil && document.member("verb", of: root) != nil
+        return index[.auditID] != nil && index[.verb] != nil
     }
 
     /// Known fields with the wrong JSON type: the event cannot be judged, so it is rejected with a reason.
-    static func validateTypes(_ document: JSONDocument, root: Int, ecs: Bool) -> (message: String, offset: Int)? {
-        var event = root
-        var prefix = ""
-        if ecs {
-            guard let kubernetes = document.member("kubernetes", of: root), let audit = document.member("audit", of: kubernetes) else { return nil }
-            event = audit
-            prefix = "kubernetes.audit."
+    /// - Parameter index: the event's top-level members (of `kubernetes.audit` for ECS documents).
+    static func validateTypes(_ document: JSONDocument, _ index: RootIndex, prefix: String) -> (message: String, offset: Int)? {
+        struct Kinds: OptionSet {
+            let rawValue: UInt8
+            init(rawValue: UInt8) { self.rawValue = rawValue }
+            init(_ kind: JSONTape.Kind) { rawValue = 1 << kind.rawValue }
+            static let string = Kinds(.string), object = Kinds(.object), array = Kinds(.array), number = Kinds(.number)
+            var names: String {
+                [(Kinds.string, "string"), (.object, "object"), (.array, "array"), (.number, "number")]
+                    .filter { contains($0.0) }.map(\.1).joined(separator: " or ")
+            }
         }
-        func check(_ index: Int?, _ name: String, _ allowed: Set<JSONTape.Kind>) -> (String, Int)? {
-            guard let index, document.kind(index) != .null, !allowed.contains(document.kind(index)) else { return nil }
-            let expected = allowed.map { "\($0)" }.sorted().joined(separator: " or ")
-            return ("\(prefix)\(name) must be \(expected), not \(document.kind(index))", Int(document.tape.entries[index].start))
+        // Names are built only for the message of a failure: the check itself allocates nothing.
+        func check(_ value: Int?, _ allowed: Kinds, _ name: @autoclosure () -> String) -> (String, Int)? {
+            guard let value else { return nil }
+            let kind = document.kind(value)
+            guard kind != .null, !allowed.contains(Kinds(kind)) else { return nil }
+            return ("\(prefix)\(name()) must be \(allowed.names), not \(kind)", Int(document.tape.entries[value].start))
         }
-        func checkElements(_ index: Int?, _ name: String, _ allowed: JSONTape.Kind) -> (String, Int)? {
-            guard let index, document.kind(index) == .array else { return nil }
+        func checkElements(_ value: Int?, _ allowed: Kinds, _ name: @autoclosure () -> String) -> (String, Int)? {
+            guard let value, document.kind(value) == .array else { return nil }
             var problem: (String, Int)?
-            document.forEachElement(of: index) { element in
-                problem = check(element, "\(name)[]", [allowed])
+            document.forEachElement(of: value) { element in
+                problem = check(element, allowed, "\(name())[]")
                 return problem == nil
             }
             return problem
         }
-        for name: StaticString in ["verb", "auditID", "userAgent", "requestURI", "stage", "level", "requestReceivedTimestamp", "stageTimestamp"] {
-            if let problem = check(document.member(name, of: event), "\(name)", [.string]) { return problem }
+        for key: RootKey in [.verb, .auditID, .userAgent, .requestURI, .stage, .level, .requestReceivedTimestamp, .stageTimestamp] {
+            if let problem = check(index[key], .string, "\(key)") { return problem }
         }
-        let user = document.member("user", of: event)
-        if let problem = check(user, "user", [.object]) { return problem }
-        if let user, document.kind(user) == .object {
-            if let problem = check(document.member("username", of: user), "user.username", [.string]) { return problem }
-            if let problem = check(document.member("uid", of: user), "user.uid", [.string]) { return problem }
-            let groups = document.member("groups", of: user)
-            if let problem = check(groups, "user.groups", [.array]) ?? checkElements(groups, "user.groups", .string) { return problem }
-        }
-        let sourceIPs = document.member("sourceIPs", of: event)
-        if let problem = check(sourceIPs, "sourceIPs", [.array]) ?? checkElements(sourceIPs, "sourceIPs", .string) { return problem }
-        for name: StaticString in ["annotations", "objectRef", "responseStatus"] {
-            if let problem = check(document.member(name, of: event), "\(name)", [.object]) { return problem }
-        }
-        if let annotations = document.member("annotations", of: event), document.kind(annotations) == .object {
+        if let problem = check(index[.user], .object, "user") { return problem }
+        if let user = index[.user], document.kind(user) == .object {
             var problem: (String, Int)?
-            document.forEachMember(of: annotations) { key, value in
-                problem = check(value, "annotations.\(document.string(key))", [.string])
+            document.forEachMember(of: user) { key, value in
+                if document.stringEquals(key, "username") || document.stringEquals(key, "uid") {
+                    problem = check(value, .string, "user.\(document.string(key))")
+                } else if document.stringEquals(key, "groups") {
+                    problem = check(value, .array, "user.groups") ?? checkElements(value, .string, "user.groups")
+                }
                 return problem == nil
             }
             if let problem { return problem }
         }
-        if let objectRef = document.member("objectRef", of: event), document.kind(objectRef) == .object {
-            for name: StaticString in ["resource", "namespace", "name", "apiGroup", "apiVersion", "subresource"] {
-                if let problem = check(document.member(name, of: objectRef), "objectRef.\(name)", [.string]) { return problem }
-            }
+        if let problem = check(index[.sourceIPs], .array, "sourceIPs") ?? checkElements(index[.sourceIPs], .string, "sourceIPs") {
+            return problem
         }
-        if let status = document.member("responseStatus", of: event), document.kind(status) == .object {
-            if let problem = check(document.member("code", of: status), "responseStatus.code", [.number]) { return problem }
+        for key: RootKey in [.annotations, .objectRef, .responseStatus] {
+            if let problem = check(index[key], .object, "\(key)") { return problem }
+        }
+        if let annotations = index[.annotations], document.kind(annotations) == .object {
+            var problem: (String, Int)?
+            document.forEachMember(of: annotations) { key, value in
+                problem = check(value, .string, "annotations.\(document.string(key))")
+                return problem == nil
+            }
+            if let problem { return problem }
+        }
+        if let objectRef = index[.objectRef], document.kind(objectRef) == .object {
+            var problem: (String, Int)?
+            document.forEachMember(of: objectRef) { key, value in
+                problem = check(value, .string, "objectRef.\(document.string(key))")
+                return problem == nil
+            }
+            if let problem { return problem }
+        }
+        if let status = index[.responseStatus], document.kind(status) == .object, let code = document.member("code", of: status) {
+            if let problem = check(code, .number, "responseStatus.code") { return problem }
         }
         return nil
     }
-}
-
-/// Paths inside `kubernetes.audit` that the pipeline moves or removes.
-enum AuditPaths {
-    static let annotations = Array("annotations".utf8)
-    static let renames: [(from: [UInt8], to: [UInt8])] = ECSNormalizer.renames
-        .filter { $0.to != "annotations" }
-        .map { (Array($0.from.utf8), Array($0.to.utf8)) }
-    static let removed: [[UInt8]] = (ECSNormalizer.renames.map(\.from) + ["requestObject.metadata", "responseObject.metadata"])
-        .map { Array($0.utf8) }
 }
 
 /// An ECS field name, resolved once against the normalization so that lookups do no string work.
@@ -442,8 +443,8 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
     let mapping: Mapping
 
     enum Mapping: Hashable, Sendable {
-        case audit(sub: [UInt8])
-        case alias(sub: [UInt8])
+        case audit(AuditAccess)
+        case alias(AuditAccess)
         case sourceIP
         case relatedUser
         case outcome
@@ -466,8 +467,6 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
     public var description: String { name }
 
     func isUnder(_ prefix: String) -> Bool { name == prefix || name.hasPrefix(prefix + ".") }
-
-    static func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
     static func hasComponentPrefix(_ path: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
         guard path.count >= prefix.count else { return false }
@@ -507,7 +506,7 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
         case "event.original": return .original
         default: break
         }
-        if let source = aliases[name] { return .alias(sub: Array(source.utf8)) }
+        if let source = aliases[name] { return .alias(AuditAccess(source)) }
         let auditPrefix = "kubernetes.audit."
         if name.hasPrefix(auditPrefix) {
             let sub = String(name.dropFirst(auditPrefix.count))
@@ -515,7 +514,7 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
             if sub.hasPrefix(aksPrefix), let (source, inProperties) = aksMetadata[String(sub.dropFirst(aksPrefix.count))] {
                 return .aksMetadata(source: Array(source.utf8), inProperties: inProperties)
             }
-            return .audit(sub: Array(sub.utf8))
+            return .audit(AuditAccess(sub))
         }
         return .other
     }

@@ -128,23 +128,21 @@ public final class AuditRecordDecoder {
             try body(.failure(AuditDecodeError(reason: .notAnObject, message: "a \(document.kind(root)) is not an audit event", offset: offset, eventIndex: eventIndex)))
             return
         }
-        func emit(_ shape: InputShape, _ doc: JSONDocument, _ eventRoot: Int, aks: (JSONDocument, Int)? = nil, span: Range<Int>?) throws(E) {
-            if let problem = AuditEvent.validateTypes(doc, root: eventRoot, ecs: shape == .ecs) {
+        let index = RootIndex(document, root)
+        func emit(_ shape: InputShape, _ doc: JSONDocument, _ eventRoot: Int, _ eventIndexes: RootIndex,
+                  aks: (JSONDocument, Int)? = nil, span: Range<Int>?) throws(E) {
+            if let problem = AuditEvent.validateTypes(doc, eventIndexes, prefix: shape == .ecs ? "kubernetes.audit." : "") {
                 try body(.failure(AuditDecodeError(reason: .wrongType, message: problem.message, offset: problem.offset, eventIndex: eventIndex)))
                 return
             }
             try body(.success(AuditEvent(
-                shape: shape, document: doc, root: eventRoot, aksRecord: aks, wrapper: nil,
+                shape: shape, document: doc, root: eventRoot, index: eventIndexes, aksRecord: aks, wrapper: nil,
                 originalSpan: span, ingestTime: ingestTime, eventIndex: eventIndex)))
         }
 
-        if let kubernetes = document.member("kubernetes", of: root), let audit = document.member("audit", of: kubernetes),
-            document.kind(audit) == .object
-        {
-            try emit(.ecs, document, root, span: span)
-        } else if let items = document.member("items", of: root), document.kind(items) == .array,
-            let kind = document.member("kind", of: root), document.stringEquals(kind, "EventList")
-        {
+        if let kubernetes = index[.kubernetes], let audit = document.member("audit", of: kubernetes), document.kind(audit) == .object {
+            try emit(.ecs, document, root, RootIndex(document, audit), span: span)
+        } else if let items = index[.items], document.kind(items) == .array, let kind = index[.kind], document.stringEquals(kind, "EventList") {
             var elements: [Int] = []
             var failures: [AuditDecodeError] = []
             document.forEachElement(of: items) { item in
@@ -157,21 +155,21 @@ public final class AuditRecordDecoder {
                 return true
             }
             for failure in failures { try body(.failure(failure)) }
-            for item in elements { try emit(.eventListItem, document, item, span: nil) }
-        } else if document.member("protoPayload", of: root) != nil {
-            try emit(.gke, document, root, span: span)
-        } else if let properties = document.member("properties", of: root), let log = document.member("log", of: properties) {
+            for item in elements { try emit(.eventListItem, document, item, RootIndex(document, item), span: nil) }
+        } else if index[.protoPayload] != nil {
+            try emit(.gke, document, root, index, span: span)
+        } else if let properties = index[.properties], let log = document.member("log", of: properties) {
             switch document.kind(log) {
-            case .object: try emit(.aks, document, log, aks: (document, root), span: nil)
+            case .object: try emit(.aks, document, log, RootIndex(document, log), aks: (document, root), span: nil)
             case .string:
                 try withEmbeddedJSON(document, string: log, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
-                    try emit(.aks, inner, innerRoot, aks: (document, root), span: innerSpan)
+                    try emit(.aks, inner, innerRoot, RootIndex(inner, innerRoot), aks: (document, root), span: innerSpan)
                 }
             default:
                 try body(.failure(AuditDecodeError(reason: .wrongType, message: "properties.log must be a JSON string or object",
                                                    offset: Int(document.tape.entries[log].start), eventIndex: eventIndex)))
             }
-        } else if !insideWrapper, let message = document.member("message", of: root), document.kind(message) == .string {
+        } else if !insideWrapper, let message = index[.message], document.kind(message) == .string {
             try withEmbeddedJSON(document, string: message, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
                 // The wrapped text is itself a raw event, a GKE entry or an AKS record.
                 try dispatch(inner, root: innerRoot, span: innerSpan, eventIndex: eventIndex, ingestTime: ingestTime,
@@ -180,8 +178,8 @@ public final class AuditRecordDecoder {
                     try body(.success(event.wrapped(in: document, root: root)))
                 }
             }
-        } else if AuditEvent.looksLikeAuditEvent(document, root: root) {
-            try emit(.event, document, root, span: span)
+        } else if AuditEvent.looksLikeAuditEvent(document, index) {
+            try emit(.event, document, root, index, span: span)
         } else {
             try body(.failure(AuditDecodeError(
                 reason: .unrecognizedShape,
