@@ -40,7 +40,11 @@ let package = Package(
         ),
         // `make bench`: throughput figures as ratios measured in the same run.
         .executableTarget(name: "audit-sentinel-bench", dependencies: ["AuditEvents"]),
-        .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"]),
+        // libFuzzer target over record decoding; built only with -sanitize=fuzzer (`make fuzz`).
+        .executableTarget(
+            name: "audit-sentinel-fuzz", dependencies: ["AuditEvents"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]

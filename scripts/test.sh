@@ -3,7 +3,9 @@
 #  1. everything but the tansu suite, with Debian's librdkafka (mock cluster in-process);
 #  2. the tansu suite, with a real tansu broker on a free loopback port and the newer librdkafka that
 #     tansu needs (Debian's 2.0.2 cannot parse its ApiVersions answer; see README).
-# Fails if any suite fails or skips a test. tansu is stopped by its PID however the run ends.
+#  3. the libFuzzer target over record decoding, for a bounded time.
+# Fails if any suite fails or skips a test, or the fuzzer finds anything. tansu is stopped by its PID
+# however the run ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 logs=.build-logs
@@ -52,4 +54,6 @@ status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "test: suite 2 failed (exit $status)" >&2; exit 1; }
 check_run "$logs/suite-tansu.log" "suite 2 (tansu broker)"
+echo "== fuzz: record decoding, bounded (make fuzz runs longer)"
+bash scripts/fuzz.sh "${AUDIT_SENTINEL_TEST_FUZZ_SECONDS:-60}"
 echo "test: all suites passed"
