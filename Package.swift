@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // The only place that names the C API: librdkafka's public and mock-cluster headers.
@@ -29,11 +30,14 @@ let package = Package(
         ),
         // Record decoding and normalization to Elastic's ECS view. Pure Swift, no Kafka.
         .target(name: "AuditEvents"),
+        // Elastic detection rules from TOML, KQL parser and evaluator, rule types. Pure Swift, no Kafka.
+        .target(name: "Detection", dependencies: ["AuditEvents", .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "audit-sentinel",
             dependencies: [
                 "Kafka",
                 "AuditEvents",
+                "Detection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -45,6 +49,7 @@ let package = Package(
             name: "audit-sentinel-fuzz", dependencies: ["AuditEvents"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 swift build --scratch-path .build-fuzz -c release --product audit-sentinel-fuzz \
-  -Xswiftc -sanitize=fuzzer,address -Xswiftc -g 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -g -Xswiftc -DAUDIT_SENTINEL_FUZZ 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
 binary=.build-fuzz/release/audit-sentinel-fuzz
 [ -x "$binary" ] || { echo "fuzz: build failed" >&2; exit 1; }
 

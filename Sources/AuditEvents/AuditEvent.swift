@@ -466,6 +466,21 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { name }
 
+    /// Whether the field's values appear verbatim in the record's bytes (so a record lacking a literal
+    /// cannot match it): fields copied from the event, not derived or constant ones.
+    public var valuesAreVerbatim: Bool {
+        switch mapping {
+        case .audit, .alias, .relatedUser, .resourceType, .resourceName, .aksMetadata, .other: true
+        case .sourceIP, .outcome, .constant, .timestamp, .ingested, .original: false
+        }
+    }
+
+    /// For a constant field (`event.dataset`, `event.kind`, `orchestrator.type`): its value.
+    public var constantValue: String? {
+        if case .constant(let box) = mapping { return box.value.description }
+        return nil
+    }
+
     func isUnder(_ prefix: String) -> Bool { name == prefix || name.hasPrefix(prefix + ".") }
 
     static func hasComponentPrefix(_ path: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
@@ -550,12 +565,21 @@ public struct FieldValue: @unchecked Sendable {
 
     init(constant: StaticStringBox) { self.init(constant: constant.value) }
 
-    init(owned text: String) {
-        kind = .string
+    init(owned text: String) { self.init(kind: .string, owning: Array(text.utf8)) }
+
+    private init(kind: Kind, owning bytes: [UInt8]?) {
+        self.kind = kind
         raw = UnsafeRawBufferPointer(start: nil, count: 0)
         escaped = false
-        owned = Array(text.utf8)
+        owned = bytes
     }
+
+    /// Values of materialized documents (they own their bytes).
+    public init(string: String) { self.init(kind: .string, owning: Array(string.utf8)) }
+    public init(number text: String) { self.init(kind: .number, owning: Array(text.utf8)) }
+    public init(bool: Bool) { self.init(kind: .bool, owning: Array((bool ? "true" : "false").utf8)) }
+    /// A non-empty object: it exists, but equals no scalar.
+    public init(objectMarker: ()) { self.init(kind: .object, owning: nil) }
 
     /// The value's UTF-8 bytes, escapes decoded.
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
@@ -574,7 +598,7 @@ public struct FieldValue: @unchecked Sendable {
         }
     }
 
-    public var boolValue: Bool? { kind == .bool ? raw.first == UInt8(ascii: "t") : nil }
+    public var boolValue: Bool? { kind == .bool ? withBytes { $0.first == UInt8(ascii: "t") } : nil }
 
     /// Exact comparison with a literal.
     public func equals(_ literal: StaticString) -> Bool {

@@ -37,6 +37,7 @@ enum FuzzFields {
     ].map(FieldPath.init)
 }
 
+#if AUDIT_SENTINEL_FUZZ
 /// SwiftPM links an executable's entry point as `<module>_main`; hand control to libFuzzer's driver there.
 @_silgen_name("LLVMFuzzerRunDriver")
 func runFuzzerDriver(
@@ -49,3 +50,11 @@ public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePoi
     var arguments = argv
     return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
 }
+#else
+/// Built without libFuzzer (a plain `swift build`): say how to build the real thing.
+@_cdecl("audit_sentinel_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    print("audit-sentinel-fuzz: built without libFuzzer; run `make fuzz` (scripts/fuzz.sh)")
+    return 2
+}
+#endif

@@ -1,0 +1,171 @@
+import AuditEvents
+import Foundation
+
+/// A loaded rule, ready to run: its KQL compiled, its prefilter derived, its term fields resolved.
+public final class CompiledRule: Sendable {
+    public let rule: DetectionRule
+    public let query: CompiledQuery
+    /// Literals a record must contain to possibly match; nil when the query requires none.
+    public let prefilter: Prefilter?
+    public let newTermsFields: [FieldPath]
+    /// Event time: the rule's `timestamp_override` (Elastic's rules use `event.ingested`), else `@timestamp`.
+    public let timestampField: FieldPath
+
+    public init(_ rule: DetectionRule) throws(RuleLoadError) {
+        self.rule = rule
+        do {
+            query = try CompiledQuery(parsing: rule.query)
+        } catch {
+            throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+        }
+        prefilter = query.requiredLiterals.map { Prefilter(requirements: $0) }
+        newTermsFields = rule.newTerms?.fields.map(FieldPath.init) ?? []
+        timestampField = FieldPath(rule.timestampOverride ?? "@timestamp")
+    }
+
+    public static func load(file: String) throws(RuleLoadError) -> CompiledRule {
+        try CompiledRule(DetectionRule.load(file: file))
+    }
+
+    public var id: String { rule.ruleID }
+    public var name: String { rule.name }
+
+    /// Whether the event matches the rule's query (for `new_terms` rules: before the novelty check).
+    public func matches(_ event: some KQLDocument) -> Bool { query.matches(event) }
+
+    /// The event's time for this rule, in milliseconds.
+    public func eventTime(_ event: AuditEvent) -> Int64? {
+        switch timestampField.name {
+        case "event.ingested": event.ingestedMilliseconds ?? event.timestampMilliseconds
+        case "@timestamp": event.timestampMilliseconds
+        default: event.firstString(timestampField).flatMap { Timestamp.milliseconds(fromRFC3339: $0) } ?? event.timestampMilliseconds
+        }
+    }
+
+    /// For `new_terms` rules: the combinations of the term fields' values in this event (every combination
+    /// when fields have several values, at most `limit`). Empty when a field is missing: such an event
+    /// cannot bring a new term, as in Elastic.
+    public func termCombinations(_ event: some KQLDocument, limit: Int = 100) -> [TermsKey] {
+        var combinations: [[String]] = [[]]
+        for field in newTermsFields {
+            var values: [String] = []
+            event.forEachValue(of: field) { value in
+                let text = value.stringValue
+                if !values.contains(text) { values.append(text) }
+                return values.count < limit
+            }
+            if values.isEmpty { return [] }
+            combinations = combinations.flatMap { prefix in values.map { prefix + [$0] } }.prefix(limit).map { $0 }
+        }
+        return combinations.map(TermsKey.init)
+    }
+
+    /// For `new_terms` rules: the combinations not seen within the history window before `time`. Every
+    /// combination is recorded as seen at `time` (the latest sighting wins).
+    public func newTerms(_ event: some KQLDocument, at time: Int64, history: some NewTermsHistory) -> [TermsKey] {
+        guard let window = rule.newTerms?.historyWindowMilliseconds else { return [] }
+        var fresh: [TermsKey] = []
+        for key in termCombinations(event) {
+            if let seen = history.lastSeen(key), abs(time - seen) <= window {
+                history.record(key, at: max(seen, time))
+            } else {
+                fresh.append(key)
+                history.record(key, at: time)
+            }
+        }
+        return fresh
+    }
+}
+
+/// The values of a `new_terms` rule's fields, in field order.
+public struct TermsKey: Hashable, Sendable, CustomStringConvertible {
+    public var values: [String]
+    public init(_ values: [String]) { self.values = values }
+    public var description: String { values.joined(separator: " | ") }
+}
+
+/// The history a `new_terms` rule keeps: when each combination of term values was last seen. The pipeline
+/// keeps one per partition and persists it to a compacted changelog; this module's in-memory store is
+/// bounded and evicts by age.
+public protocol NewTermsHistory: AnyObject {
+    func lastSeen(_ key: TermsKey) -> Int64?
+    func record(_ key: TermsKey, at time: Int64)
+    /// Forgets combinations last seen before `time` (outside every window that could still ask).
+    func evict(before time: Int64)
+    var count: Int { get }
+}
+
+/// A bounded in-memory history. Over capacity, the combinations seen longest ago go first.
+public final class InMemoryNewTermsHistory: NewTermsHistory {
+    private var seen: [TermsKey: Int64] = [:]
+    public let capacity: Int
+    public private(set) var evictedCount = 0
+
+    public init(capacity: Int = 1_000_000) {
+        self.capacity = capacity
+    }
+
+    public func lastSeen(_ key: TermsKey) -> Int64? { seen[key] }
+
+    public func record(_ key: TermsKey, at time: Int64) {
+        seen[key] = max(seen[key] ?? .min, time)
+        if seen.count > capacity {
+            // Drop the oldest tenth at once, so eviction costs O(1) amortized per record.
+            let drop = max(1, capacity / 10)
+            for (key, _) in seen.sorted(by: { $0.value < $1.value }).prefix(drop) { seen.removeValue(forKey: key) }
+            evictedCount += drop
+        }
+    }
+
+    public func evict(before time: Int64) {
+        let before = seen.count
+        seen = seen.filter { $0.value >= time }
+        evictedCount += before - seen.count
+    }
+
+    public var count: Int { seen.count }
+
+    /// Every entry, for persisting.
+    public var entries: [(TermsKey, Int64)] { seen.map { ($0.key, $0.value) } }
+}
+
+/// All the rules of a directory, loaded together: any file that fails is reported, none is skipped.
+public struct RuleSet: Sendable {
+    public let rules: [CompiledRule]
+
+    public init(_ rules: [CompiledRule]) { self.rules = rules }
+
+    /// Loads every `*.toml` file of `directory`.
+    /// - Throws: ``RuleSetError`` with one entry per failing file.
+    public static func load(directory: String) throws(RuleSetError) -> RuleSet {
+        let files: [String]
+        do {
+            files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".toml") }.sorted()
+        } catch {
+            throw RuleSetError(failures: [RuleLoadError(file: directory, message: "cannot list rules: \(error.localizedDescription)")])
+        }
+        return try load(files: files.map { (directory as NSString).appendingPathComponent($0) })
+    }
+
+    public static func load(files: [String]) throws(RuleSetError) -> RuleSet {
+        var rules: [CompiledRule] = []
+        var failures: [RuleLoadError] = []
+        for file in files {
+            do throws(RuleLoadError) {
+                rules.append(try CompiledRule.load(file: file))
+            } catch {
+                failures.append(error)
+            }
+        }
+        guard failures.isEmpty else { throw RuleSetError(failures: failures) }
+        return RuleSet(rules)
+    }
+
+    /// A prefilter for the whole set: a record passes if any rule might match it.
+    public var prefilter: PrefilterSet { PrefilterSet(rules.map(\.prefilter)) }
+}
+
+public struct RuleSetError: Error, Sendable, CustomStringConvertible {
+    public var failures: [RuleLoadError]
+    public var description: String { failures.map(\.description).joined(separator: "\n") }
+}
