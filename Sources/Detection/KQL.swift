@@ -127,7 +127,7 @@ public struct KQLParser {
         case .not: "'not'"
         case .quoted(let text): "\"\(text)\""
         case .unquoted(_, let text): "'\(text)'"
-        case .end: "the end of the query"
+        case .end: "end of the query"
         }
     }
 

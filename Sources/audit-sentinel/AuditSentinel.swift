@@ -6,7 +6,11 @@ struct AuditSentinel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit-sentinel",
         abstract: "Detects denied and suspicious Kubernetes API requests in audit logs streamed through Kafka.",
-        subcommands: [Version.self]
+        discussion: """
+            Exit codes: 0 success (for `match`: something matched), 1 nothing matched, 2 an error \
+            (unreadable file, invalid rule or query, bad arguments).
+            """,
+        subcommands: [Match.self, CheckRule.self, Version.self]
     )
 }
 

@@ -1,0 +1,90 @@
+import AuditEvents
+import Foundation
+import Testing
+
+/// `audit-sentinel match` and `check-rule`, run as a user runs them (the binary `swift build` made).
+@Suite("match and check-rule commands")
+struct MatchCommandTests {
+    static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("audit-sentinel")
+    }
+
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    func run(_ arguments: [String], stdin: [UInt8]? = nil) throws -> Run {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        let input = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin)) }
+        try input.fileHandleForWriting.close()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    let seed = packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path
+    let fixtures = packageRoot.appendingPathComponent("Tests/AuditEventsTests/Fixtures")
+
+    @Test func printsMatchingDocumentsAsJSONLines() throws {
+        let result = try run(["match", "--rule", seed, fixtures.appendingPathComponent("denied-serviceaccount.json").path,
+                              fixtures.appendingPathComponent("eventlist-batch.json").path, fixtures.appendingPathComponent("minimal.json").path])
+        #expect(result.status == 0)
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        let documents = try lines.map { try JSONValue.parse(String($0)) }
+        #expect(documents.map { $0[path: "kubernetes.audit.auditID"] } == ["7f3c2a8e-1d4b-4c55-9a0e-5b2f6c1d9e01", "a2"])
+        #expect(documents.allSatisfy { $0[path: "event.outcome"] == "failure" })
+    }
+
+    @Test func readsStandardInputAndQueries() throws {
+        let input = try Data(contentsOf: fixtures.appendingPathComponent("eventlist-batch.json"))
+        let result = try run(["match", "--query", "kubernetes.audit.verb:(list or patch) and source.ip:10.244.0.0/16"], stdin: Array(input))
+        #expect(result.status == 0)
+        #expect(result.stdout.split(separator: "\n").count == 2)
+    }
+
+    @Test func exitsOneWhenNothingMatchesAndTwoOnErrors() throws {
+        let minimal = fixtures.appendingPathComponent("minimal.json").path
+        #expect(try run(["match", "--query", "kubernetes.audit.verb:delete", minimal]).status == 1)
+        let badQuery = try run(["match", "--query", "verb:(", minimal])
+        #expect(badQuery.status == 2)
+        #expect(badQuery.stderr.contains("KQL syntax error at character 6"))
+        #expect(try run(["match", "--query", "a:b", "/nonexistent/file.log"]).status == 2)
+        #expect(try run(["match", minimal]).status != 0, "a rule or a query is required")
+    }
+
+    @Test func badRecordsAreReportedAndSkipped() throws {
+        let good = try Data(contentsOf: fixtures.appendingPathComponent("denied-serviceaccount.json"))
+        let input = Array("{broken\n".utf8) + Array(good)
+        let result = try run(["match", "--rule", seed], stdin: input)
+        #expect(result.status == 0)
+        #expect(result.stdout.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("invalid_json"))
+        #expect(result.stderr.contains("1 record(s) could not be decoded"))
+    }
+
+    @Test func checkRuleSummarizesOrExplains() throws {
+        let ok = try run(["check-rule", seed])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("Kubernetes Denied Service Account Request [query, medium, risk 47]"))
+        let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).toml")
+        try "[rule]\nname = \"EQL one\"\ntype = \"eql\"\nlanguage = \"eql\"\n".write(to: broken, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: broken) }
+        let failed = try run(["check-rule", seed, broken.path])
+        #expect(failed.status == 2)
+        #expect(failed.stderr.contains("EQL one"))
+        #expect(failed.stderr.contains("not supported"))
+    }
+}
