@@ -43,7 +43,7 @@ let package = Package(
             ]
         ),
         // `make bench`: throughput figures as ratios measured in the same run.
-        .executableTarget(name: "audit-sentinel-bench", dependencies: ["AuditEvents"]),
+        .executableTarget(name: "audit-sentinel-bench", dependencies: ["AuditEvents", "Detection"]),
         // libFuzzer target over record decoding; built only with -sanitize=fuzzer (`make fuzz`).
         .executableTarget(
             name: "audit-sentinel-fuzz", dependencies: ["AuditEvents"],

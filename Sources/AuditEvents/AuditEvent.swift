@@ -318,7 +318,7 @@ public struct AuditEvent: @unchecked Sendable {
         case .object, .array:
             var empty = true
             var child = index + 1
-            let end = Int(document.tape.entries[index].end)
+            let end = Int(document.entries[index].end)
             let isObject = document.kind(index) == .object
             while child < end {
                 let value = isObject ? child + 1 : child
@@ -380,7 +380,7 @@ public struct AuditEvent: @unchecked Sendable {
             guard let value else { return nil }
             let kind = document.kind(value)
             guard kind != .null, !allowed.contains(Kinds(kind)) else { return nil }
-            return ("\(prefix)\(name()) must be \(allowed.names), not \(kind)", Int(document.tape.entries[value].start))
+            return ("\(prefix)\(name()) must be \(allowed.names), not \(kind)", Int(document.entries[value].start))
         }
         func checkElements(_ value: Int?, _ allowed: Kinds, _ name: @autoclosure () -> String) -> (String, Int)? {
             guard let value, document.kind(value) == .array else { return nil }
@@ -437,7 +437,8 @@ public struct AuditEvent: @unchecked Sendable {
 }
 
 /// An ECS field name, resolved once against the normalization so that lookups do no string work.
-public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
+/// A class: rules hold many and pass them on every evaluation, where a reference costs one retain.
+public final class FieldPath: Hashable, Sendable, CustomStringConvertible, ExpressibleByStringLiteral {
     public let name: String
     let bytes: [UInt8]
     let mapping: Mapping
@@ -463,6 +464,11 @@ public struct FieldPath: Hashable, Sendable, CustomStringConvertible {
         self.bytes = Array(name.utf8)
         self.mapping = Self.resolve(name)
     }
+
+    public convenience init(stringLiteral name: String) { self.init(name) }
+
+    public static func == (lhs: FieldPath, rhs: FieldPath) -> Bool { lhs.name == rhs.name }
+    public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     public var description: String { name }
 

@@ -58,7 +58,10 @@ public struct AuditDecodeError: Error, Sendable, Equatable, CustomStringConverti
 /// handed to the body borrow the record's bytes and the decoder's buffers: use them inside the body only.
 public final class AuditRecordDecoder {
     public let limits: DecoderLimits
-    private var tape = JSONTape()
+    private let tape = JSONTape()
+    /// Tapes for JSON embedded in string fields (AKS `properties.log`, wrapper `message`), one per nesting level.
+    private var embeddedTapes: [JSONTape] = []
+    private var embeddedDepth = 0
 
     public init(limits: DecoderLimits = DecoderLimits()) {
         self.limits = limits
@@ -92,9 +95,9 @@ public final class AuditRecordDecoder {
             let start = scanner.position
             let root = tape.count
             do throws(JSONSyntaxError) {
-                try scanner.scanValue(into: &tape, depth: 0)
+                try scanner.scanValue(into: tape, depth: 0)
             } catch {
-                tape.entries.removeSubrange(root...)
+                tape.truncate(to: root)
                 errors += 1
                 if errors > limits.maxErrorsPerRecord {
                     try body(.failure(AuditDecodeError(
@@ -123,7 +126,7 @@ public final class AuditRecordDecoder {
         _ document: JSONDocument, root: Int, span: Range<Int>, eventIndex: Int, ingestTime: Int64?, insideWrapper: Bool,
         _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void
     ) throws(E) {
-        let offset = Int(document.tape.entries[root].start)
+        let offset = Int(document.entries[root].start)
         guard document.kind(root) == .object else {
             try body(.failure(AuditDecodeError(reason: .notAnObject, message: "a \(document.kind(root)) is not an audit event", offset: offset, eventIndex: eventIndex)))
             return
@@ -150,7 +153,7 @@ public final class AuditRecordDecoder {
                     elements.append(item)
                 } else {
                     failures.append(AuditDecodeError(reason: .notAnObject, message: "an EventList item is not an object",
-                                                     offset: Int(document.tape.entries[item].start), eventIndex: eventIndex))
+                                                     offset: Int(document.entries[item].start), eventIndex: eventIndex))
                 }
                 return true
             }
@@ -167,7 +170,7 @@ public final class AuditRecordDecoder {
                 }
             default:
                 try body(.failure(AuditDecodeError(reason: .wrongType, message: "properties.log must be a JSON string or object",
-                                                   offset: Int(document.tape.entries[log].start), eventIndex: eventIndex)))
+                                                   offset: Int(document.entries[log].start), eventIndex: eventIndex)))
             }
         } else if !insideWrapper, let message = index[.message], document.kind(message) == .string {
             try withEmbeddedJSON(document, string: message, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
@@ -195,15 +198,19 @@ public final class AuditRecordDecoder {
         _ use: (JSONDocument, Int, Range<Int>) throws(E) -> Void
     ) throws(E) {
         let text = document.hasEscapes(index) ? unescape(document.rawBytes(index)) : Array(document.rawBytes(index))
-        let fieldOffset = Int(document.tape.entries[index].start)
+        let fieldOffset = Int(document.entries[index].start)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, text.count), alignment: 1)
         defer { buffer.deallocate() }
         buffer.copyBytes(from: text)
         let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<text.count])
-        var innerTape = JSONTape()
+        if embeddedTapes.count <= embeddedDepth { embeddedTapes.append(JSONTape()) }
+        let innerTape = embeddedTapes[embeddedDepth]
+        innerTape.removeAll()
+        embeddedDepth += 1
+        defer { embeddedDepth -= 1 }
         var scanner = JSONScanner(bytes, from: 0, maxDepth: limits.maxDepth)
         do throws(JSONSyntaxError) {
-            try scanner.scanValue(into: &innerTape, depth: 0)
+            try scanner.scanValue(into: innerTape, depth: 0)
             scanner.skipWhitespace()
             if scanner.position != bytes.count {
                 throw JSONSyntaxError(kind: .syntax, reason: "unexpected data after the JSON value", offset: scanner.position)

@@ -1,15 +1,14 @@
-/// A JSON text and its tape: the bytes are borrowed, so a document is valid only while they are.
+/// A JSON text and its tape, both borrowed: a plain view (no reference counting) that is valid while the
+/// bytes live and the tape is neither reused nor grown.
 public struct JSONDocument: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
-    public let tape: JSONTape
+    let entries: UnsafeMutablePointer<JSONTape.Entry>
 
-    @usableFromInline var base: UnsafePointer<UInt8> { bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) }
-
-    /// Scans a complete text holding exactly one value.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 128) throws(JSONSyntaxError) -> JSONDocument {
-        var tape = JSONTape()
+    /// Scans a complete text holding exactly one value into `tape` (which the caller keeps alive).
+    static func parse(_ bytes: UnsafeRawBufferPointer, into tape: JSONTape, maxDepth: Int = 128) throws(JSONSyntaxError) -> JSONDocument {
+        tape.removeAll()
         var scanner = JSONScanner(bytes, from: 0, maxDepth: maxDepth)
-        try scanner.scanValue(into: &tape, depth: 0)
+        try scanner.scanValue(into: tape, depth: 0)
         scanner.skipWhitespace()
         guard scanner.position == bytes.count else {
             throw JSONSyntaxError(kind: .syntax, reason: "unexpected data after the JSON value", offset: scanner.position)
@@ -19,20 +18,22 @@ public struct JSONDocument: @unchecked Sendable {
 
     public init(bytes: UnsafeRawBufferPointer, tape: JSONTape) {
         self.bytes = bytes
-        self.tape = tape
+        self.entries = tape.storage
     }
 
-    @inlinable func kind(_ index: Int) -> JSONTape.Kind { tape.entries[index].kind }
+    func offset(_ index: Int) -> Int { Int(entries[index].start) }
+
+    func kind(_ index: Int) -> JSONTape.Kind { entries[index].kind }
 
     /// The index just past the value at `index` (its next sibling, if any).
-    @inlinable func next(_ index: Int) -> Int {
-        let entry = tape.entries[index]
+    func next(_ index: Int) -> Int {
+        let entry = entries[index]
         return entry.kind == .object || entry.kind == .array ? Int(entry.end) : index + 1
     }
 
     /// Calls `body` with the key and value index of every member of the object at `index`, until it returns false.
-    @inlinable func forEachMember(of index: Int, _ body: (_ key: Int, _ value: Int) -> Bool) {
-        let end = Int(tape.entries[index].end)
+    func forEachMember(of index: Int, _ body: (_ key: Int, _ value: Int) -> Bool) {
+        let end = Int(entries[index].end)
         var key = index + 1
         while key < end {
             let value = key + 1
@@ -42,8 +43,8 @@ public struct JSONDocument: @unchecked Sendable {
     }
 
     /// Calls `body` with the index of every element of the array at `index`.
-    @inlinable func forEachElement(of index: Int, _ body: (Int) -> Bool) {
-        let end = Int(tape.entries[index].end)
+    func forEachElement(of index: Int, _ body: (Int) -> Bool) {
+        let end = Int(entries[index].end)
         var element = index + 1
         while element < end {
             if !body(element) { return }
@@ -63,12 +64,12 @@ public struct JSONDocument: @unchecked Sendable {
     }
 
     /// The raw text of a string between its quotes (escapes not decoded), or of a number or literal.
-    @inlinable func rawBytes(_ index: Int) -> UnsafeRawBufferPointer {
-        let entry = tape.entries[index]
+    func rawBytes(_ index: Int) -> UnsafeRawBufferPointer {
+        let entry = entries[index]
         return UnsafeRawBufferPointer(rebasing: bytes[Int(entry.start)..<Int(entry.end)])
     }
 
-    @inlinable func hasEscapes(_ index: Int) -> Bool { tape.entries[index].flags & 1 != 0 }
+    func hasEscapes(_ index: Int) -> Bool { entries[index].flags & 1 != 0 }
 
     /// Whether the string at `index` equals `literal` (escapes decoded when present).
     func stringEquals(_ index: Int, _ literal: StaticString) -> Bool {
@@ -252,9 +253,11 @@ public indirect enum JSONValue: Hashable, Sendable {
     /// Parses a complete JSON text.
     public static func parse(_ text: some Collection<UInt8>, maxDepth: Int = 128) throws(JSONSyntaxError) -> JSONValue {
         let bytes = Array(text)
+        let tape = JSONTape()
         let result: Result<JSONValue, JSONSyntaxError> = bytes.withUnsafeBytes { buffer in
-            Result { () throws(JSONSyntaxError) in try JSONDocument.parse(buffer, maxDepth: maxDepth).value() }
+            Result { () throws(JSONSyntaxError) in try JSONDocument.parse(buffer, into: tape, maxDepth: maxDepth).value() }
         }
+        withExtendedLifetime(tape) {}
         return try result.get()
     }
 

@@ -5,7 +5,7 @@
 /// The scan validates the whole text as RFC 8259 JSON, including UTF-8 inside strings, and enforces a
 /// nesting limit. Storage is reused across scans (``JSONTape/removeAll()``): the hot path allocates nothing
 /// per record once the tape has grown to its working size.
-public struct JSONTape: Sendable {
+public final class JSONTape {
     public enum Kind: UInt8, Sendable {
         case object, array, string, number, `true`, `false`, null
     }
@@ -13,22 +13,48 @@ public struct JSONTape: Sendable {
     /// One value. Containers: `start` is the offset of `{`/`[`, `end` the index of the first entry after the
     /// container's subtree. Strings: `start`..<`end` is the text between the quotes. Numbers and literals:
     /// their text.
-    @usableFromInline
-    struct Entry: Sendable {
-        @usableFromInline var start: UInt32
-        @usableFromInline var end: UInt32
-        @usableFromInline var kind: Kind
+    public struct Entry: Sendable {
+        public var start: UInt32
+        public var end: UInt32
+        public var kind: Kind
         /// For strings: bit 0 = contains escapes, bit 1 = contains non-ASCII bytes.
-        @usableFromInline var flags: UInt8
+        public var flags: UInt8
     }
 
-    @usableFromInline var entries: ContiguousArray<Entry> = []
+    /// Manually managed so that documents can point into it without reference counting; a document made
+    /// from this tape is valid until the tape grows or is reused.
+    private(set) var storage: UnsafeMutablePointer<Entry>
+    public private(set) var count = 0
+    private var capacity: Int
 
-    public init() {}
+    public init(capacity: Int = 256) {
+        self.capacity = max(16, capacity)
+        storage = .allocate(capacity: self.capacity)
+    }
 
-    public var count: Int { entries.count }
+    deinit { storage.deallocate() }
 
-    public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
+    @inline(__always)
+    func append(_ entry: Entry) {
+        if count == capacity { grow() }
+        storage[count] = entry
+        count += 1
+    }
+
+    private func grow() {
+        let larger = UnsafeMutablePointer<Entry>.allocate(capacity: capacity * 2)
+        larger.moveInitialize(from: storage, count: count)
+        storage.deallocate()
+        storage = larger
+        capacity *= 2
+    }
+
+    public func removeAll() { count = 0 }
+
+    func truncate(to newCount: Int) { count = min(count, newCount) }
+
+    @inline(__always)
+    func setEnd(of index: Int) { storage[index].end = UInt32(count) }
 }
 
 /// Why a JSON text was rejected, and where.
@@ -70,17 +96,17 @@ struct JSONScanner {
         }
     }
 
-    mutating func scanValue(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+    mutating func scanValue(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
         skipWhitespace()
         guard position < count else { throw fail("unexpected end of input, expected a value") }
         switch bytes[position] {
-        case UInt8(ascii: "{"): try scanObject(into: &tape, depth: depth + 1)
-        case UInt8(ascii: "["): try scanArray(into: &tape, depth: depth + 1)
-        case UInt8(ascii: "\""): try scanString(into: &tape)
-        case UInt8(ascii: "t"): try scanLiteral("true", .true, into: &tape)
-        case UInt8(ascii: "f"): try scanLiteral("false", .false, into: &tape)
-        case UInt8(ascii: "n"): try scanLiteral("null", .null, into: &tape)
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try scanNumber(into: &tape)
+        case UInt8(ascii: "{"): try scanObject(into: tape, depth: depth + 1)
+        case UInt8(ascii: "["): try scanArray(into: tape, depth: depth + 1)
+        case UInt8(ascii: "\""): try scanString(into: tape)
+        case UInt8(ascii: "t"): try scanLiteral("true", .true, into: tape)
+        case UInt8(ascii: "f"): try scanLiteral("false", .false, into: tape)
+        case UInt8(ascii: "n"): try scanLiteral("null", .null, into: tape)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try scanNumber(into: tape)
         default: throw fail(describeUnexpected(expected: "a value"))
         }
     }
@@ -91,27 +117,27 @@ struct JSONScanner {
         return "unexpected byte 0x\(String(byte, radix: 16)), expected \(expected)"
     }
 
-    private mutating func scanObject(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+    private mutating func scanObject(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
         guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
-        let index = tape.entries.count
-        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .object, flags: 0))
+        let index = tape.count
+        tape.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .object, flags: 0))
         position += 1
         skipWhitespace()
         if position < count, bytes[position] == UInt8(ascii: "}") {
             position += 1
-            tape.entries[index].end = UInt32(tape.entries.count)
+            tape.setEnd(of: index)
             return
         }
         while true {
             skipWhitespace()
             guard position < count else { throw fail("unexpected end of input in an object") }
             guard bytes[position] == UInt8(ascii: "\"") else { throw fail(describeUnexpected(expected: "a member name")) }
-            try scanString(into: &tape)
+            try scanString(into: tape)
             skipWhitespace()
             guard position < count else { throw fail("unexpected end of input in an object") }
             guard bytes[position] == UInt8(ascii: ":") else { throw fail(describeUnexpected(expected: "':'")) }
             position += 1
-            try scanValue(into: &tape, depth: depth)
+            try scanValue(into: tape, depth: depth)
             skipWhitespace()
             guard position < count else { throw fail("unexpected end of input in an object") }
             let byte = bytes[position]
@@ -121,22 +147,22 @@ struct JSONScanner {
             position -= 1
             throw fail(describeUnexpected(expected: "',' or '}'"))
         }
-        tape.entries[index].end = UInt32(tape.entries.count)
+        tape.setEnd(of: index)
     }
 
-    private mutating func scanArray(into tape: inout JSONTape, depth: Int) throws(JSONSyntaxError) {
+    private mutating func scanArray(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
         guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
-        let index = tape.entries.count
-        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .array, flags: 0))
+        let index = tape.count
+        tape.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .array, flags: 0))
         position += 1
         skipWhitespace()
         if position < count, bytes[position] == UInt8(ascii: "]") {
             position += 1
-            tape.entries[index].end = UInt32(tape.entries.count)
+            tape.setEnd(of: index)
             return
         }
         while true {
-            try scanValue(into: &tape, depth: depth)
+            try scanValue(into: tape, depth: depth)
             skipWhitespace()
             guard position < count else { throw fail("unexpected end of input in an array") }
             let byte = bytes[position]
@@ -146,10 +172,10 @@ struct JSONScanner {
             position -= 1
             throw fail(describeUnexpected(expected: "',' or ']'"))
         }
-        tape.entries[index].end = UInt32(tape.entries.count)
+        tape.setEnd(of: index)
     }
 
-    private mutating func scanString(into tape: inout JSONTape) throws(JSONSyntaxError) {
+    private mutating func scanString(into tape: JSONTape) throws(JSONSyntaxError) {
         let open = position
         position += 1
         let start = position
@@ -177,7 +203,7 @@ struct JSONScanner {
             }
             position += 1
         }
-        tape.entries.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .string, flags: flags))
+        tape.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .string, flags: flags))
         position += 1
     }
 
@@ -238,7 +264,7 @@ struct JSONScanner {
         position += length
     }
 
-    private mutating func scanNumber(into tape: inout JSONTape) throws(JSONSyntaxError) {
+    private mutating func scanNumber(into tape: JSONTape) throws(JSONSyntaxError) {
         let start = position
         if bytes[position] == UInt8(ascii: "-") { position += 1 }
         guard position < count, isDigit(bytes[position]) else { throw fail("invalid number", at: start) }
@@ -258,15 +284,15 @@ struct JSONScanner {
             guard position < count, isDigit(bytes[position]) else { throw fail("invalid number: exponent has no digits", at: start) }
             while position < count, isDigit(bytes[position]) { position += 1 }
         }
-        tape.entries.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .number, flags: 0))
+        tape.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .number, flags: 0))
     }
 
-    private mutating func scanLiteral(_ text: StaticString, _ kind: JSONTape.Kind, into tape: inout JSONTape) throws(JSONSyntaxError) {
+    private mutating func scanLiteral(_ text: StaticString, _ kind: JSONTape.Kind, into tape: JSONTape) throws(JSONSyntaxError) {
         let length = text.utf8CodeUnitCount
         guard position + length <= count, memcmp(bytes + position, text.utf8Start, length) == 0 else {
             throw fail(describeUnexpected(expected: "a value"))
         }
-        tape.entries.append(JSONTape.Entry(start: UInt32(position), end: UInt32(position + length), kind: kind, flags: 0))
+        tape.append(JSONTape.Entry(start: UInt32(position), end: UInt32(position + length), kind: kind, flags: 0))
         position += length
     }
 }

@@ -60,7 +60,7 @@ struct RootIndex: Sendable {
 
 /// A `kubernetes.audit.<sub>` field, resolved once against the pipeline's renames and removals and the
 /// event's top-level members.
-struct AuditAccess: Hashable, Sendable {
+final class AuditAccess: Hashable, Sendable {
     /// The whole sub-path, for the generic walk.
     let sub: [UInt8]
     /// Renamed away or removed by the pipeline: never has a value.

@@ -33,6 +33,8 @@ public final class CompiledRule: Sendable {
     /// Whether the event matches the rule's query (for `new_terms` rules: before the novelty check).
     public func matches(_ event: some KQLDocument) -> Bool { query.matches(event) }
 
+    public func matches(_ event: AuditEvent) -> Bool { query.matches(event) }
+
     /// The event's time for this rule, in milliseconds.
     public func eventTime(_ event: AuditEvent) -> Int64? {
         switch timestampField.name {

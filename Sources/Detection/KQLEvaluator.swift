@@ -134,6 +134,9 @@ public struct CompiledQuery: Sendable, CustomStringConvertible {
     /// Whether the document matches.
     public func matches(_ document: some KQLDocument) -> Bool { Self.evaluate(root, document) }
 
+    /// The hot path: a concrete entry point, so the evaluator is specialized for ``AuditEvent`` here.
+    public func matches(_ event: AuditEvent) -> Bool { Self.evaluate(root, event) }
+
     // MARK: Compilation
 
     static func compile(_ query: KQLQuery) -> Node {
@@ -312,8 +315,8 @@ extension CompiledQuery.RangeBound {
     }
 }
 
-/// One compiled KQL value, matched against one field value.
-struct Matcher: Sendable {
+/// One compiled KQL value, matched against one field value (a class: evaluation passes it by reference).
+final class Matcher: Sendable {
     enum Kind: Sendable {
         /// `*`: any value.
         case exists
