@@ -50,6 +50,8 @@ public struct AuditEvent: @unchecked Sendable {
     @discardableResult
     public func forEachValue(of field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
         if shape == .ecs { return visitECS(field, body) }
+        // The common case first, reading the access without touching its reference count.
+        if let access = field.access { return visitAudit(access, body) }
         switch field.mapping {
         case .audit(let access), .alias(let access): return visitAudit(access, body)
         case .sourceIP: return visitSourceIPs(body)
@@ -442,6 +444,8 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
     public let name: String
     let bytes: [UInt8]
     let mapping: Mapping
+    /// For `.audit`/`.alias` mappings: the access, held strongly by `mapping`.
+    unowned(unsafe) let access: AuditAccess?
 
     enum Mapping: Hashable, Sendable {
         case audit(AuditAccess)
@@ -463,6 +467,10 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         self.name = name
         self.bytes = Array(name.utf8)
         self.mapping = Self.resolve(name)
+        switch mapping {
+        case .audit(let access), .alias(let access): self.access = access
+        default: self.access = nil
+        }
     }
 
     public convenience init(stringLiteral name: String) { self.init(name) }

@@ -118,11 +118,13 @@ public struct CompiledQuery: Sendable, CustomStringConvertible {
     }
 
     let root: Node
+    let program: Program
     public let source: KQLQuery
 
     public init(_ query: KQLQuery) {
         source = query
         root = Self.compile(query)
+        program = Program(root)
     }
 
     public init(parsing text: String) throws(KQLSyntaxError) {
@@ -135,7 +137,7 @@ public struct CompiledQuery: Sendable, CustomStringConvertible {
     public func matches(_ document: some KQLDocument) -> Bool { Self.evaluate(root, document) }
 
     /// The hot path: a concrete entry point, so the evaluator is specialized for ``AuditEvent`` here.
-    public func matches(_ event: AuditEvent) -> Bool { Self.evaluate(root, event) }
+    public func matches(_ event: AuditEvent) -> Bool { program.matches(event) }
 
     // MARK: Compilation
 
@@ -497,5 +499,156 @@ struct IPNetwork: Sendable, Equatable {
             bits -= 8
         }
         return true
+    }
+}
+
+/// The compiled query flattened for ``AuditEvent``s: instructions in one buffer, children by index, fields
+/// and matchers referenced without reference counting (``owners`` keeps them alive). Evaluating a rule then
+/// costs no retain or release; ranges, nested and free-text queries fall back to the tree evaluator.
+final class Program: @unchecked Sendable {
+    enum Op: UInt8 { case and, or, not, field, constant, fallback, valueAnd, valueOr, valueNot, match }
+
+    struct Instruction {
+        var op: Op
+        var first: Int32 = 0
+        var count: Int32 = 0
+        var flag = false
+        unowned(unsafe) var field: FieldPath?
+        unowned(unsafe) var matcher: Matcher?
+        var fallback: Int32 = -1
+    }
+
+    private var instructions: [Instruction] = []
+    private var links: [Int32] = []
+    private var owners: [AnyObject] = []
+    private var fallbacks: [CompiledQuery.Node] = []
+    /// Stable copies of `instructions` and `links` that evaluation reads through raw pointers.
+    private var instructionBufferStorage: UnsafeMutableBufferPointer<Instruction> = .init(start: nil, count: 0)
+    private var linkBufferStorage: UnsafeMutableBufferPointer<Int32> = .init(start: nil, count: 0)
+
+    init(_ root: CompiledQuery.Node) {
+        _ = emit(root)
+        instructionBufferStorage = .allocate(capacity: max(1, instructions.count))
+        _ = instructionBufferStorage.initialize(from: instructions)
+        linkBufferStorage = .allocate(capacity: max(1, links.count))
+        _ = linkBufferStorage.initialize(from: links)
+    }
+
+    deinit {
+        instructionBufferStorage.deallocate()
+        linkBufferStorage.deallocate()
+    }
+
+    /// Appends the node (children first, then itself) and returns its index.
+    private func emit(_ node: CompiledQuery.Node) -> Int32 {
+        var instruction: Instruction
+        switch node {
+        case .and(let parts), .or(let parts):
+            let children = parts.map(emit)
+            instruction = Instruction(op: { if case .and = node { return .and } else { return .or } }())
+            instruction.first = Int32(links.count)
+            instruction.count = Int32(children.count)
+            links += children
+        case .not(let inner):
+            let child = emit(inner)
+            instruction = Instruction(op: .not, first: Int32(links.count), count: 1)
+            links.append(child)
+        case .field(let field, let values):
+            let child = emit(values)
+            owners.append(field)
+            instruction = Instruction(op: .field, first: Int32(links.count), count: 1, field: field)
+            links.append(child)
+        case .constant(let value):
+            instruction = Instruction(op: .constant, flag: value)
+        case .range, .nested, .freeText:
+            instruction = Instruction(op: .fallback, fallback: Int32(fallbacks.count))
+            fallbacks.append(node)
+        }
+        instructions.append(instruction)
+        return Int32(instructions.count - 1)
+    }
+
+    private func emit(_ values: CompiledQuery.ValueNode) -> Int32 {
+        var instruction: Instruction
+        switch values {
+        case .and(let parts), .or(let parts):
+            let children = parts.map(emit)
+            instruction = Instruction(op: { if case .and = values { return .valueAnd } else { return .valueOr } }())
+            instruction.first = Int32(links.count)
+            instruction.count = Int32(children.count)
+            links += children
+        case .not(let inner):
+            let child = emit(inner)
+            instruction = Instruction(op: .valueNot, first: Int32(links.count), count: 1)
+            links.append(child)
+        case .match(let matcher):
+            owners.append(matcher)
+            instruction = Instruction(op: .match, matcher: matcher)
+        }
+        instructions.append(instruction)
+        return Int32(instructions.count - 1)
+    }
+
+    /// Whether the event matches; the root is the last instruction emitted.
+    func matches(_ event: AuditEvent) -> Bool {
+        evaluate(at: instructions.count - 1, event)
+    }
+
+    private func evaluate(at index: Int, _ event: AuditEvent) -> Bool {
+        let instruction = instructionBufferStorage[index]
+        switch instruction.op {
+        case .and:
+            for link in Int(instruction.first)..<Int(instruction.first + instruction.count)
+            where !evaluate(at: Int(linkBufferStorage[link]), event) {
+                return false
+            }
+            return true
+        case .or:
+            for link in Int(instruction.first)..<Int(instruction.first + instruction.count)
+            where evaluate(at: Int(linkBufferStorage[link]), event) {
+                return true
+            }
+            return false
+        case .not:
+            return !evaluate(at: Int(linkBufferStorage[Int(instruction.first)]), event)
+        case .field:
+            return evaluateValues(at: Int(linkBufferStorage[Int(instruction.first)]), instruction.field.unsafelyUnwrapped, event)
+        case .constant:
+            return instruction.flag
+        case .fallback:
+            return CompiledQuery.evaluate(fallbacks[Int(instruction.fallback)], event)
+        case .valueAnd, .valueOr, .valueNot, .match:
+            return false  // value instructions are reached through a field
+        }
+    }
+
+    private func evaluateValues(at index: Int, _ field: FieldPath, _ event: AuditEvent) -> Bool {
+        let instruction = instructionBufferStorage[index]
+        switch instruction.op {
+        case .valueAnd:
+            for link in Int(instruction.first)..<Int(instruction.first + instruction.count)
+            where !evaluateValues(at: Int(linkBufferStorage[link]), field, event) {
+                return false
+            }
+            return true
+        case .valueOr:
+            for link in Int(instruction.first)..<Int(instruction.first + instruction.count)
+            where evaluateValues(at: Int(linkBufferStorage[link]), field, event) {
+                return true
+            }
+            return false
+        case .valueNot:
+            return !evaluateValues(at: Int(linkBufferStorage[Int(instruction.first)]), field, event)
+        case .match:
+            let matcher = instruction.matcher.unsafelyUnwrapped
+            var matched = false
+            event.forEachValue(of: field) { value in
+                matched = matcher.matches(value)
+                return !matched
+            }
+            return matched
+        default:
+            return false
+        }
     }
 }
