@@ -53,7 +53,11 @@ func alerts(_ rule: CompiledRule, _ record: [UInt8], history: InMemoryNewTermsHi
     var result = false
     record.withUnsafeBytes { buffer in
         AuditRecordDecoder().decode(buffer, ingestTime: 1_763_629_200_000) { decoded in
-            guard case .success(let event) = decoded, rule.matches(event) else { return }
+            guard case .success(let event) = decoded else { return }
+            // The flat program and the tree evaluator agree.
+            let document: any KQLDocument = event
+            #expect(rule.query.matches(document) == rule.matches(event), "\(rule.name): program and tree disagree")
+            guard rule.matches(event) else { return }
             if rule.rule.type == .newTerms {
                 result = !rule.newTerms(event, at: rule.eventTime(event) ?? 0, history: history).isEmpty
             } else {
