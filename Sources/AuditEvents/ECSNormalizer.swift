@@ -214,7 +214,7 @@ public enum ECSNormalizer {
     static func dropEmpty(_ object: JSONObject) -> JSONObject {
         var result = JSONObject()
         for member in object {
-            if let value = dropEmpty(member.value) { result[member.key] = value }
+            if let value = dropEmpty(member.value) { result.appendNew(member.key, value) }
         }
         return result
     }

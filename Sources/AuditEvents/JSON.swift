@@ -108,12 +108,12 @@ public struct JSONDocument: @unchecked Sendable {
             }
             return .array(elements)
         case .object:
-            var object = JSONObject()
+            var members: [JSONObject.Member] = []
             forEachMember(of: index) { key, member in
-                object[string(key)] = value(at: member)
+                members.append(JSONObject.Member(key: string(key), value: value(at: member)))
                 return true
             }
-            return .object(object)
+            return .object(JSONObject(uniquing: members))
         }
     }
 }
@@ -191,6 +191,31 @@ public struct JSONObject: Hashable, Sendable, Sequence {
     public private(set) var members: [Member] = []
 
     public init() {}
+
+    /// Members as given, except that a repeated key keeps its last value (at its first position).
+    init(uniquing members: [Member]) {
+        if members.count < 2 {
+            self.members = members
+            return
+        }
+        var positions: [String: Int] = [:]
+        positions.reserveCapacity(members.count)
+        var unique: [Member] = []
+        unique.reserveCapacity(members.count)
+        for member in members {
+            if let position = positions[member.key] {
+                unique[position].value = member.value
+            } else {
+                positions[member.key] = unique.count
+                unique.append(member)
+            }
+        }
+        self.members = unique
+    }
+
+    /// Appends a member whose key the caller knows is new.
+    mutating func appendNew(_ key: String, _ value: JSONValue) { members.append(Member(key: key, value: value)) }
+
     public init(_ pairs: KeyValuePairs<String, JSONValue>) {
         for (key, value) in pairs { self[key] = value }
     }
@@ -218,7 +243,15 @@ public struct JSONObject: Hashable, Sendable, Sequence {
 
     /// The value at a dotted path through nested objects (`a.b.c`); nil where absent.
     public subscript(path path: String) -> JSONValue? {
-        JSONValue.object(self)[path: path]
+        var object = self
+        var components = path.split(separator: ".", omittingEmptySubsequences: false)[...]
+        while let first = components.popFirst() {
+            guard let value = object[String(first)] else { return nil }
+            if components.isEmpty { return value }
+            guard case .object(let child) = value else { return nil }
+            object = child
+        }
+        return nil
     }
 
     public mutating func sortKeys() { members.sort { $0.key < $1.key } }

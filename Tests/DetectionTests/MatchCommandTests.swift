@@ -88,3 +88,20 @@ struct MatchCommandTests {
         #expect(failed.stderr.contains("not supported"))
     }
 }
+
+extension MatchCommandTests {
+    /// `match` on Elastic's own fixtures: raw events, a GKE entry and an AKS record in one NDJSON file.
+    @Test(.enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+    func matchesElasticsFixtures() throws {
+        let log = SharedRules.directory.deletingLastPathComponent()
+            .appendingPathComponent("elastic-integrations-audit-logs/unpaired-0b97ab02/test-audit.log").path
+        let gke = try run(["match", "--query", "orchestrator.cluster.name:test-cluster", log])
+        #expect(gke.status == 0)
+        #expect(try JSONValue.parse(String(gke.stdout.split(separator: "\n").first ?? ""))[path: "kubernetes.audit.auditID"] == "1234abcd")
+        let aks = try run(["match", "--query", "kubernetes.audit.aks_metadata.category:kube-audit-admin and user.name:aksService", log])
+        #expect(aks.stdout.split(separator: "\n").count == 1)
+        let all = try run(["match", "--query", "event.kind:event", log])
+        #expect(all.stdout.split(separator: "\n").count == 5)
+        #expect(try run(["match", "--rule", seed, log]).status == 1, "Elastic's fixtures hold no denial")
+    }
+}
