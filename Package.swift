@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "AuditEvents", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         // Elastic detection rules from TOML, KQL parser and evaluator, rule types. Pure Swift, no Kafka.
         .target(name: "Detection", dependencies: ["AuditEvents", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // Windows, suppression, state, alert documents, the consume→detect→produce loop.
+        .target(name: "Pipeline", dependencies: ["Kafka", "AuditEvents", "Detection", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "audit-sentinel",
             dependencies: [
@@ -52,6 +54,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Detection", "AuditEvents", "Kafka"]),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]

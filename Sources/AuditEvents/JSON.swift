@@ -395,3 +395,10 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+extension JSONObject: ExpressibleByDictionaryLiteral {
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self.init()
+        for (key, value) in elements { self[key] = value }
+    }
+}

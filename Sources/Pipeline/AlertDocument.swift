@@ -1,0 +1,266 @@
+import AuditEvents
+import Detection
+
+/// Alert documents: Elastic Security's alert schema for a query rule (ECS), or an OCSF Detection Finding.
+/// Everything in them derives from the records (rule, group key, window, events), never from the wall
+/// clock, so reprocessing the same input yields the same bytes.
+public enum AlertFormat: String, Sendable, CaseIterable {
+    case ecs
+    case ocsf
+}
+
+public struct AlertDocumentBuilder: Sendable {
+    public let rule: DetectionRule
+    /// The Kafka topic the source events were read from (`kibana.alert.ancestors[].index`).
+    public var ecsVersion = "8.11.0"
+    public var productVersion: String
+
+    public init(rule: DetectionRule, productVersion: String) {
+        self.rule = rule
+        self.productVersion = productVersion
+    }
+
+    /// The alert id: a name-based UUID (v5) of rule id, group key and window start.
+    public func alertID(for window: SuppressionWindow) -> String {
+        UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "\(rule.ruleID)|\(window.groupKey)|\(window.start)")
+    }
+
+    public func document(for action: AlertAction, format: AlertFormat) -> JSONObject {
+        switch format {
+        case .ecs: ecsDocument(for: action)
+        case .ocsf: ocsfDocument(for: action)
+        }
+    }
+
+    /// Serialized with sorted keys: the canonical, byte-for-byte reproducible form.
+    public func serialized(_ action: AlertAction, format: AlertFormat) -> [UInt8] {
+        var bytes: [UInt8] = []
+        JSONValue.object(document(for: action, format: format)).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    /// Kafka headers for an alert record.
+    public func headers(format: AlertFormat) -> [(String, String)] {
+        [("rule_id", rule.ruleID), ("severity", rule.severity),
+         ("content-type", format == .ecs ? "application/vnd.elastic.alert+json" : "application/vnd.ocsf.detection-finding+json")]
+    }
+
+    // MARK: ECS
+
+    func ecsDocument(for action: AlertAction) -> JSONObject {
+        let window = action.window
+        let source = window.first.document
+        var document = source
+        let id = alertID(for: window)
+        let originalTime = source[path: "@timestamp"] ?? .string(Timestamp.rfc3339(milliseconds: window.start))
+        let ingested = Timestamp.rfc3339(milliseconds: window.first.eventTime)
+
+        var event = source["event"]?.objectValue ?? JSONObject()
+        event["kind"] = "signal"
+        event["ingested"] = .string(ingested)
+        document["event"] = .object(event)
+        document["@timestamp"] = .string(ingested)
+        document["ecs"] = ["version": .string(ecsVersion)]
+
+        var originalEvent = source["event"]?.objectValue ?? JSONObject()
+        originalEvent.removeValue(forKey: "original")
+        var ruleObject: JSONObject = [
+            "uuid": .string(rule.ruleID), "rule_id": .string(rule.ruleID), "name": .string(rule.name),
+            "description": .string(rule.description), "type": .string(rule.type.rawValue),
+            "references": .array(rule.references.map(JSONValue.string)), "tags": .array(rule.tags.map(JSONValue.string)),
+            "author": .array(rule.author.map(JSONValue.string)), "severity": .string(rule.severity),
+            "risk_score": .number(JSONNumber(rule.riskScore)),
+            "threat": .array(rule.threat.map(Self.threat)),
+        ]
+        if let license = rule.license { ruleObject["license"] = .string(license) }
+        if let timestampOverride = rule.timestampOverride { ruleObject["timestamp_override"] = .string(timestampOverride) }
+
+        var alert: JSONObject = [
+            "uuid": .string(id),
+            "original_time": originalTime,
+            "original_event": .object(originalEvent),
+            "instance": ["id": .string(UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "instance|\(rule.ruleID)|\(window.groupKey)"))],
+            "status": "active",
+            "workflow_status": "open",
+            "depth": 1,
+            "ancestors": [[
+                "id": .string("\(window.first.source.topic)/\(window.first.source.partition)/\(window.first.source.offset)"),
+                "type": "event", "index": .string(window.first.source.topic), "depth": 0,
+                "partition": .number(JSONNumber(Int(window.first.source.partition))),
+                "offset": .number(JSONNumber(window.first.source.offset)),
+            ]],
+            "reason": .string(reason(source)),
+            "severity": .string(rule.severity),
+            "risk_score": .number(JSONNumber(rule.riskScore)),
+            "rule": .object(ruleObject),
+        ]
+        var suppression: JSONObject = [
+            "terms": .array(zip(groupByFields, window.groupValues).map { field, value in
+                ["field": .string(field), "value": value.map { .array([.string($0)]) } ?? .null]
+            }),
+            "docs_count": .number(JSONNumber(window.suppressed)),
+        ]
+        if action.kind == .update {
+            suppression["start"] = .string(Timestamp.rfc3339(milliseconds: window.summary.firstSeen))
+            suppression["end"] = .string(Timestamp.rfc3339(milliseconds: window.summary.lastSeen))
+        }
+        suppression["window"] = ["start": .string(Timestamp.rfc3339(milliseconds: window.start)),
+                                 "end": .string(Timestamp.rfc3339(milliseconds: window.end))]
+        if action.kind == .update { suppression["summary"] = .object(Self.summary(window.summary)) }
+        if action.late { suppression["late"] = true }
+        alert["suppression"] = .object(suppression)
+        document["kibana"] = ["alert": .object(alert)]
+        return document
+    }
+
+    var groupByFields: [String] { rule.alertSuppression?.groupBy ?? ["kubernetes.audit.user.username"] }
+
+    /// Elastic's reason sentence: "event with source 10.0.0.1 by system:serviceaccount:a:b created medium
+    /// alert Kubernetes Denied Service Account Request."
+    func reason(_ source: JSONObject) -> String {
+        var parts = ["event"]
+        if let ip = firstString(source, "source.ip") { parts.append("with source \(ip)") }
+        if let user = firstString(source, "user.name") { parts.append("by \(user)") }
+        parts.append("created \(rule.severity) alert \(rule.name).")
+        return parts.joined(separator: " ")
+    }
+
+    private func firstString(_ document: JSONObject, _ path: String) -> String? {
+        var result: String?
+        document.forEachValue(of: FieldPath(path)) { value in
+            result = value.stringValue
+            return false
+        }
+        return result
+    }
+
+    static func threat(_ threat: DetectionRule.Threat) -> JSONValue {
+        func entry(_ entry: DetectionRule.Threat.Entry) -> JSONValue {
+            ["id": .string(entry.id), "name": .string(entry.name), "reference": .string(entry.reference)]
+        }
+        return [
+            "framework": .string(threat.framework), "tactic": entry(threat.tactic),
+            "technique": .array(threat.technique.map { technique in
+                ["id": .string(technique.id), "name": .string(technique.name), "reference": .string(technique.reference),
+                 "subtechnique": .array(technique.subtechnique.map(entry))]
+            }),
+        ]
+    }
+
+    static func summary(_ summary: SuppressionSummary) -> JSONObject {
+        func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
+        return [
+            "count": .number(JSONNumber(summary.count)),
+            "verbs": list(summary.verbs), "resources": list(summary.resources), "namespaces": list(summary.namespaces),
+            "source_ips": list(summary.sourceIPs), "user_agents": list(summary.userAgents),
+            "response_codes": list(summary.responseCodes),
+            "first_seen": .string(Timestamp.rfc3339(milliseconds: summary.firstSeen)),
+            "last_seen": .string(Timestamp.rfc3339(milliseconds: summary.lastSeen)),
+        ]
+    }
+
+    // MARK: OCSF
+
+    /// OCSF 1.1 Detection Finding (class 2004).
+    func ocsfDocument(for action: AlertAction) -> JSONObject {
+        let window = action.window
+        let source = window.first.document
+        let activity = action.kind == .new ? 1 : 2
+        let severityID: Int = ["informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5][rule.severity] ?? 0
+        var resources: [JSONValue] = []
+        if let type = firstString(source, "orchestrator.resource.type") {
+            var resource: JSONObject = ["type": .string(type)]
+            if let name = firstString(source, "orchestrator.resource.name") { resource["name"] = .string(name) }
+            if let namespace = firstString(source, "orchestrator.namespace") { resource["namespace"] = .string(namespace) }
+            resources.append(.object(resource))
+        }
+        var evidence: JSONObject = ["data": .object(source)]
+        if let user = firstString(source, "user.name") { evidence["actor"] = ["user": ["name": .string(user)]] }
+        if let ip = firstString(source, "source.ip") { evidence["src_endpoint"] = ["ip": .string(ip)] }
+        var document: JSONObject = [
+            "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
+            "activity_id": .number(JSONNumber(activity)), "activity_name": .string(activity == 1 ? "Create" : "Update"),
+            "type_uid": .number(JSONNumber(2004 * 100 + activity)),
+            "severity_id": .number(JSONNumber(severityID)), "severity": .string(rule.severity.capitalized),
+            "status_id": 1, "status": "New",
+            "time": .number(JSONNumber(window.first.eventTime)),
+            "start_time": .number(JSONNumber(window.start)),
+            "end_time": .number(JSONNumber(window.end)),
+            "count": .number(JSONNumber(window.suppressed + 1)),
+            "message": .string(reason(source)),
+            "finding_info": [
+                "uid": .string(alertID(for: window)), "title": .string(rule.name), "desc": .string(rule.description),
+                "analytic": ["uid": .string(rule.ruleID), "name": .string(rule.name), "type_id": 1, "type": "Rule"],
+                "types": .array(rule.tags.map(JSONValue.string)),
+            ],
+            "evidences": [.object(evidence)],
+            "resources": .array(resources),
+            "metadata": [
+                "version": "1.1.0",
+                "product": ["name": "Audit Sentinel", "vendor_name": "Audit Sentinel", "version": .string(productVersion)],
+            ],
+        ]
+        if action.kind == .update { document["unmapped"] = ["suppression_summary": .object(Self.summary(window.summary))] }
+        return document
+    }
+}
+
+/// Name-based UUIDs (RFC 9562 version 5, SHA-1): the same name always gives the same id.
+public enum UUIDv5 {
+    /// Audit Sentinel's namespace for alert ids.
+    public static let alertNamespace: [UInt8] = [0x6f, 0x1e, 0x3c, 0x52, 0x8a, 0x4b, 0x4d, 0x7e, 0x9c, 0x21, 0x55, 0x0a, 0xb3, 0x6d, 0x4f, 0x10]
+
+    public static func make(namespace: [UInt8], name: String) -> String {
+        var digest = SHA1.hash(namespace + Array(name.utf8))
+        digest[6] = (digest[6] & 0x0F) | 0x50
+        digest[8] = (digest[8] & 0x3F) | 0x80
+        let hex = digest.prefix(16).map { byte in String(byte, radix: 16).leftPadded(2) }.joined()
+        let characters = Array(hex)
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(characters[$0]) }.joined(separator: "-")
+    }
+}
+
+/// SHA-1, for name-based UUIDs only (not for security).
+enum SHA1 {
+    static func hash(_ message: [UInt8]) -> [UInt8] {
+        var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
+        var data = message
+        let bitLength = UInt64(message.count) * 8
+        data.append(0x80)
+        while data.count % 64 != 56 { data.append(0) }
+        for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+        var w = [UInt32](repeating: 0, count: 80)
+        for chunk in stride(from: 0, to: data.count, by: 64) {
+            for i in 0..<16 {
+                w[i] = UInt32(data[chunk + 4 * i]) << 24 | UInt32(data[chunk + 4 * i + 1]) << 16
+                    | UInt32(data[chunk + 4 * i + 2]) << 8 | UInt32(data[chunk + 4 * i + 3])
+            }
+            for i in 16..<80 {
+                let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
+                w[i] = (x << 1) | (x >> 31)
+            }
+            var (a, b, c, d, e) = (h[0], h[1], h[2], h[3], h[4])
+            for i in 0..<80 {
+                let (f, k): (UInt32, UInt32)
+                switch i {
+                case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
+                case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
+                case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
+                default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
+                }
+                let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
+                e = d
+                d = c
+                c = (b << 30) | (b >> 2)
+                b = a
+                a = temp
+            }
+            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e
+        }
+        return h.flatMap { value in [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: value >> UInt32($0)) } }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}

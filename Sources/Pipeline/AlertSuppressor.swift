@@ -1,0 +1,259 @@
+import AuditEvents
+import Detection
+
+/// One rule match on its way to suppression: what the detect stage writes to the repartition topic.
+public struct RuleMatch: Sendable, Equatable {
+    /// The rule's group-by values; `nil` for a missing field.
+    public var groupValues: [String?]
+    /// Event time (`event.ingested`, the rule's `timestamp_override`), milliseconds.
+    public var eventTime: Int64
+    /// The event's normalized ECS document.
+    public var document: JSONObject
+    /// Where the event came from: input topic, partition, offset.
+    public var source: RecordPosition
+
+    public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition) {
+        self.groupValues = groupValues
+        self.eventTime = eventTime
+        self.document = document
+        self.source = source
+    }
+
+    /// The suppression key: the group values joined unambiguously (a missing field is its own value).
+    public var groupKey: String {
+        groupValues.map { $0.map { "=" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "|", with: "\\|") } ?? "∅" }
+            .joined(separator: "|")
+    }
+
+    public var hasMissingFields: Bool { groupValues.contains(nil) }
+}
+
+public struct RecordPosition: Sendable, Hashable, Codable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public init(topic: String, partition: Int32, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
+}
+
+/// What was tried during a window: counts and capped lists of distinct values.
+public struct SuppressionSummary: Sendable, Equatable, Codable {
+    public static let cap = 10
+    public var count = 0
+    public var verbs: [String] = []
+    public var resources: [String] = []
+    public var namespaces: [String] = []
+    public var sourceIPs: [String] = []
+    public var userAgents: [String] = []
+    public var responseCodes: [String] = []
+    public var firstSeen: Int64 = .max
+    public var lastSeen: Int64 = .min
+
+    public init() {}
+
+    static let verb = FieldPath("kubernetes.audit.verb")
+    static let resource = FieldPath("kubernetes.audit.objectRef.resource")
+    static let namespace = FieldPath("kubernetes.audit.objectRef.namespace")
+    static let sourceIP = FieldPath("source.ip")
+    static let userAgent = FieldPath("user_agent.original")
+    static let responseCode = FieldPath("kubernetes.audit.responseStatus.code")
+
+    mutating func add(_ match: RuleMatch) {
+        count += 1
+        firstSeen = min(firstSeen, match.eventTime)
+        lastSeen = max(lastSeen, match.eventTime)
+        func collect(_ field: FieldPath, into list: inout [String]) {
+            match.document.forEachValue(of: field) { value in
+                let text = value.stringValue
+                if list.count < Self.cap, !list.contains(text) { list.append(text) }
+                return true
+            }
+        }
+        collect(Self.verb, into: &verbs)
+        collect(Self.resource, into: &resources)
+        collect(Self.namespace, into: &namespaces)
+        collect(Self.sourceIP, into: &sourceIPs)
+        collect(Self.userAgent, into: &userAgents)
+        collect(Self.responseCode, into: &responseCodes)
+    }
+}
+
+/// One open suppression window of one group key.
+public struct SuppressionWindow: Sendable, Equatable {
+    public var groupKey: String
+    public var groupValues: [String?]
+    /// `[start, end)` in event time.
+    public var start: Int64
+    public var end: Int64
+    /// The match that opened the window: the alert's source event.
+    public var first: RuleMatch
+    /// Matches suppressed into the window (not counting the first).
+    public var suppressed: Int
+    public var summary: SuppressionSummary
+    /// The last repartition offset applied to this key: a replayed record at or below it is not counted again.
+    public var appliedOffset: Int64
+
+    public var closesAt: Int64 { end }
+}
+
+/// An alert to publish: a new one, or the update of a window that suppressed matches.
+public struct AlertAction: Sendable, Equatable {
+    public enum Kind: String, Sendable { case new, update }
+    public var kind: Kind
+    public var window: SuppressionWindow
+    /// A match that arrived after its window had already closed (it alerts on its own).
+    public var late: Bool
+}
+
+/// Elastic's alert-suppression semantics in event time, for one rule and one partition of the repartition
+/// topic: the first match of a key alerts at once and opens `[t, t + duration)`; later matches inside the
+/// window are counted and summarized; when stream time (the highest event time seen on the partition) passes
+/// the window's end plus the grace period, or the partition has been idle longer than the idle timeout
+/// (wall clock, injected), the window closes and, if it suppressed anything, an update with the same alert
+/// id is emitted. A match after its key's window starts a new window. A match older than every retained
+/// window of its key (late, past grace) still alerts, on its own, and is counted as late. Deterministic:
+/// the same records give the same actions.
+public struct AlertSuppressor: Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var duration: Int64
+        public var grace: Int64
+        public var idleTimeout: Int64
+        public var missingFieldsStrategy: DetectionRule.AlertSuppression.MissingFieldsStrategy
+
+        public init(duration: Int64 = 5 * 60_000, grace: Int64 = 30_000, idleTimeout: Int64 = 60_000,
+                    missingFieldsStrategy: DetectionRule.AlertSuppression.MissingFieldsStrategy = .suppress) {
+            self.duration = duration
+            self.grace = grace
+            self.idleTimeout = idleTimeout
+            self.missingFieldsStrategy = missingFieldsStrategy
+        }
+    }
+
+    public let configuration: Configuration
+    /// Open windows by key; a key may hold a closed-but-in-grace window and its successor.
+    public private(set) var windows: [String: [SuppressionWindow]] = [:]
+    /// The highest event time seen.
+    public private(set) var streamTime: Int64 = .min
+    /// Wall-clock time of the last record (milliseconds, from the injected clock).
+    public private(set) var lastActivity: Int64 = .min
+    public private(set) var lateCount = 0
+    public private(set) var duplicateCount = 0
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    public var openWindowCount: Int { windows.values.reduce(0) { $0 + $1.count } }
+
+    /// Applies one match (read from the repartition topic at `offset`), at wall-clock time `now`.
+    /// - Returns: the alerts to publish, in order: closed windows' updates first, then this match's alert.
+    public mutating func apply(_ match: RuleMatch, offset: Int64, now: Int64) -> [AlertAction] {
+        lastActivity = now
+        var actions = advance(to: max(streamTime, match.eventTime))
+        let key = match.groupKey
+
+        if match.hasMissingFields, configuration.missingFieldsStrategy == .doNotSuppress {
+            // Every such event alerts on its own: a window of its own that is never retained.
+            var window = newWindow(for: match, key: key, offset: offset)
+            window.groupKey = key + "#\(match.source.topic)/\(match.source.partition)/\(match.source.offset)"
+            actions.append(AlertAction(kind: .new, window: window, late: false))
+            return actions
+        }
+
+        var keyWindows = windows[key] ?? []
+        if let applied = keyWindows.map(\.appliedOffset).max(), offset <= applied {
+            // Replayed after a restart: this record is already in the state.
+            duplicateCount += 1
+            return actions
+        }
+        // The window holding the event; an event slightly out of order (before its key's window, but close
+        // enough that a window opened by it would hold that window's start) joins that window.
+        if let index = keyWindows.firstIndex(where: { match.eventTime >= $0.start && match.eventTime < $0.end })
+            ?? keyWindows.firstIndex(where: { match.eventTime < $0.start && match.eventTime + configuration.duration > $0.start })
+        {
+            keyWindows[index].suppressed += 1
+            keyWindows[index].summary.add(match)
+            for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+            windows[key] = keyWindows
+            return actions
+        }
+        let late = keyWindows.contains { match.eventTime < $0.start }
+            || (keyWindows.isEmpty && streamTime != .min && match.eventTime + configuration.duration + configuration.grace < streamTime)
+        var window = newWindow(for: match, key: key, offset: offset)
+        if late {
+            lateCount += 1
+            actions.append(AlertAction(kind: .new, window: window, late: true))
+            for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+            if !keyWindows.isEmpty { windows[key] = keyWindows }
+            return actions
+        }
+        window.appliedOffset = offset
+        for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+        keyWindows.append(window)
+        windows[key] = keyWindows
+        actions.append(AlertAction(kind: .new, window: window, late: false))
+        return actions
+    }
+
+    /// Closes windows by wall clock on a quiet partition: stream time is taken to have moved on by the idle
+    /// time beyond the idle timeout.
+    public mutating func tick(now: Int64) -> [AlertAction] {
+        guard lastActivity != .min, streamTime != .min, now - lastActivity > configuration.idleTimeout else { return [] }
+        return advance(to: streamTime + (now - lastActivity))
+    }
+
+    /// Closes every window (end of input, shutdown of a replay).
+    public mutating func closeAll() -> [AlertAction] {
+        advance(to: .max)
+    }
+
+    /// Moves stream time and closes the windows it leaves behind (past end + grace).
+    private mutating func advance(to time: Int64) -> [AlertAction] {
+        let horizon = time == .max ? Int64.max : time - configuration.grace
+        streamTime = max(streamTime, time == .max ? streamTime : time)
+        var actions: [AlertAction] = []
+        for key in windows.keys.sorted() {
+            var keyWindows = windows[key]!
+            var kept: [SuppressionWindow] = []
+            for window in keyWindows {
+                if time == .max || window.end < horizon {
+                    if window.suppressed > 0 { actions.append(AlertAction(kind: .update, window: window, late: false)) }
+                } else {
+                    kept.append(window)
+                }
+            }
+            keyWindows = kept
+            windows[key] = keyWindows.isEmpty ? nil : keyWindows
+        }
+        // Deterministic order: by window start, then key.
+        return actions.sorted { ($0.window.start, $0.window.groupKey) < ($1.window.start, $1.window.groupKey) }
+    }
+
+    private func newWindow(for match: RuleMatch, key: String, offset: Int64) -> SuppressionWindow {
+        SuppressionWindow(
+            groupKey: key, groupValues: match.groupValues, start: match.eventTime,
+            end: match.eventTime + configuration.duration, first: match, suppressed: 0,
+            summary: SuppressionSummary(), appliedOffset: offset)
+    }
+
+    // MARK: State for the changelog
+
+    /// The windows of one key, to persist; nil when the key has none (a tombstone).
+    public func state(of key: String) -> [SuppressionWindow]? { windows[key] }
+
+    /// Restores a key's windows from the changelog.
+    public mutating func restore(key: String, windows restored: [SuppressionWindow]?) {
+        windows[key] = restored
+        for window in restored ?? [] {
+            streamTime = max(streamTime, window.summary.lastSeen == .min ? window.start : max(window.start, window.summary.lastSeen))
+        }
+    }
+
+    /// Restores stream time (persisted alongside the windows).
+    public mutating func restore(streamTime time: Int64) {
+        streamTime = max(streamTime, time)
+    }
+}

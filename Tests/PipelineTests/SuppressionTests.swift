@@ -1,0 +1,222 @@
+import AuditEvents
+import Detection
+import Foundation
+import Pipeline
+import Testing
+
+let minute: Int64 = 60_000
+let t0: Int64 = 1_763_625_600_000
+
+func match(_ user: String?, at time: Int64, verb: String = "get", resource: String = "secrets", namespace: String = "kube-system",
+           ip: String = "10.244.3.17", agent: String = "curl/8.5.0", code: Int = 403, offset: Int64 = 0) -> RuleMatch {
+    var audit: JSONObject = [
+        "verb": .string(verb), "objectRef": ["resource": .string(resource), "namespace": .string(namespace)],
+        "responseStatus": ["code": .number(JSONNumber(code))],
+        "annotations": ["authorization_k8s_io/decision": "forbid"],
+    ]
+    if let user { audit["user"] = ["username": .string(user)] }
+    var document: JSONObject = [
+        "@timestamp": .string(Timestamp.rfc3339(milliseconds: time - 5)),
+        "event": ["kind": "event", "action": .string(verb), "outcome": "failure", "dataset": "kubernetes.audit_logs"],
+        "source": ["ip": [.string(ip)]], "user_agent": ["original": .string(agent)],
+        "kubernetes": ["audit": .object(audit)],
+    ]
+    if let user { document["user"] = ["name": .string(user)] }
+    return RuleMatch(groupValues: [user], eventTime: time, document: document, source: RecordPosition(topic: "k8s-audit", partition: 0, offset: offset))
+}
+
+@Suite("Alert suppression (no broker, injected clock)")
+struct SuppressionTests {
+    let configuration = AlertSuppressor.Configuration(duration: 5 * minute, grace: 30_000, idleTimeout: 60_000)
+    let thief = "system:serviceaccount:payments:checkout-api"
+
+    @Test func firstMatchAlertsAtOnceAndLaterOnesAreSuppressed() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        let first = suppressor.apply(match(thief, at: t0, offset: 1), offset: 1, now: 0)
+        #expect(first.map(\.kind) == [.new])
+        #expect(first.first?.window.suppressed == 0)
+        for i in 1...9 {
+            let actions = suppressor.apply(match(thief, at: t0 + Int64(i) * 20_000, verb: i % 2 == 0 ? "list" : "get", offset: Int64(i + 1)), offset: Int64(i + 1), now: 0)
+            #expect(actions.isEmpty)
+        }
+        #expect(suppressor.openWindowCount == 1)
+        #expect(suppressor.state(of: RuleMatch(groupValues: [thief], eventTime: 0, document: [:], source: .init(topic: "", partition: 0, offset: 0)).groupKey)?.first?.suppressed == 9)
+    }
+
+    @Test func windowClosesWithAnUpdateWhenStreamTimePassesEndPlusGrace() throws {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        _ = suppressor.apply(match(thief, at: t0, offset: 1), offset: 1, now: 0)
+        _ = suppressor.apply(match(thief, at: t0 + minute, verb: "list", namespace: "default", ip: "10.0.0.9", offset: 2), offset: 2, now: 0)
+        _ = suppressor.apply(match(thief, at: t0 + 2 * minute, resource: "pods", agent: "python-requests/2.32", code: 401, offset: 3), offset: 3, now: 0)
+        // Another key's traffic moves stream time: at end + grace (exactly) the window is still open.
+        #expect(suppressor.apply(match("system:serviceaccount:ops:bot", at: t0 + 5 * minute + 30_000, offset: 4), offset: 4, now: 0).map(\.kind) == [.new])
+        let actions = suppressor.apply(match("system:serviceaccount:ops:bot", at: t0 + 5 * minute + 30_001, offset: 5), offset: 5, now: 0)
+        let update = try #require(actions.first)
+        #expect(actions.count == 1)
+        #expect(update.kind == .update)
+        #expect(update.window.suppressed == 2)
+        #expect(update.window.start == t0 && update.window.end == t0 + 5 * minute)
+        #expect(update.window.summary.count == 2)
+        #expect(update.window.summary.verbs == ["list", "get"])
+        #expect(update.window.summary.resources == ["secrets", "pods"])
+        #expect(update.window.summary.namespaces == ["default", "kube-system"])
+        #expect(update.window.summary.sourceIPs == ["10.0.0.9", "10.244.3.17"])
+        #expect(update.window.summary.userAgents == ["curl/8.5.0", "python-requests/2.32"])
+        #expect(update.window.summary.responseCodes == ["403", "401"])
+        #expect(update.window.summary.firstSeen == t0 + minute && update.window.summary.lastSeen == t0 + 2 * minute)
+        #expect(suppressor.openWindowCount == 1, "only the other key's window is left")
+    }
+
+    @Test func aWindowWithNothingSuppressedClosesSilently() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        _ = suppressor.apply(match(thief, at: t0), offset: 1, now: 0)
+        let actions = suppressor.apply(match("other", at: t0 + 10 * minute), offset: 2, now: 0)
+        #expect(actions.map(\.kind) == [.new])
+        #expect(suppressor.openWindowCount == 1)
+    }
+
+    @Test func aMatchAfterTheWindowStartsANewWindowAndAlert() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        let first = suppressor.apply(match(thief, at: t0), offset: 1, now: 0)
+        _ = suppressor.apply(match(thief, at: t0 + minute), offset: 2, now: 0)
+        // Just after the end, within grace: a new window; the old one is still open for stragglers.
+        let second = suppressor.apply(match(thief, at: t0 + 5 * minute + 1), offset: 3, now: 0)
+        #expect(second.map(\.kind) == [.new])
+        #expect(second.first?.window.start != first.first?.window.start)
+        #expect(suppressor.openWindowCount == 2)
+        // A straggler for the first window within grace still counts there.
+        #expect(suppressor.apply(match(thief, at: t0 + 4 * minute), offset: 4, now: 0).isEmpty)
+        let closing = suppressor.apply(match("other", at: t0 + 6 * minute), offset: 5, now: 0)
+        #expect(closing.first { $0.kind == .update }?.window.suppressed == 2)
+    }
+
+    @Test func lateMatchesStillAlertAndAreCounted() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        _ = suppressor.apply(match("other", at: t0 + 60 * minute), offset: 1, now: 0)
+        let late = suppressor.apply(match(thief, at: t0), offset: 2, now: 0)
+        #expect(late.map(\.kind) == [.new])
+        #expect(late.first?.late == true)
+        #expect(suppressor.lateCount == 1)
+    }
+
+    @Test func idleTimeoutClosesWindowsOnAQuietPartition() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        _ = suppressor.apply(match(thief, at: t0), offset: 1, now: 1_000)
+        _ = suppressor.apply(match(thief, at: t0 + minute), offset: 2, now: 2_000)
+        #expect(suppressor.tick(now: 2_000 + 60_000).isEmpty, "idle timeout not yet passed")
+        // Quiet for long enough that the window's end plus grace has passed in wall-clock terms.
+        let actions = suppressor.tick(now: 2_000 + 60_000 + 5 * minute)
+        #expect(actions.map(\.kind) == [.update])
+        #expect(suppressor.openWindowCount == 0)
+    }
+
+    @Test func missingFieldsStrategies() {
+        var suppress = AlertSuppressor(configuration: configuration)
+        #expect(suppress.apply(match(nil, at: t0), offset: 1, now: 0).count == 1)
+        #expect(suppress.apply(match(nil, at: t0 + 1), offset: 2, now: 0).isEmpty, "missing values form one group")
+
+        var doNot = AlertSuppressor(configuration: .init(duration: 5 * minute, grace: 30_000, idleTimeout: 60_000, missingFieldsStrategy: .doNotSuppress))
+        #expect(doNot.apply(match(nil, at: t0, offset: 1), offset: 1, now: 0).count == 1)
+        #expect(doNot.apply(match(nil, at: t0 + 1, offset: 2), offset: 2, now: 0).count == 1, "each event alerts")
+        #expect(doNot.apply(match(thief, at: t0 + 2, offset: 3), offset: 3, now: 0).count == 1)
+        #expect(doNot.apply(match(thief, at: t0 + 3, offset: 4), offset: 4, now: 0).isEmpty, "present values are still suppressed")
+    }
+
+    @Test func replayedRecordsAreNotCountedTwice() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        _ = suppressor.apply(match(thief, at: t0), offset: 10, now: 0)
+        _ = suppressor.apply(match(thief, at: t0 + 1000), offset: 11, now: 0)
+        let key = match(thief, at: t0).groupKey
+        // A restart restores the state from the changelog, then the records after the last commit come again.
+        var restored = AlertSuppressor(configuration: configuration)
+        restored.restore(key: key, windows: suppressor.state(of: key))
+        #expect(restored.apply(match(thief, at: t0 + 1000), offset: 11, now: 0).isEmpty)
+        #expect(restored.duplicateCount == 1)
+        #expect(restored.state(of: key)?.first?.suppressed == 1)
+        _ = restored.apply(match(thief, at: t0 + 2000), offset: 12, now: 0)
+        #expect(restored.state(of: key)?.first?.suppressed == 2)
+    }
+
+    @Test func closeAllFlushesEveryWindowWithSuppressedMatches() {
+        var suppressor = AlertSuppressor(configuration: configuration)
+        for (index, user) in ["a", "b", "c"].enumerated() {
+            _ = suppressor.apply(match(user, at: t0 + Int64(index)), offset: Int64(2 * index), now: 0)
+            _ = suppressor.apply(match(user, at: t0 + Int64(index) + 10), offset: Int64(2 * index + 1), now: 0)
+        }
+        let actions = suppressor.closeAll()
+        #expect(actions.map(\.kind) == [.update, .update, .update])
+        #expect(actions.map { $0.window.groupValues } == [["a"], ["b"], ["c"]])
+        #expect(suppressor.openWindowCount == 0)
+    }
+}
+
+@Suite("Alert documents")
+struct AlertDocumentTests {
+    let rule = try! DetectionRule.load(file: packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path)
+
+    func actions() -> (new: AlertAction, update: AlertAction) {
+        var suppressor = AlertSuppressor(configuration: .init())
+        let new = suppressor.apply(match("system:serviceaccount:payments:api", at: t0, offset: 7), offset: 7, now: 0)[0]
+        _ = suppressor.apply(match("system:serviceaccount:payments:api", at: t0 + minute, verb: "list"), offset: 8, now: 0)
+        let update = suppressor.closeAll()[0]
+        return (new, update)
+    }
+
+    @Test func ecsAlertFollowsElasticsSchema() throws {
+        let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
+        let (new, update) = actions()
+        let document = builder.document(for: new, format: .ecs)
+        #expect(document[path: "event.kind"] == "signal")
+        #expect(document[path: "event.ingested"] == .string(Timestamp.rfc3339(milliseconds: t0)))
+        #expect(document[path: "kibana.alert.original_time"] == .string(Timestamp.rfc3339(milliseconds: t0 - 5)))
+        #expect(document[path: "kibana.alert.status"] == "active")
+        #expect(document[path: "kibana.alert.workflow_status"] == "open")
+        #expect(document[path: "kibana.alert.depth"] == 1)
+        #expect(document[path: "kibana.alert.rule.rule_id"] == "63c056a0-339a-11ed-a261-0242ac120002")
+        #expect(document[path: "kibana.alert.rule.timestamp_override"] == "event.ingested")
+        #expect(document[path: "kibana.alert.severity"] == "medium")
+        #expect(document[path: "kibana.alert.risk_score"] == 47)
+        #expect(document[path: "kibana.alert.suppression.docs_count"] == 0)
+        #expect(document[path: "kibana.alert.reason"] == "event with source 10.244.3.17 by system:serviceaccount:payments:api created medium alert Kubernetes Denied Service Account Request.")
+        let ancestors = try #require(document[path: "kibana.alert.ancestors"]?.arrayValue?.first?.objectValue)
+        #expect(ancestors["index"] == "k8s-audit" && ancestors["type"] == "event" && ancestors["depth"] == 0 && ancestors["offset"] == 7)
+        #expect(document[path: "kibana.alert.original_event.action"] == "get")
+        #expect(document[path: "kubernetes.audit.user.username"] == "system:serviceaccount:payments:api")
+
+        let updated = builder.document(for: update, format: .ecs)
+        #expect(updated[path: "kibana.alert.uuid"] == document[path: "kibana.alert.uuid"], "an update keeps the alert id")
+        #expect(updated[path: "kibana.alert.suppression.docs_count"] == 1)
+        #expect(updated[path: "kibana.alert.suppression.summary.verbs"] == ["list"])
+        #expect(updated[path: "kibana.alert.suppression.start"] == .string(Timestamp.rfc3339(milliseconds: t0 + minute)))
+    }
+
+    @Test func documentsAreDeterministic() {
+        let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
+        let first = actions()
+        let second = actions()
+        #expect(builder.serialized(first.new, format: .ecs) == builder.serialized(second.new, format: .ecs))
+        #expect(builder.serialized(first.update, format: .ocsf) == builder.serialized(second.update, format: .ocsf))
+        #expect(builder.alertID(for: first.new.window) == builder.alertID(for: second.update.window))
+    }
+
+    @Test func ocsfDetectionFinding() {
+        let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
+        let (new, update) = actions()
+        let created = builder.document(for: new, format: .ocsf)
+        #expect(created["class_uid"] == 2004 && created["activity_id"] == 1 && created["type_uid"] == 200401)
+        #expect(created["severity_id"] == 3)
+        #expect(created[path: "finding_info.analytic.uid"] == "63c056a0-339a-11ed-a261-0242ac120002")
+        #expect(created[path: "finding_info.uid"] == .string(builder.alertID(for: new.window)))
+        #expect(created["start_time"] == .number(JSONNumber(t0)) && created["end_time"] == .number(JSONNumber(t0 + 5 * minute)))
+        let updated = builder.document(for: update, format: .ocsf)
+        #expect(updated["activity_id"] == 2 && updated["count"] == 2)
+    }
+
+    @Test func uuidV5MatchesTheRFCExample() {
+        // RFC 9562 appendix A.4: namespace DNS, name "www.example.com".
+        let dns: [UInt8] = [0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8]
+        #expect(UUIDv5.make(namespace: dns, name: "www.example.com") == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
+    }
+}
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
