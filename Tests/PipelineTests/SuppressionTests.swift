@@ -220,3 +220,28 @@ struct AlertDocumentTests {
 }
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+@Suite("State codec")
+struct StateCodecTests {
+    @Test func matchesRoundTrip() throws {
+        let original = match("system:serviceaccount:a:b", at: t0, offset: 42)
+        let bytes = StateCodec.encode(original, ruleID: "rule-1")
+        let (ruleID, decoded) = try bytes.withUnsafeBytes { try StateCodec.decodeMatch($0) }
+        #expect(ruleID == "rule-1")
+        #expect(decoded == original)
+    }
+
+    @Test func windowsRoundTrip() throws {
+        var suppressor = AlertSuppressor(configuration: .init())
+        _ = suppressor.apply(match("u", at: t0, offset: 1), offset: 1, now: 0)
+        _ = suppressor.apply(match("u", at: t0 + 5, verb: "list", offset: 2), offset: 2, now: 0)
+        _ = suppressor.apply(match(nil, at: t0 + 6, offset: 3), offset: 3, now: 0)
+        for key in ["=u", "∅"] {
+            let windows = try #require(suppressor.state(of: key))
+            let bytes = StateCodec.encode(windows: windows, streamTime: suppressor.streamTime)
+            let decoded = try bytes.withUnsafeBytes { try StateCodec.decodeWindows($0) }
+            #expect(decoded.windows == windows)
+            #expect(decoded.streamTime == t0 + 6)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import AuditEvents
+
+/// The wire forms of the pipeline's internal records: matches on the repartition topic, window state on the
+/// compacted changelog. JSON, with sorted keys, so they are readable with any Kafka tool and reproducible.
+public enum StateCodec {
+    public struct DecodingError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    // MARK: Matches (repartition topic)
+
+    public static func encode(_ match: RuleMatch, ruleID: String) -> [UInt8] {
+        let object: JSONObject = [
+            "rule_id": .string(ruleID),
+            "group": .array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }),
+            "time": .number(JSONNumber(match.eventTime)),
+            "source": position(match.source),
+            "event": .object(match.document),
+        ]
+        var bytes: [UInt8] = []
+        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch) {
+        let object = try parseObject(bytes)
+        guard let ruleID = object["rule_id"]?.stringValue, let group = object["group"]?.arrayValue,
+            case .number(let time)? = object["time"], let time = time.intValue,
+            let source = object["source"].flatMap(position), let event = object["event"]?.objectValue
+        else { throw DecodingError(description: "not a match record") }
+        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source))
+    }
+
+    // MARK: Window state (changelog topic)
+
+    public static func encode(windows: [SuppressionWindow], streamTime: Int64) -> [UInt8] {
+        let object: JSONObject = [
+            "stream_time": .number(JSONNumber(streamTime)),
+            "windows": .array(windows.map { window in
+                [
+                    "key": .string(window.groupKey),
+                    "group": .array(window.groupValues.map { $0.map(JSONValue.string) ?? .null }),
+                    "start": .number(JSONNumber(window.start)),
+                    "end": .number(JSONNumber(window.end)),
+                    "suppressed": .number(JSONNumber(window.suppressed)),
+                    "applied_offset": .number(JSONNumber(window.appliedOffset)),
+                    "first": [
+                        "time": .number(JSONNumber(window.first.eventTime)),
+                        "source": position(window.first.source),
+                        "event": .object(window.first.document),
+                    ],
+                    "summary": summary(window.summary),
+                ]
+            }),
+        ]
+        var bytes: [UInt8] = []
+        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    public static func decodeWindows(_ bytes: UnsafeRawBufferPointer) throws -> (windows: [SuppressionWindow], streamTime: Int64) {
+        let object = try parseObject(bytes)
+        guard case .number(let stream)? = object["stream_time"], let streamTime = stream.intValue,
+            let list = object["windows"]?.arrayValue
+        else { throw DecodingError(description: "not a window state record") }
+        var windows: [SuppressionWindow] = []
+        for case .object(let entry) in list {
+            guard let key = entry["key"]?.stringValue, let group = entry["group"]?.arrayValue,
+                let start = int(entry["start"]), let end = int(entry["end"]), let suppressed = int(entry["suppressed"]),
+                let applied = int(entry["applied_offset"]), let first = entry["first"]?.objectValue,
+                let firstTime = int(first["time"]), let source = first["source"].flatMap(position),
+                let event = first["event"]?.objectValue, let summary = entry["summary"]?.objectValue.flatMap(summary)
+            else { throw DecodingError(description: "malformed window in state record") }
+            let values = group.map(\.stringValue)
+            windows.append(SuppressionWindow(
+                groupKey: key, groupValues: values, start: start, end: end,
+                first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
+                suppressed: Int(suppressed), summary: summary, appliedOffset: applied))
+        }
+        return (windows, streamTime)
+    }
+
+    // MARK: Pieces
+
+    static func position(_ position: RecordPosition) -> JSONValue {
+        ["topic": .string(position.topic), "partition": .number(JSONNumber(Int(position.partition))),
+         "offset": .number(JSONNumber(position.offset))]
+    }
+
+    static func position(_ value: JSONValue) -> RecordPosition? {
+        guard let object = value.objectValue, let topic = object["topic"]?.stringValue,
+            let partition = int(object["partition"]), let offset = int(object["offset"])
+        else { return nil }
+        return RecordPosition(topic: topic, partition: Int32(partition), offset: offset)
+    }
+
+    static func summary(_ summary: SuppressionSummary) -> JSONValue {
+        func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
+        return [
+            "count": .number(JSONNumber(summary.count)), "verbs": list(summary.verbs), "resources": list(summary.resources),
+            "namespaces": list(summary.namespaces), "source_ips": list(summary.sourceIPs), "user_agents": list(summary.userAgents),
+            "response_codes": list(summary.responseCodes), "first_seen": .number(JSONNumber(summary.firstSeen)),
+            "last_seen": .number(JSONNumber(summary.lastSeen)),
+        ]
+    }
+
+    static func summary(_ object: JSONObject) -> SuppressionSummary? {
+        func list(_ key: String) -> [String] { object[key]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+        guard let count = int(object["count"]), let first = int(object["first_seen"]), let last = int(object["last_seen"]) else { return nil }
+        var summary = SuppressionSummary()
+        summary.count = Int(count)
+        summary.verbs = list("verbs")
+        summary.resources = list("resources")
+        summary.namespaces = list("namespaces")
+        summary.sourceIPs = list("source_ips")
+        summary.userAgents = list("user_agents")
+        summary.responseCodes = list("response_codes")
+        summary.firstSeen = first
+        summary.lastSeen = last
+        return summary
+    }
+
+    static func int(_ value: JSONValue?) -> Int64? {
+        if case .number(let number)? = value { return number.intValue }
+        return nil
+    }
+
+    static func parseObject(_ bytes: UnsafeRawBufferPointer) throws -> JSONObject {
+        guard let object = try JSONValue.parse(Array(bytes)).objectValue else { throw DecodingError(description: "not a JSON object") }
+        return object
+    }
+}
