@@ -98,7 +98,8 @@ public protocol NewTermsHistory: AnyObject {
 }
 
 /// A bounded in-memory history. Over capacity, the combinations seen longest ago go first.
-public final class InMemoryNewTermsHistory: NewTermsHistory {
+/// Not thread-safe: one owner at a time (the pipeline keeps each partition's under its state lock).
+public final class InMemoryNewTermsHistory: NewTermsHistory, @unchecked Sendable {
     private var seen: [TermsKey: Int64] = [:]
     public let capacity: Int
     public private(set) var evictedCount = 0

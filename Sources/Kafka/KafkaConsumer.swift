@@ -186,6 +186,14 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
     }
 
+    /// Reads these partitions from these offsets without group management (no rebalances): for restoring
+    /// state from a changelog. Use ``KafkaOffset/beginning`` to read a partition from its start.
+    public func assign(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
+        try withPartitionList(offsets) { (list) throws(KafkaError) in
+            try KafkaError.check(rd_kafka_assign(handle.pointer, list), "assign \(offsets)")
+        }
+    }
+
     public func unsubscribe() throws(KafkaError) {
         try KafkaError.check(rd_kafka_unsubscribe(handle.pointer), "unsubscribe")
     }

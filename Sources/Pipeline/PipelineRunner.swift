@@ -1,0 +1,560 @@
+import AuditEvents
+import Detection
+import Foundation
+import Kafka
+import Logging
+import Synchronization
+
+/// How Audit Sentinel runs against Kafka.
+public struct PipelineConfiguration: Sendable {
+    public enum ProcessingGuarantee: String, Sendable {
+        /// Idempotent producer; offsets committed only after every output they depend on is acknowledged.
+        case atLeastOnce = "at_least_once"
+        /// Kafka transactions: outputs, changelog and consumer offsets commit together.
+        case exactlyOnce = "exactly_once"
+    }
+
+    /// The consumer group and the prefix of internal topics.
+    public var applicationID: String
+    /// Properties for every client (bootstrap servers, security, …).
+    public var kafka: KafkaConfiguration
+    public var consumerProperties: [String: String] = [:]
+    public var producerProperties: [String: String] = [:]
+    public var inputTopics: [String]
+    public var alertsTopic: String
+    public var alertFormat: AlertFormat = .ecs
+    public var processingGuarantee: ProcessingGuarantee = .atLeastOnce
+    /// Partitions of the repartition and changelog topics (co-partitioned).
+    public var internalPartitions: Int32 = 6
+    public var replicationFactor: Int32 = -1
+    /// Suppression when a rule has no `[rule.alert_suppression]` of its own.
+    public var defaultSuppression = DetectionRule.AlertSuppression(groupBy: ["kubernetes.audit.user.username"], durationMilliseconds: 5 * 60_000)
+    /// Per-rule suppression overrides, by rule_id.
+    public var suppressionOverrides: [String: DetectionRule.AlertSuppression] = [:]
+    public var graceMilliseconds: Int64 = 30_000
+    public var idleTimeoutMilliseconds: Int64 = 60_000
+    public var decoderLimits = DecoderLimits()
+    public var maxBatch = 1000
+    public var pollTimeout: Duration = .milliseconds(100)
+    public var productVersion = "0.1.0"
+
+    public init(applicationID: String, kafka: KafkaConfiguration, inputTopics: [String], alertsTopic: String) {
+        self.applicationID = applicationID
+        self.kafka = kafka
+        self.inputTopics = inputTopics
+        self.alertsTopic = alertsTopic
+    }
+
+    public func matchesTopic(_ ruleID: String) -> String { "\(applicationID)-\(ruleID)-matches" }
+    public func stateTopic(_ ruleID: String) -> String { "\(applicationID)-\(ruleID)-state" }
+    public func deadLetterTopic(_ input: String) -> String { "\(input).dlq" }
+
+    func suppression(for rule: DetectionRule) -> DetectionRule.AlertSuppression {
+        suppressionOverrides[rule.ruleID] ?? rule.alertSuppression ?? defaultSuppression
+    }
+}
+
+/// Creates topics: through the admin API on a real broker, through the mock API on the mock cluster.
+public protocol TopicProvisioner: Sendable {
+    func create(_ topics: [NewTopic]) throws
+}
+
+public struct AdminTopicProvisioner: TopicProvisioner {
+    let admin: KafkaAdmin
+    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+        admin = try KafkaAdmin(configuration: configuration, logger: logger)
+    }
+    public func create(_ topics: [NewTopic]) throws { try admin.createTopics(topics, ignoreExisting: true) }
+}
+
+public struct MockTopicProvisioner: TopicProvisioner {
+    let cluster: MockCluster
+    public init(cluster: MockCluster) { self.cluster = cluster }
+    public func create(_ topics: [NewTopic]) throws {
+        for topic in topics { try cluster.createTopic(topic.name, partitions: topic.partitions) }
+    }
+}
+
+/// Counters the pipeline keeps (the metrics endpoint and tests read them).
+public struct PipelineCounters: Sendable, Equatable {
+    public var recordsConsumed = 0
+    public var eventsDecoded = 0
+    public var prefilterRejected = 0
+    public var decodeErrors: [String: Int] = [:]
+    public var deadLettered = 0
+    public var matches: [String: Int] = [:]
+    public var alertsNew = 0
+    public var alertsUpdated = 0
+    public var lateMatches = 0
+    public var duplicateMatches = 0
+    public var produceRetries = 0
+    public var rebalances = 0
+    public var restoredKeys = 0
+}
+
+/// The consume → detect → repartition → aggregate → produce loop of one instance. Every instance of an
+/// application runs both stages in one consumer-group member:
+/// 1. detect: input records are decoded, stamped with `event.ingested` (their own, else the Kafka record
+///    timestamp), evaluated against every rule; matches go to `<app>-<rule_id>-matches` keyed by the rule's
+///    group key, undecodable records to `<input>.dlq` with the error in headers;
+/// 2. aggregate: each partition of a matches topic has its suppression state, backed by the same partition
+///    of the compacted `<app>-<rule_id>-state` topic and restored from it when the partition is assigned,
+///    before any of its records is processed; alerts go to the alerts topic keyed by alert id.
+/// Offsets are committed after every output of a batch is acknowledged (or with the transaction).
+///
+/// Not thread-safe: one thread calls ``start()``, ``runOnce()`` and ``stop()``.
+public final class PipelineRunner: @unchecked Sendable {
+    public let configuration: PipelineConfiguration
+    public let rules: [CompiledRule]
+    private let provisioner: any TopicProvisioner
+    private let logger: Logger
+    private let clock: @Sendable () -> Int64
+    private let prefilter: PrefilterSet
+    private let decoder: AuditRecordDecoder
+    private var consumer: KafkaConsumer?
+    private var producer: KafkaProducer?
+    private let builders: [String: AlertDocumentBuilder]
+    private let rulesByID: [String: CompiledRule]
+    private let groupFields: [String: [FieldPath]]
+    private let matchTopics: [String: String]  // topic → rule id
+    /// Suppression state per (matches topic, partition).
+    private let state = Mutex<[TopicPartition: PartitionState]>([:])
+    private let countersLock = Mutex(PipelineCounters())
+
+    struct PartitionState {
+        var suppressor: AlertSuppressor
+        var history: InMemoryNewTermsHistory
+        var dirtyKeys: Set<String> = []
+        var dirtyTerms: Set<TermsKey> = []
+    }
+
+    public init(
+        configuration: PipelineConfiguration, rules: RuleSet, provisioner: any TopicProvisioner,
+        logger: Logger = Logger(label: "audit-sentinel.pipeline"), clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.configuration = configuration
+        self.rules = rules.rules
+        self.provisioner = provisioner
+        self.logger = logger
+        self.clock = clock
+        prefilter = rules.prefilter
+        decoder = AuditRecordDecoder(limits: configuration.decoderLimits)
+        builders = Dictionary(uniqueKeysWithValues: rules.rules.map { ($0.id, AlertDocumentBuilder(rule: $0.rule, productVersion: configuration.productVersion)) })
+        rulesByID = Dictionary(uniqueKeysWithValues: rules.rules.map { ($0.id, $0) })
+        groupFields = Dictionary(uniqueKeysWithValues: rules.rules.map { rule in
+            (rule.id, configuration.suppression(for: rule.rule).groupBy.map(FieldPath.init))
+        })
+        matchTopics = Dictionary(uniqueKeysWithValues: rules.rules.map { (configuration.matchesTopic($0.id), $0.id) })
+    }
+
+    // MARK: Lifecycle
+
+    /// Creates the internal topics, the producer and the consumer, and joins the group.
+    public func start() throws {
+        let internalTopics = rules.flatMap { rule in
+            [NewTopic(name: configuration.matchesTopic(rule.id), partitions: configuration.internalPartitions, replicationFactor: configuration.replicationFactor),
+             NewTopic(name: configuration.stateTopic(rule.id), partitions: configuration.internalPartitions, replicationFactor: configuration.replicationFactor,
+                      configs: ["cleanup.policy": "compact"])]
+        }
+        let outputs = configuration.inputTopics.map { NewTopic(name: configuration.deadLetterTopic($0), partitions: 1, replicationFactor: configuration.replicationFactor) }
+            + [NewTopic(name: configuration.alertsTopic, partitions: 3, replicationFactor: configuration.replicationFactor)]
+        try provisioner.create(internalTopics + outputs)
+
+        var producerConfiguration = configuration.kafka.merging(["linger.ms": "5"]).merging(configuration.producerProperties)
+        if configuration.processingGuarantee == .exactlyOnce, producerConfiguration.transactionalID == nil {
+            producerConfiguration.transactionalID = "\(configuration.applicationID)-\(UUID().uuidString.prefix(8))"
+        }
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger) { [weak self] report in
+            self?.delivered(report)
+        }
+        if producer.isTransactional { try producer.initTransactions() }
+        self.producer = producer
+
+        let consumerConfiguration = configuration.kafka.merging([
+            "group.id": configuration.applicationID, "auto.offset.reset": "earliest", "enable.auto.commit": "false",
+            "isolation.level": "read_committed",
+        ]).merging(configuration.consumerProperties)
+        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger) { [weak self] _, event in
+            self?.rebalanced(event)
+        }
+        try consumer.subscribe(topics: configuration.inputTopics + Array(matchTopics.keys).sorted())
+        self.consumer = consumer
+        logger.info("pipeline started", metadata: ["rules": "\(rules.count)", "inputs": "\(configuration.inputTopics)"])
+    }
+
+    /// Leaves the group after closing nothing prematurely: open windows stay in the changelog for the next
+    /// owner of their partitions.
+    public func stop() throws {
+        try producer?.flush(timeout: .seconds(30))
+        try consumer?.close()
+        consumer = nil
+        producer = nil
+    }
+
+    /// Polls once and processes what came. Returns the number of records processed.
+    @discardableResult
+    public func runOnce() throws -> Int {
+        guard let consumer, let producer else { throw KafkaError(code: .state, message: "pipeline not started") }
+        var outputs: [Output] = []
+        var offsets: [TopicPartition: Int64] = [:]
+        let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout) { batch in
+            for record in batch {
+                offsets[record.topicPartition] = record.offset + 1
+                if let ruleID = matchTopics[record.topic] {
+                    aggregate(record, ruleID: ruleID, into: &outputs)
+                } else {
+                    detect(record, into: &outputs)
+                }
+            }
+            return batch.count
+        }
+        outputs += closeIdleWindows()
+        outputs += changelogRecords()
+        update { $0.recordsConsumed += processed }
+        guard !outputs.isEmpty || !offsets.isEmpty else { return 0 }
+        try deliver(outputs, offsets: offsets, consumer: consumer, producer: producer)
+        return processed
+    }
+
+    /// Runs until `shouldStop` says so.
+    public func run(until shouldStop: () -> Bool) throws {
+        while !shouldStop() { try runOnce() }
+    }
+
+    public func snapshot() -> PipelineCounters { countersLock.withLock { $0 } }
+
+    private func update(_ change: (inout PipelineCounters) -> Void) {
+        countersLock.withLock { counters in change(&counters) }
+    }
+
+    /// Open windows across every assigned partition (for metrics and memory accounting).
+    public var openWindows: Int { state.withLock { $0.values.reduce(0) { $0 + $1.suppressor.openWindowCount } } }
+
+    // MARK: Detect stage
+
+    struct Output {
+        var topic: String
+        var partition: Int32?
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var headers: [KafkaHeader]
+        var isAlert = false
+    }
+
+    private func detect(_ record: ConsumerRecord, into outputs: inout [Output]) {
+        let payload = record.payload
+        if !prefilter.mightMatch(payload) {
+            update { $0.prefilterRejected += 1 }
+            return
+        }
+        let ingest = record.timestamp?.milliseconds ?? clock()
+        var decodeFailure: AuditDecodeError?
+        var events = 0
+        decoder.decode(payload, ingestTime: ingest) { result in
+            switch result {
+            case .failure(let error):
+                if decodeFailure == nil { decodeFailure = error }
+                update { $0.decodeErrors[error.reason.rawValue, default: 0] += 1 }
+            case .success(let event):
+                events += 1
+                for rule in rules where rule.matches(event) {
+                    emitMatches(rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset), into: &outputs)
+                }
+            }
+        }
+        update { $0.eventsDecoded += events }
+        if let decodeFailure {
+            // The original bytes, untouched, with what went wrong and where they came from.
+            outputs.append(Output(
+                topic: configuration.deadLetterTopic(record.topic), partition: nil, key: record.key.map(Array.init), value: Array(payload),
+                headers: [
+                    KafkaHeader("error.reason", decodeFailure.reason.rawValue), KafkaHeader("error.message", decodeFailure.message),
+                    KafkaHeader("error.offset", "\(decodeFailure.offset)"), KafkaHeader("error.event_index", "\(decodeFailure.eventIndex)"),
+                    KafkaHeader("source.topic", record.topic), KafkaHeader("source.partition", "\(record.partition)"),
+                    KafkaHeader("source.offset", "\(record.offset)"),
+                ]))
+            update { $0.deadLettered += 1 }
+        }
+    }
+
+    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, into outputs: inout [Output]) {
+        var document = event.normalized()
+        let time = rule.eventTime(event) ?? clock()
+        if document[path: "event.ingested"] == nil {
+            var eventObject = document["event"]?.objectValue ?? JSONObject()
+            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: time))
+            document["event"] = .object(eventObject)
+        }
+        let groups: [[String?]]
+        if rule.rule.type == .newTerms {
+            // One match per combination of terms: each is judged new or not on the partition of its own key.
+            groups = rule.termCombinations(event).map { $0.values.map(Optional.some) }
+            if groups.isEmpty { return }
+        } else {
+            groups = [groupFields[rule.id]!.map { event.firstString($0) }]
+        }
+        update { $0.matches[rule.id, default: 0] += groups.count }
+        for values in groups {
+            let match = RuleMatch(groupValues: values, eventTime: time, document: document, source: source)
+            outputs.append(Output(topic: configuration.matchesTopic(rule.id), partition: nil, key: Array(match.groupKey.utf8),
+                                  value: StateCodec.encode(match, ruleID: rule.id), headers: [KafkaHeader("rule_id", rule.id)]))
+        }
+    }
+
+    // MARK: Aggregate stage
+
+    private func aggregate(_ record: ConsumerRecord, ruleID: String, into outputs: inout [Output]) {
+        guard let rule = rulesByID[ruleID], let builder = builders[ruleID] else { return }
+        let decoded: (ruleID: String, match: RuleMatch)
+        do {
+            decoded = try StateCodec.decodeMatch(record.payload)
+        } catch {
+            logger.error("unreadable match record", metadata: ["topic": "\(record.topic)", "offset": "\(record.offset)"])
+            return
+        }
+        let partition = record.topicPartition
+        let now = clock()
+        let actions: [AlertAction] = state.withLock { states in
+            var partitionState = states[partition] ?? makeState(for: rule)
+            defer { states[partition] = partitionState }
+            if let window = rule.rule.newTerms?.historyWindowMilliseconds {
+                let key = TermsKey(decoded.match.groupValues.map { $0 ?? "" })
+                if let seen = partitionState.history.lastSeen(key), abs(decoded.match.eventTime - seen) <= window {
+                    partitionState.history.record(key, at: max(seen, decoded.match.eventTime))
+                    partitionState.dirtyTerms.insert(key)
+                    return []
+                }
+                partitionState.history.record(key, at: decoded.match.eventTime)
+                partitionState.dirtyTerms.insert(key)
+            }
+            let before = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
+            let actions = partitionState.suppressor.apply(decoded.match, offset: record.offset, now: now)
+            partitionState.dirtyKeys.insert(decoded.match.groupKey)
+            for action in actions { partitionState.dirtyKeys.insert(action.window.groupKey) }
+            let after = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
+            update {
+                $0.lateMatches += after.0 - before.0
+                $0.duplicateMatches += after.1 - before.1
+            }
+            return actions
+        }
+        outputs += actions.map { alertOutput($0, builder: builder) }
+    }
+
+    private func makeState(for rule: CompiledRule) -> PartitionState {
+        let suppression = configuration.suppression(for: rule.rule)
+        return PartitionState(
+            suppressor: AlertSuppressor(configuration: .init(
+                duration: suppression.durationMilliseconds, grace: configuration.graceMilliseconds,
+                idleTimeout: configuration.idleTimeoutMilliseconds, missingFieldsStrategy: suppression.missingFieldsStrategy)),
+            history: InMemoryNewTermsHistory())
+    }
+
+    private func alertOutput(_ action: AlertAction, builder: AlertDocumentBuilder) -> Output {
+        update {
+            if action.kind == .new { $0.alertsNew += 1 } else { $0.alertsUpdated += 1 }
+        }
+        return Output(
+            topic: configuration.alertsTopic, partition: nil, key: Array(builder.alertID(for: action.window).utf8),
+            value: builder.serialized(action, format: configuration.alertFormat),
+            headers: builder.headers(format: configuration.alertFormat).map { KafkaHeader($0.0, $0.1) } + [KafkaHeader("alert.kind", action.kind.rawValue)],
+            isAlert: true)
+    }
+
+    private func closeIdleWindows() -> [Output] {
+        let now = clock()
+        let closed: [(String, AlertAction)] = state.withLock { states in
+            var result: [(String, AlertAction)] = []
+            for (partition, var partitionState) in states {
+                guard let ruleID = matchTopics[partition.topic] else { continue }
+                let actions = partitionState.suppressor.tick(now: now)
+                for action in actions {
+                    partitionState.dirtyKeys.insert(action.window.groupKey)
+                    result.append((ruleID, action))
+                }
+                states[partition] = partitionState
+            }
+            return result
+        }
+        return closed.compactMap { ruleID, action in builders[ruleID].map { alertOutput(action, builder: $0) } }
+    }
+
+    /// One changelog record per key changed since the last batch: its windows, or a tombstone.
+    private func changelogRecords() -> [Output] {
+        state.withLock { states in
+            var outputs: [Output] = []
+            for (partition, var partitionState) in states {
+                guard let ruleID = matchTopics[partition.topic] else { continue }
+                let topic = configuration.stateTopic(ruleID)
+                for key in partitionState.dirtyKeys.sorted() {
+                    let windows = partitionState.suppressor.state(of: key)
+                    outputs.append(Output(
+                        topic: topic, partition: partition.partition, key: Array("w|\(key)".utf8),
+                        value: windows.map { StateCodec.encode(windows: $0, streamTime: partitionState.suppressor.streamTime) },
+                        headers: []))
+                }
+                for key in partitionState.dirtyTerms {
+                    let seen = partitionState.history.lastSeen(key) ?? 0
+                    outputs.append(Output(
+                        topic: topic, partition: partition.partition, key: Array(("t|" + key.values.joined(separator: "\u{1F}")).utf8),
+                        value: Array("{\"last_seen\":\(seen)}".utf8), headers: []))
+                }
+                partitionState.dirtyKeys.removeAll()
+                partitionState.dirtyTerms.removeAll()
+                states[partition] = partitionState
+            }
+            return outputs
+        }
+    }
+
+    // MARK: Delivery
+
+    /// Sends every output and waits for all acknowledgements before committing the batch's offsets. A failed
+    /// send is retried with backoff while consumption is paused; nothing is committed past it.
+    private func deliver(_ outputs: [Output], offsets: [TopicPartition: Int64], consumer: KafkaConsumer, producer: KafkaProducer) throws {
+        let commitOffsets = offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
+        if producer.isTransactional {
+            try producer.beginTransaction()
+            do {
+                try send(outputs, producer: producer, consumer: consumer)
+                try producer.sendOffsetsToTransaction(commitOffsets, groupMetadata: consumer.groupMetadata())
+                try producer.commitTransaction()
+            } catch let error as KafkaError where error.requiresAbort {
+                try producer.abortTransaction()
+                throw error
+            }
+            return
+        }
+        try send(outputs, producer: producer, consumer: consumer)
+        if !commitOffsets.isEmpty { try consumer.commit(commitOffsets) }
+    }
+
+    private func send(_ outputs: [Output], producer: KafkaProducer, consumer: KafkaConsumer) throws {
+        var pending = outputs
+        var backoff: Duration = .milliseconds(100)
+        var paused: [TopicPartition] = []
+        defer { if !paused.isEmpty { try? consumer.resume(paused) } }
+        while !pending.isEmpty {
+            deliveryWaiter.withLock { $0 = DeliveryWaiter() }
+            var ids: [UInt64: Int] = [:]
+            for (index, output) in pending.enumerated() {
+                let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value, headers: output.headers)
+                sending: while true {
+                    switch Result(catching: { () throws(KafkaError) in try producer.send(message) }) {
+                    case .success(let id):
+                        ids[id] = index
+                        break sending
+                    case .failure(let error) where error.code == .queueFull:
+                        producer.poll(timeout: .milliseconds(10))  // the local queue is full: let it drain
+                    case .failure(let error):
+                        throw error
+                    }
+                }
+            }
+            // Delivery reports arrive on the producer's poll thread; collect failures by id.
+            let failed = try waitForDelivery(producer: producer, ids: Set(ids.keys))
+            pending = failed.compactMap { ids[$0] }.sorted().map { pending[$0] }
+            if !pending.isEmpty {
+                update { $0.produceRetries += pending.count }
+                logger.warning("\(pending.count) outputs not acknowledged; retrying in \(backoff)")
+                if paused.isEmpty, let assignment = try? consumer.assignment() {
+                    try? consumer.pause(assignment)
+                    paused = assignment
+                }
+                // Keep the group membership alive while waiting.
+                _ = try? consumer.poll(timeout: .zero) { _ in }
+                Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    /// Waits for the reports of `ids`; returns those that failed.
+    private func waitForDelivery(producer: KafkaProducer, ids: Set<UInt64>) throws -> Set<UInt64> {
+        // The reports may arrive before the waiter is set up: the producer's reports are matched by id, so
+        // the waiter is installed before sending in ``send`` … here they are collected after the flush.
+        try producer.flush(timeout: .seconds(60))
+        return deliveryWaiter.withLock { waiter -> Set<UInt64> in
+            defer { waiter = nil }
+            return waiter?.failed.intersection(ids) ?? []
+        }
+    }
+
+    struct DeliveryWaiter {
+        var failed: Set<UInt64> = []
+    }
+    let deliveryWaiter = Mutex<DeliveryWaiter?>(nil)
+
+    /// Called by the producer for every delivery report.
+    func delivered(_ report: DeliveryReport) {
+        guard let error = report.error else { return }
+        logger.warning("output not delivered: \(error)", metadata: ["topic": "\(report.topic)"])
+        deliveryWaiter.withLock { waiter in _ = waiter?.failed.insert(report.id) }
+    }
+
+    // MARK: Rebalancing and restore
+
+    private func rebalanced(_ event: RebalanceEvent) {
+        update { $0.rebalances += 1 }
+        let owned = event.partitions.filter { matchTopics[$0.topic] != nil }
+        switch event.kind {
+        case .assign:
+            for partition in owned {
+                do {
+                    try restore(partition)
+                } catch {
+                    logger.error("restoring \(partition) failed: \(error)")
+                }
+            }
+        case .revoke, .lost:
+            // Everything processed was committed with its batch; the next owner restores from the changelog.
+            state.withLock { states in for partition in owned { states.removeValue(forKey: partition) } }
+        }
+    }
+
+    /// Reads the partition's changelog to its end (by the end-of-partition signal of fetch, which tansu
+    /// reports correctly, unlike its ListOffsets) and rebuilds the partition's suppression state.
+    func restore(_ partition: TopicPartition) throws {
+        guard let ruleID = matchTopics[partition.topic], let rule = rulesByID[ruleID] else { return }
+        var partitionState = makeState(for: rule)
+        let restoreConsumer = try KafkaConsumer(
+            configuration: configuration.kafka.merging([
+                "group.id": "\(configuration.applicationID)-restore", "enable.partition.eof": "true", "enable.auto.commit": "false",
+                "auto.offset.reset": "earliest",
+            ]), logger: logger)
+        defer { try? restoreConsumer.close() }
+        let stateTopic = configuration.stateTopic(ruleID)
+        try restoreConsumer.assign([TopicPartitionOffset(stateTopic, partition.partition, offset: KafkaOffset.beginning)])
+        var latest: [String: [UInt8]?] = [:]
+        var reachedEnd = false
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !reachedEnd, ContinuousClock.now < deadline {
+            try restoreConsumer.poll(timeout: .milliseconds(100)) { batch in
+                for record in batch {
+                    guard let key = record.key else { continue }
+                    latest[String(decoding: key, as: UTF8.self)] = record.hasPayload ? Array(record.payload) : nil
+                }
+                if batch.notices.contains(where: { if case .partitionEOF(let p, _) = $0 { p.topic == stateTopic } else { false } }) {
+                    reachedEnd = true
+                }
+            }
+        }
+        guard reachedEnd else { throw KafkaError(code: .timedOut, message: "changelog \(stateTopic)[\(partition.partition)] not read to its end") }
+        for (key, value) in latest {
+            if key.hasPrefix("w|") {
+                let groupKey = String(key.dropFirst(2))
+                guard let value else { continue }
+                let decoded = try value.withUnsafeBytes { try StateCodec.decodeWindows($0) }
+                partitionState.suppressor.restore(key: groupKey, windows: decoded.windows)
+                partitionState.suppressor.restore(streamTime: decoded.streamTime)
+            } else if key.hasPrefix("t|"), let value, let object = try? JSONValue.parse(value).objectValue,
+                case .number(let seen)? = object["last_seen"], let time = seen.intValue
+            {
+                partitionState.history.record(TermsKey(String(key.dropFirst(2)).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)), at: time)
+            }
+        }
+        update { $0.restoredKeys += latest.count }
+        state.withLock { $0[partition] = partitionState }
+        logger.info("restored \(partition): \(partitionState.suppressor.openWindowCount) open windows from \(latest.count) changelog keys")
+    }
+}
