@@ -252,6 +252,11 @@ public struct AlertSuppressor: Sendable {
         }
     }
 
+    /// Starts the idle clock (after a restore: a partition that stays quiet closes its windows in time).
+    public mutating func markActive(now: Int64) {
+        lastActivity = max(lastActivity, now)
+    }
+
     /// Restores stream time (persisted alongside the windows).
     public mutating func restore(streamTime time: Int64) {
         streamTime = max(streamTime, time)

@@ -34,6 +34,10 @@ public struct PipelineConfiguration: Sendable {
     public var graceMilliseconds: Int64 = 30_000
     public var idleTimeoutMilliseconds: Int64 = 60_000
     public var decoderLimits = DecoderLimits()
+    /// Decode every input record, so that every malformed one reaches the dead-letter topic (default). When
+    /// false, records the rules' prefilter rejects are skipped before parsing: faster, but malformed records
+    /// that could not match any rule are not dead-lettered.
+    public var validateEveryRecord = true
     public var maxBatch = 1000
     public var pollTimeout: Duration = .milliseconds(100)
     public var productVersion = "0.1.0"
@@ -71,7 +75,10 @@ public struct MockTopicProvisioner: TopicProvisioner {
     let cluster: MockCluster
     public init(cluster: MockCluster) { self.cluster = cluster }
     public func create(_ topics: [NewTopic]) throws {
-        for topic in topics { try cluster.createTopic(topic.name, partitions: topic.partitions) }
+        for topic in topics {
+            let result = Result { () throws(KafkaError) in try cluster.createTopic(topic.name, partitions: topic.partitions) }
+            if case .failure(let error) = result, error.code != .topicAlreadyExists { throw error }
+        }
     }
 }
 
@@ -243,9 +250,10 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func detect(_ record: ConsumerRecord, into outputs: inout [Output]) {
         let payload = record.payload
-        if !prefilter.mightMatch(payload) {
+        let candidate = prefilter.mightMatch(payload)
+        if !candidate {
             update { $0.prefilterRejected += 1 }
-            return
+            if !configuration.validateEveryRecord { return }
         }
         let ingest = record.timestamp?.milliseconds ?? clock()
         var decodeFailure: AuditDecodeError?
@@ -257,6 +265,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 update { $0.decodeErrors[error.reason.rawValue, default: 0] += 1 }
             case .success(let event):
                 events += 1
+                guard candidate else { return }
                 for rule in rules where rule.matches(event) {
                     emitMatches(rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset), into: &outputs)
                 }
@@ -553,6 +562,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 partitionState.history.record(TermsKey(String(key.dropFirst(2)).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)), at: time)
             }
         }
+        partitionState.suppressor.markActive(now: clock())
         update { $0.restoredKeys += latest.count }
         state.withLock { $0[partition] = partitionState }
         logger.info("restored \(partition): \(partitionState.suppressor.openWindowCount) open windows from \(latest.count) changelog keys")

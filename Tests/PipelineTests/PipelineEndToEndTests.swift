@@ -1,0 +1,278 @@
+import AuditEvents
+import Detection
+import Foundation
+import Kafka
+import Logging
+import Pipeline
+import Synchronization
+import Testing
+
+/// A wall clock the test moves by hand (milliseconds).
+final class ManualClock: Sendable {
+    private let value = Atomic<Int64>(1_000_000)
+    var now: Int64 { value.load(ordering: .relaxed) }
+    func advance(by milliseconds: Int64) { value.add(milliseconds, ordering: .relaxed) }
+}
+
+let quiet: Logger = {
+    var logger = Logger(label: "pipeline-test")
+    logger.logLevel = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_TEST_LOG"] == nil ? .critical : .debug
+    return logger
+}()
+
+/// The scenario: normal traffic, a stolen service-account token probing secrets across namespaces, and a
+/// misconfigured operator denied every ten seconds; plus malformed records.
+struct Scenario {
+    static let thief = "system:serviceaccount:payments:checkout-api"
+    static let operatorAccount = "system:serviceaccount:monitoring:exporter"
+    static let start: Int64 = 1_763_625_600_000
+
+    struct Record {
+        var value: [UInt8]
+        var timestamp: Int64
+        var key: String
+    }
+
+    /// Records in event-time order; the second half starts at `splitAt`.
+    static func records() -> [Record] {
+        var traffic = SyntheticAuditTraffic(seed: 3, startMilliseconds: start, spacingMilliseconds: 0)
+        var records: [Record] = []
+        func add(_ kind: SyntheticAuditTraffic.Kind, at time: Int64, user: String? = nil, namespace: String? = nil, verb: String? = nil, resource: String? = nil) {
+            traffic.clock = time
+            let event = traffic.next(kind, user: user, namespace: namespace, verb: verb, resource: resource)
+            records.append(Record(value: Array(event.json.utf8), timestamp: time, key: "node-\(records.count % 3)"))
+        }
+        for second in stride(from: 0, to: 480, by: 10) {
+            let time = start + Int64(second) * 1000
+            add(.normal, at: time)
+            add(.normal, at: time + 1)
+            add(.deniedUser, at: time + 2)
+            add(.deniedServiceAccount, at: time + 3, user: operatorAccount, namespace: "monitoring", verb: "list", resource: "nodes")
+            if second < 200 {
+                let namespace = ["kube-system", "default", "payments", "vault"][second / 10 % 4]
+                add(.deniedServiceAccount, at: time + 4, user: thief, namespace: namespace, verb: second % 20 == 0 ? "get" : "list",
+                    resource: second % 20 == 0 ? "secrets" : "pods")
+            }
+        }
+        return records
+    }
+
+    static let malformed: [[UInt8]] = [
+        Array(#"{"kind":"Event","verb":"get","user":{"username":"system:serviceaccount:x:y""#.utf8),
+        Array(#"{"kind":"Event","verb":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8),
+        Array(#"{"kind":"Event","verb":5,"annotations":{"authorization.k8s.io/decision":"forbid"}}"#.utf8),
+    ]
+}
+
+/// A pipeline test bench: a broker, topics, traffic in, alerts out.
+struct PipelineBench {
+    let broker: (bootstrap: String, provisioner: any TopicProvisioner, owner: (any Sendable)?)
+    var app = "sentinel-\(UUID().uuidString.prefix(6).lowercased())"
+    let input: String
+    var alerts: String
+    let rules: RuleSet
+
+    init(mock cluster: MockCluster) throws {
+        broker = (cluster.bootstrapServers, MockTopicProvisioner(cluster: cluster), cluster)
+        input = "k8s-audit-\(UUID().uuidString.prefix(6).lowercased())"
+        alerts = "alerts-\(UUID().uuidString.prefix(6).lowercased())"
+        // One input partition: the events reach the pipeline in event-time order (across several input
+        // partitions, disorder beyond the grace period makes late alerts, by design).
+        try cluster.createTopic(input, partitions: 1)
+        rules = try RuleSet.load(files: [packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path])
+    }
+
+    var kafka: KafkaConfiguration {
+        KafkaConfiguration(["bootstrap.servers": broker.bootstrap, "topic.metadata.refresh.interval.ms": "1000"])
+    }
+
+    func configuration(_ guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce) -> PipelineConfiguration {
+        var configuration = PipelineConfiguration(applicationID: app, kafka: kafka, inputTopics: [input], alertsTopic: alerts)
+        configuration.processingGuarantee = guarantee
+        configuration.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "fetch.wait.max.ms": "50"]
+        configuration.internalPartitions = 4
+        return configuration
+    }
+
+    func runner(_ clock: ManualClock, _ guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce) -> PipelineRunner {
+        PipelineRunner(configuration: configuration(guarantee), rules: rules, provisioner: broker.provisioner, logger: quiet, clock: { clock.now })
+    }
+
+    func produce(_ records: [Scenario.Record], malformed: [[UInt8]] = []) throws {
+        let producer = try KafkaProducer(configuration: kafka, logger: quiet)
+        for record in records {
+            try producer.send(ProducerMessage(topic: input, key: Array(record.key.utf8), value: record.value, timestamp: record.timestamp))
+        }
+        for bytes in malformed {
+            try producer.send(ProducerMessage(topic: input, key: Array("bad".utf8), value: bytes, timestamp: Scenario.start))
+        }
+        try producer.flush(timeout: .seconds(30))
+    }
+
+    struct Alert {
+        var id: String
+        var kind: String
+        var document: JSONObject
+        var offset: Int64
+    }
+
+    /// Every record of a topic so far: partitions assigned directly (no group to join), read to their ends.
+    func read(_ topic: String, atLeast count: Int, timeout: Duration = .seconds(20)) throws -> [(key: String, value: [UInt8], headers: [KafkaHeader], offset: Int64)] {
+        let consumer = try KafkaConsumer(
+            configuration: kafka.merging(["group.id": "reader-\(UUID().uuidString)", "auto.offset.reset": "earliest", "enable.partition.eof": "true"]),
+            logger: quiet)
+        defer { try? consumer.close() }
+        let partitions = try #require(try consumer.metadata(topic: topic).topic(topic)).partitions.map(\.id)
+        try consumer.assign(partitions.map { TopicPartitionOffset(topic, $0, offset: KafkaOffset.beginning) })
+        var records: [(String, [UInt8], [KafkaHeader], Int64)] = []
+        var ended = Set<Int32>()
+        let deadline = ContinuousClock.now + timeout
+        while (records.count < count || ended.count < partitions.count), ContinuousClock.now < deadline {
+            try consumer.poll(timeout: .milliseconds(100)) { batch in
+                for record in batch {
+                    ended.remove(record.partition)
+                    records.append((record.key.map { String(decoding: $0, as: UTF8.self) } ?? "", Array(record.payload), record.headers, record.offset))
+                }
+                for case .partitionEOF(let partition, _) in batch.notices { ended.insert(partition.partition) }
+            }
+        }
+        return records.map { (key: $0.0, value: $0.1, headers: $0.2, offset: $0.3) }
+    }
+
+    func alerts(atLeast count: Int) throws -> [Alert] {
+        try read(alerts, atLeast: count).map { record in
+            let document = try JSONValue.parse(record.value).objectValue ?? [:]
+            let kind = record.headers.first { $0.name == "alert.kind" }.flatMap { $0.value.map { String(decoding: $0, as: UTF8.self) } } ?? ""
+            return Alert(id: record.key, kind: kind, document: document, offset: record.offset)
+        }
+    }
+}
+
+/// Runs the pipeline until `done` holds and nothing has arrived for a second (every match aggregated), or
+/// time runs out.
+func drive(_ runners: [PipelineRunner], clock: ManualClock, until done: () -> Bool, timeout: Duration = .seconds(60)) throws {
+    let deadline = ContinuousClock.now + timeout
+    var quietPolls = 0
+    while ContinuousClock.now < deadline {
+        var processed = 0
+        for runner in runners { processed += try runner.runOnce() }
+        quietPolls = processed == 0 ? quietPolls + 1 : 0
+        if quietPolls >= 10, done() { return }
+    }
+}
+
+@Suite("Pipeline on the mock cluster", .serialized)
+struct PipelineEndToEndTests {
+    @Test func scenarioAlertsSuppressesAndUpdates() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Scenario.records()
+        try bench.produce(records, malformed: Scenario.malformed)
+        let clock = ManualClock()
+        let runner = bench.runner(clock)
+        try runner.start()
+        // Consume everything: three new alerts (thief, operator's two windows) at once.
+        try drive([runner], clock: clock, until: { runner.snapshot().alertsNew >= 3 })
+        // The partitions go quiet; once the idle timeout and the windows' ends have passed, updates follow.
+        clock.advance(by: 10 * 60_000)
+        try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 3 })
+        let counters = runner.snapshot()
+        try runner.stop()
+
+        let alerts = try bench.alerts(atLeast: 6)
+        let byID = Dictionary(grouping: alerts, by: \.id)
+        #expect(byID.count == 3, "alert ids: \(byID.keys.sorted())")
+        #expect(alerts.count == 6)
+        let thief = try #require(byID.values.first { $0.first?.document[path: "user.name"] == .string(Scenario.thief) })
+        #expect(thief.map(\.kind) == ["new", "update"])
+        #expect(thief[0].document[path: "kibana.alert.suppression.docs_count"] == 0)
+        #expect(thief[1].document[path: "kibana.alert.suppression.docs_count"] == 19)
+        #expect(thief[1].document[path: "kibana.alert.suppression.summary.count"] == 19)
+        #expect(Set(thief[1].document[path: "kibana.alert.suppression.summary.namespaces"]?.arrayValue ?? []) == ["kube-system", "default", "payments", "vault"])
+        #expect(Set(thief[1].document[path: "kibana.alert.suppression.summary.resources"]?.arrayValue ?? []) == ["secrets", "pods"])
+        let operatorAlerts = byID.values.filter { $0.first?.document[path: "user.name"] == .string(Scenario.operatorAccount) }
+        #expect(operatorAlerts.count == 2, "the operator's denials span two windows")
+        #expect(Set(operatorAlerts.compactMap { $0.last?.document[path: "kibana.alert.suppression.docs_count"] }) == [29, 17])
+
+        // Malformed records are dead-lettered with their reason; everything else was processed.
+        let dead = try bench.read(bench.configuration().deadLetterTopic(bench.input), atLeast: 3)
+        #expect(dead.count == 3)
+        #expect(Set(dead.compactMap { $0.headers.first { $0.name == "error.reason" }?.value.map { String(decoding: $0, as: UTF8.self) } })
+                == ["invalid_json", "invalid_utf8", "wrong_field_type"])
+        #expect(dead.allSatisfy { $0.headers.contains { $0.name == "source.offset" } })
+        #expect(counters.deadLettered == 3)
+        #expect(counters.matches[try #require(bench.rules.rules.first).id] == 68)
+    }
+
+    @Test func restartMidWindowRestoresStateFromTheChangelog() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Scenario.records()
+        let half = records.count / 2
+        try bench.produce(Array(records[..<half]))
+        let clock = ManualClock()
+        let first = bench.runner(clock)
+        try first.start()
+        try drive([first], clock: clock, until: { first.snapshot().alertsNew >= 2 })
+        try first.stop()
+
+        try bench.produce(Array(records[half...]))
+        let second = bench.runner(clock)
+        try second.start()
+        try drive([second], clock: clock, until: { second.snapshot().recordsConsumed >= records.count - half })
+        clock.advance(by: 10 * 60_000)
+        try drive([second], clock: clock, until: { second.snapshot().alertsUpdated >= 3 })
+        #expect(second.snapshot().restoredKeys > 0)
+        try second.stop()
+
+        let alerts = try bench.alerts(atLeast: 6)
+        let byID = Dictionary(grouping: alerts, by: \.id)
+        #expect(byID.count == 3, "no second initial alert after the restart")
+        let thief = try #require(byID.values.first { $0.first?.document[path: "user.name"] == .string(Scenario.thief) })
+        #expect(thief.map(\.kind) == ["new", "update"])
+        #expect(thief.last?.document[path: "kibana.alert.suppression.docs_count"] == 19, "counts from before and after the restart add up")
+    }
+
+    @Test func replayingTheSameInputGivesIdenticalDocuments() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        let records = Array(Scenario.records().prefix(120))
+        var runs: [[String: [UInt8]]] = []
+        var bench = try PipelineBench(mock: cluster)
+        try bench.produce(records)
+        for _ in 0..<2 {
+            // Another application over the same input topic: a full reprocessing.
+            bench.app = "replay-\(UUID().uuidString.prefix(6).lowercased())"
+            bench.alerts = "alerts-\(UUID().uuidString.prefix(6).lowercased())"
+            let clock = ManualClock()
+            let runner = bench.runner(clock)
+            try runner.start()
+            try drive([runner], clock: clock, until: { runner.snapshot().alertsNew >= 2 })
+            clock.advance(by: 10 * 60_000)
+            try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 2 })
+            try runner.stop()
+            var documents: [String: [UInt8]] = [:]
+            for record in try bench.read(bench.alerts, atLeast: 4) {
+                let kind = record.headers.first { $0.name == "alert.kind" }?.value ?? []
+                documents[record.key + "/" + String(decoding: kind, as: UTF8.self)] = record.value
+            }
+            runs.append(documents)
+        }
+        #expect(runs[0].count == 4)
+        #expect(runs[0].keys.sorted() == runs[1].keys.sorted())
+        #expect(runs[0].keys.allSatisfy { runs[0][$0] == runs[1][$0] }, "same input, same documents, byte for byte")
+    }
+
+    @Test func exactlyOnceUsesTheTransactionCallSequence() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Array(Scenario.records().prefix(60))
+        try bench.produce(records)
+        let clock = ManualClock()
+        let runner = bench.runner(clock, .exactlyOnce)
+        try runner.start()
+        try drive([runner], clock: clock, until: { runner.snapshot().recordsConsumed >= records.count && runner.snapshot().alertsNew >= 2 })
+        try runner.stop()
+        let alerts = try bench.alerts(atLeast: 2)
+        #expect(Set(alerts.map(\.id)).count == 2)
+    }
+}
