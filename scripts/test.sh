@@ -27,7 +27,7 @@ check_run() {  # $1 = log, $2 = label
 
 echo "== suite 1: mock cluster and broker-free tests (librdkafka $(pkg-config --modversion rdkafka), Debian)"
 set +e
-swift test --skip-build --skip 'TansuBrokerTests' 2>&1 | tee "$logs/suite-mock.log"
+swift test --skip-build --skip 'Tansu' 2>&1 | tee "$logs/suite-mock.log"
 status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "test: suite 1 failed (exit $status)" >&2; exit 1; }
@@ -49,7 +49,7 @@ set +e
 LD_LIBRARY_PATH="$PWD/.build-librdkafka${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 AUDIT_SENTINEL_TANSU_BOOTSTRAP="127.0.0.1:$port" \
 AUDIT_SENTINEL_PYTHON="$PWD/.venv/bin/python" \
-  swift test --skip-build --filter 'TansuBrokerTests' 2>&1 | tee "$logs/suite-tansu.log"
+  swift test --skip-build --filter 'Tansu' 2>&1 | tee "$logs/suite-tansu.log"
 status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "test: suite 2 failed (exit $status)" >&2; exit 1; }

@@ -90,6 +90,8 @@ public struct PipelineCounters: Sendable, Equatable {
     public var decodeErrors: [String: Int] = [:]
     public var deadLettered = 0
     public var matches: [String: Int] = [:]
+    /// Matches read back from the repartition topics and applied to suppression state.
+    public var matchesAggregated = 0
     public var alertsNew = 0
     public var alertsUpdated = 0
     public var lateMatches = 0
@@ -234,6 +236,9 @@ public final class PipelineRunner: @unchecked Sendable {
         countersLock.withLock { counters in change(&counters) }
     }
 
+    /// Partitions of the matches topics this instance owns (and holds state for).
+    public var ownedStatePartitions: Int { state.withLock { $0.count } }
+
     /// Open windows across every assigned partition (for metrics and memory accounting).
     public var openWindows: Int { state.withLock { $0.values.reduce(0) { $0 + $1.suppressor.openWindowCount } } }
 
@@ -323,6 +328,7 @@ public final class PipelineRunner: @unchecked Sendable {
         }
         let partition = record.topicPartition
         let now = clock()
+        update { $0.matchesAggregated += 1 }
         let actions: [AlertAction] = state.withLock { states in
             var partitionState = states[partition] ?? makeState(for: rule)
             defer { states[partition] = partitionState }
