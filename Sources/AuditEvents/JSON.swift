@@ -213,6 +213,11 @@ public struct JSONObject: Hashable, Sendable, Sequence {
         self.members = unique
     }
 
+    /// Members in order (a repeated key keeps its last value).
+    public init(_ pairs: [(String, JSONValue)]) {
+        self.init(uniquing: pairs.map { Member(key: $0.0, value: $0.1) })
+    }
+
     /// Appends a member whose key the caller knows is new.
     mutating func appendNew(_ key: String, _ value: JSONValue) { members.append(Member(key: key, value: value)) }
 

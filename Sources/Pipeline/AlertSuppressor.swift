@@ -11,13 +11,22 @@ public struct RuleMatch: Sendable, Equatable {
     public var document: JSONObject
     /// Where the event came from: input topic, partition, offset.
     public var source: RecordPosition
+    /// The match's place among those one input record produced (events of a batch, term combinations).
+    public var sequence: Int
 
-    public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition) {
+    public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition, sequence: Int = 0) {
         self.groupValues = groupValues
         self.eventTime = eventTime
         self.document = document
         self.source = source
+        self.sequence = sequence
     }
+
+    /// The match's position in its input partition: input offset, then sequence within the record. A match
+    /// at or before the position already applied for its key is a replay.
+    public var sourcePosition: Int64 { source.offset << 20 | Int64(min(sequence, (1 << 20) - 1)) }
+
+    var sourcePartition: String { "\(source.topic)/\(source.partition)" }
 
     /// The suppression key: the group values joined unambiguously (a missing field is its own value).
     public var groupKey: String {
@@ -93,8 +102,9 @@ public struct SuppressionWindow: Sendable, Equatable {
     /// Matches suppressed into the window (not counting the first).
     public var suppressed: Int
     public var summary: SuppressionSummary
-    /// The last repartition offset applied to this key: a replayed record at or below it is not counted again.
-    public var appliedOffset: Int64
+    /// The last position applied to this key, per input partition: a replayed match at or below it (after a
+    /// crash, input records are read again and their matches repartitioned again) is not counted again.
+    public var applied: [String: Int64]
 
     public var closesAt: Int64 { end }
 }
@@ -148,7 +158,9 @@ public struct AlertSuppressor: Sendable {
 
     public var openWindowCount: Int { windows.values.reduce(0) { $0 + $1.count } }
 
-    /// Applies one match (read from the repartition topic at `offset`), at wall-clock time `now`.
+    /// Applies one match at wall-clock time `now`.
+    /// - Parameter offset: the match's position in its input partition (``RuleMatch/sourcePosition``);
+    ///   replays at or below the last applied position of the key are ignored.
     /// - Returns: the alerts to publish, in order: closed windows' updates first, then this match's alert.
     public mutating func apply(_ match: RuleMatch, offset: Int64, now: Int64) -> [AlertAction] {
         lastActivity = now
@@ -164,7 +176,8 @@ public struct AlertSuppressor: Sendable {
         }
 
         var keyWindows = windows[key] ?? []
-        if let applied = keyWindows.map(\.appliedOffset).max(), offset <= applied {
+        let source = match.sourcePartition
+        if let applied = keyWindows.compactMap({ $0.applied[source] }).max(), offset <= applied {
             // Replayed after a restart: this record is already in the state.
             duplicateCount += 1
             return actions
@@ -176,7 +189,7 @@ public struct AlertSuppressor: Sendable {
         {
             keyWindows[index].suppressed += 1
             keyWindows[index].summary.add(match)
-            for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+            for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
             windows[key] = keyWindows
             return actions
         }
@@ -186,12 +199,12 @@ public struct AlertSuppressor: Sendable {
         if late {
             lateCount += 1
             actions.append(AlertAction(kind: .new, window: window, late: true))
-            for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+            for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
             if !keyWindows.isEmpty { windows[key] = keyWindows }
             return actions
         }
-        window.appliedOffset = offset
-        for i in keyWindows.indices { keyWindows[i].appliedOffset = offset }
+        window.applied[source] = offset
+        for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
         keyWindows.append(window)
         windows[key] = keyWindows
         actions.append(AlertAction(kind: .new, window: window, late: false))
@@ -236,7 +249,7 @@ public struct AlertSuppressor: Sendable {
         SuppressionWindow(
             groupKey: key, groupValues: match.groupValues, start: match.eventTime,
             end: match.eventTime + configuration.duration, first: match, suppressed: 0,
-            summary: SuppressionSummary(), appliedOffset: offset)
+            summary: SuppressionSummary(), applied: [match.sourcePartition: offset])
     }
 
     // MARK: State for the changelog

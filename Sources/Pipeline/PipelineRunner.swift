@@ -38,6 +38,11 @@ public struct PipelineConfiguration: Sendable {
     /// false, records the rules' prefilter rejects are skipped before parsing: faster, but malformed records
     /// that could not match any rule are not dead-lettered.
     public var validateEveryRecord = true
+    /// Skip the repartition hop: aggregate right where the events are detected, with each input partition's
+    /// state in the same partition of the changelog. Correct only when the input is already partitioned by
+    /// every rule's group key (e.g. produced with the username as key), since a key's windows must live in
+    /// one partition; the changelog topics then need as many partitions as the input topic.
+    public var skipRepartition = false
     public var maxBatch = 1000
     public var pollTimeout: Duration = .milliseconds(100)
     public var productVersion = "0.1.0"
@@ -97,6 +102,7 @@ public struct PipelineCounters: Sendable, Equatable {
     public var lateMatches = 0
     public var duplicateMatches = 0
     public var produceRetries = 0
+    public var commitRetries = 0
     public var rebalances = 0
     public var restoredKeys = 0
 }
@@ -126,8 +132,24 @@ public final class PipelineRunner: @unchecked Sendable {
     private let rulesByID: [String: CompiledRule]
     private let groupFields: [String: [FieldPath]]
     private let matchTopics: [String: String]  // topic → rule id
-    /// Suppression state per (matches topic, partition).
-    private let state = Mutex<[TopicPartition: PartitionState]>([:])
+    /// Suppression state per rule and partition (of the rule's matches topic, or of the input when the
+    /// repartition hop is skipped); the same partition of the rule's changelog backs it.
+    private let state = Mutex<[StateKey: PartitionState]>([:])
+
+    struct StateKey: Hashable, Sendable, CustomStringConvertible {
+        var ruleID: String
+        var partition: Int32
+        var description: String { "\(ruleID)[\(partition)]" }
+    }
+
+    /// The state partitions a consumed partition carries.
+    private func stateKeys(for partition: TopicPartition) -> [StateKey] {
+        if let ruleID = matchTopics[partition.topic] { return [StateKey(ruleID: ruleID, partition: partition.partition)] }
+        if configuration.skipRepartition, configuration.inputTopics.contains(partition.topic) {
+            return rules.map { StateKey(ruleID: $0.id, partition: partition.partition) }
+        }
+        return []
+    }
     private let countersLock = Mutex(PipelineCounters())
 
     struct PartitionState {
@@ -153,7 +175,8 @@ public final class PipelineRunner: @unchecked Sendable {
         groupFields = Dictionary(uniqueKeysWithValues: rules.rules.map { rule in
             (rule.id, configuration.suppression(for: rule.rule).groupBy.map(FieldPath.init))
         })
-        matchTopics = Dictionary(uniqueKeysWithValues: rules.rules.map { (configuration.matchesTopic($0.id), $0.id) })
+        matchTopics = configuration.skipRepartition
+            ? [:] : Dictionary(uniqueKeysWithValues: rules.rules.map { (configuration.matchesTopic($0.id), $0.id) })
     }
 
     // MARK: Lifecycle
@@ -161,9 +184,11 @@ public final class PipelineRunner: @unchecked Sendable {
     /// Creates the internal topics, the producer and the consumer, and joins the group.
     public func start() throws {
         let internalTopics = rules.flatMap { rule in
-            [NewTopic(name: configuration.matchesTopic(rule.id), partitions: configuration.internalPartitions, replicationFactor: configuration.replicationFactor),
-             NewTopic(name: configuration.stateTopic(rule.id), partitions: configuration.internalPartitions, replicationFactor: configuration.replicationFactor,
-                      configs: ["cleanup.policy": "compact"])]
+            let changelog = NewTopic(name: configuration.stateTopic(rule.id), partitions: configuration.internalPartitions,
+                                     replicationFactor: configuration.replicationFactor, configs: ["cleanup.policy": "compact"])
+            if configuration.skipRepartition { return [changelog] }
+            return [NewTopic(name: configuration.matchesTopic(rule.id), partitions: configuration.internalPartitions,
+                             replicationFactor: configuration.replicationFactor), changelog]
         }
         let outputs = configuration.inputTopics.map { NewTopic(name: configuration.deadLetterTopic($0), partitions: 1, replicationFactor: configuration.replicationFactor) }
             + [NewTopic(name: configuration.alertsTopic, partitions: 3, replicationFactor: configuration.replicationFactor)]
@@ -272,7 +297,8 @@ public final class PipelineRunner: @unchecked Sendable {
                 events += 1
                 guard candidate else { return }
                 for rule in rules where rule.matches(event) {
-                    emitMatches(rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset), into: &outputs)
+                    emitMatches(rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),
+                                sequence: events - 1, into: &outputs)
                 }
             }
         }
@@ -291,7 +317,7 @@ public final class PipelineRunner: @unchecked Sendable {
         }
     }
 
-    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, into outputs: inout [Output]) {
+    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) {
         var document = event.normalized()
         let time = rule.eventTime(event) ?? clock()
         if document[path: "event.ingested"] == nil {
@@ -308,8 +334,13 @@ public final class PipelineRunner: @unchecked Sendable {
             groups = [groupFields[rule.id]!.map { event.firstString($0) }]
         }
         update { $0.matches[rule.id, default: 0] += groups.count }
-        for values in groups {
-            let match = RuleMatch(groupValues: values, eventTime: time, document: document, source: source)
+        for (index, values) in groups.enumerated() {
+            let match = RuleMatch(groupValues: values, eventTime: time, document: document, source: source,
+                                  sequence: min(sequence, 1023) << 10 | min(index, 1023))
+            if configuration.skipRepartition {
+                apply(match, rule: rule, key: StateKey(ruleID: rule.id, partition: source.partition), into: &outputs)
+                continue
+            }
             outputs.append(Output(topic: configuration.matchesTopic(rule.id), partition: nil, key: Array(match.groupKey.utf8),
                                   value: StateCodec.encode(match, ruleID: rule.id), headers: [KafkaHeader("rule_id", rule.id)]))
         }
@@ -318,7 +349,7 @@ public final class PipelineRunner: @unchecked Sendable {
     // MARK: Aggregate stage
 
     private func aggregate(_ record: ConsumerRecord, ruleID: String, into outputs: inout [Output]) {
-        guard let rule = rulesByID[ruleID], let builder = builders[ruleID] else { return }
+        guard let rule = rulesByID[ruleID] else { return }
         let decoded: (ruleID: String, match: RuleMatch)
         do {
             decoded = try StateCodec.decodeMatch(record.payload)
@@ -326,25 +357,30 @@ public final class PipelineRunner: @unchecked Sendable {
             logger.error("unreadable match record", metadata: ["topic": "\(record.topic)", "offset": "\(record.offset)"])
             return
         }
-        let partition = record.topicPartition
+        apply(decoded.match, rule: rule, key: StateKey(ruleID: ruleID, partition: record.partition), into: &outputs)
+    }
+
+    /// Applies one match to its partition's suppression (and, for `new_terms` rules, history) state.
+    private func apply(_ match: RuleMatch, rule: CompiledRule, key stateKey: StateKey, into outputs: inout [Output]) {
+        guard let builder = builders[rule.id] else { return }
         let now = clock()
         update { $0.matchesAggregated += 1 }
         let actions: [AlertAction] = state.withLock { states in
-            var partitionState = states[partition] ?? makeState(for: rule)
-            defer { states[partition] = partitionState }
+            var partitionState = states[stateKey] ?? makeState(for: rule)
+            defer { states[stateKey] = partitionState }
             if let window = rule.rule.newTerms?.historyWindowMilliseconds {
-                let key = TermsKey(decoded.match.groupValues.map { $0 ?? "" })
-                if let seen = partitionState.history.lastSeen(key), abs(decoded.match.eventTime - seen) <= window {
-                    partitionState.history.record(key, at: max(seen, decoded.match.eventTime))
+                let key = TermsKey(match.groupValues.map { $0 ?? "" })
+                if let seen = partitionState.history.lastSeen(key), abs(match.eventTime - seen) <= window {
+                    partitionState.history.record(key, at: max(seen, match.eventTime))
                     partitionState.dirtyTerms.insert(key)
                     return []
                 }
-                partitionState.history.record(key, at: decoded.match.eventTime)
+                partitionState.history.record(key, at: match.eventTime)
                 partitionState.dirtyTerms.insert(key)
             }
             let before = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
-            let actions = partitionState.suppressor.apply(decoded.match, offset: record.offset, now: now)
-            partitionState.dirtyKeys.insert(decoded.match.groupKey)
+            let actions = partitionState.suppressor.apply(match, offset: match.sourcePosition, now: now)
+            partitionState.dirtyKeys.insert(match.groupKey)
             for action in actions { partitionState.dirtyKeys.insert(action.window.groupKey) }
             let after = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
             update {
@@ -380,14 +416,13 @@ public final class PipelineRunner: @unchecked Sendable {
         let now = clock()
         let closed: [(String, AlertAction)] = state.withLock { states in
             var result: [(String, AlertAction)] = []
-            for (partition, var partitionState) in states {
-                guard let ruleID = matchTopics[partition.topic] else { continue }
+            for (stateKey, var partitionState) in states {
                 let actions = partitionState.suppressor.tick(now: now)
                 for action in actions {
                     partitionState.dirtyKeys.insert(action.window.groupKey)
-                    result.append((ruleID, action))
+                    result.append((stateKey.ruleID, action))
                 }
-                states[partition] = partitionState
+                states[stateKey] = partitionState
             }
             return result
         }
@@ -398,9 +433,9 @@ public final class PipelineRunner: @unchecked Sendable {
     private func changelogRecords() -> [Output] {
         state.withLock { states in
             var outputs: [Output] = []
-            for (partition, var partitionState) in states {
-                guard let ruleID = matchTopics[partition.topic] else { continue }
-                let topic = configuration.stateTopic(ruleID)
+            for (stateKey, var partitionState) in states {
+                let partition = stateKey
+                let topic = configuration.stateTopic(stateKey.ruleID)
                 for key in partitionState.dirtyKeys.sorted() {
                     let windows = partitionState.suppressor.state(of: key)
                     outputs.append(Output(
@@ -416,7 +451,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 }
                 partitionState.dirtyKeys.removeAll()
                 partitionState.dirtyTerms.removeAll()
-                states[partition] = partitionState
+                states[stateKey] = partitionState
             }
             return outputs
         }
@@ -441,7 +476,18 @@ public final class PipelineRunner: @unchecked Sendable {
             return
         }
         try send(outputs, producer: producer, consumer: consumer)
-        if !commitOffsets.isEmpty { try consumer.commit(commitOffsets) }
+        guard !commitOffsets.isEmpty else { return }
+        let committed = Result { () throws(KafkaError) in try consumer.commit(commitOffsets) }
+        if case .failure(let error) = committed {
+            // The outputs are acknowledged; only the commit was refused (a rebalance is under way, or this
+            // member lost its partitions). The next owner reads these records again: their matches are
+            // recognized as replays by their input position, their alerts carry the same ids.
+            guard error.code == .rebalanceInProgress || error.code == .state || error.isRetriable
+                || error.code == .illegalGeneration || error.code == .unknownMemberID
+            else { throw error }
+            logger.warning("offset commit refused, records will be read again: \(error)")
+            update { $0.commitRetries += 1 }
+        }
     }
 
     private func send(_ outputs: [Output], producer: KafkaProducer, consumer: KafkaConsumer) throws {
@@ -511,26 +557,27 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func rebalanced(_ event: RebalanceEvent) {
         update { $0.rebalances += 1 }
-        let owned = event.partitions.filter { matchTopics[$0.topic] != nil }
+        let owned = event.partitions.flatMap(stateKeys(for:))
         switch event.kind {
         case .assign:
-            for partition in owned {
+            for stateKey in owned {
                 do {
-                    try restore(partition)
+                    try restore(stateKey)
                 } catch {
-                    logger.error("restoring \(partition) failed: \(error)")
+                    logger.error("restoring \(stateKey) failed: \(error)")
                 }
             }
         case .revoke, .lost:
             // Everything processed was committed with its batch; the next owner restores from the changelog.
-            state.withLock { states in for partition in owned { states.removeValue(forKey: partition) } }
+            state.withLock { states in for stateKey in owned { states.removeValue(forKey: stateKey) } }
         }
     }
 
     /// Reads the partition's changelog to its end (by the end-of-partition signal of fetch, which tansu
     /// reports correctly, unlike its ListOffsets) and rebuilds the partition's suppression state.
-    func restore(_ partition: TopicPartition) throws {
-        guard let ruleID = matchTopics[partition.topic], let rule = rulesByID[ruleID] else { return }
+    func restore(_ partition: StateKey) throws {
+        let ruleID = partition.ruleID
+        guard let rule = rulesByID[ruleID] else { return }
         var partitionState = makeState(for: rule)
         let restoreConsumer = try KafkaConsumer(
             configuration: configuration.kafka.merging([

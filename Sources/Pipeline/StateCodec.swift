@@ -15,6 +15,7 @@ public enum StateCodec {
             "group": .array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }),
             "time": .number(JSONNumber(match.eventTime)),
             "source": position(match.source),
+            "sequence": .number(JSONNumber(match.sequence)),
             "event": .object(match.document),
         ]
         var bytes: [UInt8] = []
@@ -28,7 +29,8 @@ public enum StateCodec {
             case .number(let time)? = object["time"], let time = time.intValue,
             let source = object["source"].flatMap(position), let event = object["event"]?.objectValue
         else { throw DecodingError(description: "not a match record") }
-        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source))
+        let sequence = Int(int(object["sequence"]) ?? 0)
+        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source, sequence: sequence))
     }
 
     // MARK: Window state (changelog topic)
@@ -43,7 +45,7 @@ public enum StateCodec {
                     "start": .number(JSONNumber(window.start)),
                     "end": .number(JSONNumber(window.end)),
                     "suppressed": .number(JSONNumber(window.suppressed)),
-                    "applied_offset": .number(JSONNumber(window.appliedOffset)),
+                    "applied": .object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) })),
                     "first": [
                         "time": .number(JSONNumber(window.first.eventTime)),
                         "source": position(window.first.source),
@@ -67,7 +69,7 @@ public enum StateCodec {
         for case .object(let entry) in list {
             guard let key = entry["key"]?.stringValue, let group = entry["group"]?.arrayValue,
                 let start = int(entry["start"]), let end = int(entry["end"]), let suppressed = int(entry["suppressed"]),
-                let applied = int(entry["applied_offset"]), let first = entry["first"]?.objectValue,
+                let appliedObject = entry["applied"]?.objectValue, let first = entry["first"]?.objectValue,
                 let firstTime = int(first["time"]), let source = first["source"].flatMap(position),
                 let event = first["event"]?.objectValue, let summary = entry["summary"]?.objectValue.flatMap(summary)
             else { throw DecodingError(description: "malformed window in state record") }
@@ -75,7 +77,8 @@ public enum StateCodec {
             windows.append(SuppressionWindow(
                 groupKey: key, groupValues: values, start: start, end: end,
                 first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
-                suppressed: Int(suppressed), summary: summary, appliedOffset: applied))
+                suppressed: Int(suppressed), summary: summary,
+                applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) }))
         }
         return (windows, streamTime)
     }

@@ -96,11 +96,14 @@ struct PipelineBench {
         KafkaConfiguration(["bootstrap.servers": broker.bootstrap, "topic.metadata.refresh.interval.ms": "1000"])
     }
 
+    var skipRepartition = false
+
     func configuration(_ guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce) -> PipelineConfiguration {
         var configuration = PipelineConfiguration(applicationID: app, kafka: kafka, inputTopics: [input], alertsTopic: alerts)
         configuration.processingGuarantee = guarantee
         configuration.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "fetch.wait.max.ms": "50"]
-        configuration.internalPartitions = 4
+        configuration.internalPartitions = skipRepartition ? 1 : 4
+        configuration.skipRepartition = skipRepartition
         return configuration
     }
 
@@ -326,6 +329,17 @@ struct PipelineEndToEndTests {
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
     @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
     @Test func exactlyOnceUsesTheTransactionCallSequence() throws { try PipelineScenarios.exactlyOnceUsesTheTransactionCallSequence(bench()) }
+
+    /// Without the repartition hop (input already partitioned by account): the same alerts, and a restart
+    /// restores the state from the changelog partition of the input partition.
+    @Test func skippingTheRepartitionHopGivesTheSameAlerts() throws {
+        var skipping = try bench()
+        skipping.skipRepartition = true
+        try PipelineScenarios.scenarioAlertsSuppressesAndUpdates(skipping)
+        var restarting = try bench()
+        restarting.skipRepartition = true
+        try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(restarting)
+    }
 }
 
 /// The same scenarios against tansu, a real Kafka-compatible broker (`make test` starts it).
