@@ -498,6 +498,7 @@ public final class PipelineRunner: @unchecked Sendable {
         while !pending.isEmpty {
             deliveryWaiter.withLock { $0 = DeliveryWaiter() }
             var ids: [UInt64: Int] = [:]
+            var refused: [Int] = []
             for (index, output) in pending.enumerated() {
                 let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value, headers: output.headers)
                 sending: while true {
@@ -507,6 +508,11 @@ public final class PipelineRunner: @unchecked Sendable {
                         break sending
                     case .failure(let error) where error.code == .queueFull:
                         producer.poll(timeout: .milliseconds(10))  // the local queue is full: let it drain
+                    case .failure(let error) where !error.isFatal && producer.fatalError == nil:
+                        // Refused before it was queued (e.g. a topic error librdkafka remembers): retried below.
+                        logger.warning("output refused: \(error)", metadata: ["topic": "\(output.topic)"])
+                        refused.append(index)
+                        break sending
                     case .failure(let error):
                         throw error
                     }
@@ -514,7 +520,7 @@ public final class PipelineRunner: @unchecked Sendable {
             }
             // Delivery reports arrive on the producer's poll thread; collect failures by id.
             let failed = try waitForDelivery(producer: producer, ids: Set(ids.keys))
-            pending = failed.compactMap { ids[$0] }.sorted().map { pending[$0] }
+            pending = (failed.compactMap { ids[$0] } + refused).sorted().map { pending[$0] }
             if !pending.isEmpty {
                 update { $0.produceRetries += pending.count }
                 logger.warning("\(pending.count) outputs not acknowledged; retrying in \(backoff)")

@@ -70,7 +70,7 @@ struct PipelineBench {
     var app = "sentinel-\(UUID().uuidString.prefix(6).lowercased())"
     let input: String
     var alerts: String
-    let rules: RuleSet
+    var rules: RuleSet
 
     init(mock cluster: MockCluster) throws {
         try self.init(bootstrap: cluster.bootstrapServers, provisioner: MockTopicProvisioner(cluster: cluster), owner: cluster)
@@ -355,4 +355,98 @@ struct TansuPipelineTests {
     @Test func restartMidWindowRestoresStateFromTheChangelog() throws { try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(bench()) }
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
     @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
+}
+
+@Suite("Pipeline under faults and with new_terms rules (mock cluster)", .serialized)
+struct PipelineFaultTests {
+    /// Produce requests fail for a while: the pipeline retries with backoff, pauses its partitions, and in
+    /// the end every alert is there.
+    @Test func rejectedProduceRequestsAreRetriedAndNothingIsLost() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Scenario.records()
+        try bench.produce(records)
+        let clock = ManualClock()
+        var configuration = bench.configuration()
+        configuration.producerProperties = ["message.timeout.ms": "2000"]
+        let runner = PipelineRunner(configuration: configuration, rules: bench.rules, provisioner: bench.broker.provisioner, logger: quiet, clock: { clock.now })
+        try runner.start()
+        cluster.pushRequestErrors(apiKey: MockCluster.ApiKey.produce, Array(repeating: .topicAuthorizationFailed, count: 4))
+        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 })
+        clock.advance(by: 10 * 60_000)
+        try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 3 })
+        let counters = runner.snapshot()
+        try runner.stop()
+        #expect(counters.produceRetries > 0, "the injected failures were retried")
+        let alerts = try bench.alerts(atLeast: 6)
+        #expect(Set(alerts.map(\.id)).count == 3)
+        #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
+    }
+
+    /// A `new_terms` rule alerts once per new combination of its terms, keyed and remembered per partition.
+    @Test func newTermsRulesAlertOncePerNewCombination() throws {
+        let cluster = try MockCluster(brokers: 1, logger: quiet)
+        var bench = try PipelineBench(mock: cluster)
+        let ruleFile = FileManager.default.temporaryDirectory.appendingPathComponent("new-terms-\(UUID().uuidString).toml")
+        try #"""
+            [metadata]
+            creation_date = "2026/11/27"
+
+            [rule]
+            author = ["Audit Sentinel tests"]
+            description = "A denied service-account request with a user agent not seen for that account."
+            name = "Denied Service Account Request From A New User Agent"
+            risk_score = 21
+            rule_id = "0b6f2c1e-5a34-4d7b-9c1f-2e8a7d6b5c40"
+            severity = "low"
+            type = "new_terms"
+            language = "kuery"
+            timestamp_override = "event.ingested"
+            query = '''
+            kubernetes.audit.user.username:system\:serviceaccount\:* and kubernetes.audit.annotations.authorization_k8s_io/decision:"forbid"
+            '''
+
+            [rule.new_terms]
+            field = "new_terms_fields"
+            value = ["kubernetes.audit.user.username", "user_agent.original"]
+            [[rule.new_terms.history_window_start]]
+            field = "history_window_start"
+            value = "now-7d"
+            """#.write(to: ruleFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: ruleFile) }
+        bench = PipelineBench(copying: bench, rules: try RuleSet.load(files: [ruleFile.path]))
+
+        let records = Scenario.records()
+        // The expected alerts: the distinct (account, user agent) pairs of denied service-account requests.
+        var pairs = Set<[String]>()
+        for record in records {
+            record.value.withUnsafeBytes { buffer in
+                AuditRecordDecoder().decode(buffer) { result in
+                    guard case .success(let event) = result, bench.rules.rules[0].matches(event) else { return }
+                    pairs.insert([event.firstString("kubernetes.audit.user.username") ?? "", event.firstString("user_agent.original") ?? ""])
+                }
+            }
+        }
+        try bench.produce(records)
+        let clock = ManualClock()
+        let runner = bench.runner(clock)
+        try runner.start()
+        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 })
+        try runner.stop()
+        let alerts = try bench.alerts(atLeast: pairs.count)
+        #expect(pairs.count > 2)
+        #expect(alerts.count == pairs.count, "one alert per new combination")
+        #expect(Set(alerts.compactMap { alert -> [String]? in
+            guard let user = alert.document[path: "kubernetes.audit.user.username"]?.stringValue,
+                  let agent = alert.document[path: "user_agent.original"]?.stringValue else { return nil }
+            return [user, agent]
+        }) == pairs)
+    }
+}
+
+extension PipelineBench {
+    init(copying other: PipelineBench, rules: RuleSet) {
+        self = other
+        self.rules = rules
+    }
 }
