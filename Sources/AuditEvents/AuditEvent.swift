@@ -64,20 +64,10 @@ public struct AuditEvent: @unchecked Sendable {
             }
             return outcome.map { body(FieldValue(constant: $0)) } ?? true
         case .constant(let value): return body(FieldValue(constant: value))
-        case .resourceType:
-            var found = false
-            let result = visitAudit(.resourceType) { value in
-                found = true
-                return body(value)
-            }
-            return found ? result : visitAudit(.objectResource, body)
-        case .resourceName:
-            var found = false
-            let result = visitAudit(.objectName) { value in
-                found = true
-                return body(value)
-            }
-            return found ? result : visitAudit(.protoResourceName, body)
+        // The pipeline's `set` processors: GKE's resource type overrides objectRef's; objectRef's name wins
+        // over GKE's resourceName (`override: false`).
+        case .resourceType: return visitFirst(.resourceType, else: .objectResource, body)
+        case .resourceName: return visitFirst(.objectName, else: .protoResourceName, body)
         case .timestamp:
             guard let milliseconds = timestampMilliseconds else { return true }
             return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: milliseconds)))
@@ -201,6 +191,16 @@ public struct AuditEvent: @unchecked Sendable {
             return Self.visit(document, value, access.rest, body)
         }
         return Self.visit(document, root, access.sub, body)
+    }
+
+    /// The values of `primary`, or, when it has none, those of `fallback`.
+    private func visitFirst(_ primary: AuditAccess, else fallback: AuditAccess, _ body: (FieldValue) -> Bool) -> Bool {
+        var found = false
+        let result = visitAudit(primary) { value in
+            found = true
+            return body(value)
+        }
+        return found ? result : visitAudit(fallback, body)
     }
 
     private func visitSourceIPs(_ body: (FieldValue) -> Bool) -> Bool {

@@ -215,8 +215,9 @@ public struct KQLParser {
         }
     }
 
-    /// After `field:`: one literal, or a parenthesized list where `and`/`or`/`not` combine values.
-    private mutating func parseFieldValues() throws(KQLSyntaxError) -> KQLValues {
+    /// After `field:`, and inside value lists: one literal, or a parenthesized list where `and`/`or`/`not`
+    /// combine values.
+    private mutating func parseFieldValues(expected: String = "a value or '('") throws(KQLSyntaxError) -> KQLValues {
         switch current {
         case .leftParen:
             advance()
@@ -229,7 +230,7 @@ public struct KQLParser {
             advance()
             return .value(result)
         default:
-            throw error("unexpected \(describe(current))", expected: "a value or '('")
+            throw error("unexpected \(describe(current))", expected: expected)
         }
     }
 
@@ -256,20 +257,7 @@ public struct KQLParser {
             advance()
             return .not(try parseValueNot())
         }
-        switch current {
-        case .leftParen:
-            advance()
-            let inner = try parseValueOr()
-            guard current == .rightParen else { throw error("unclosed '('", expected: "')'") }
-            advance()
-            return inner
-        case .quoted, .unquoted:
-            let result = value(current)!
-            advance()
-            return .value(result)
-        default:
-            throw error("unexpected \(describe(current))", expected: "a value, 'not' or '('")
-        }
+        return try parseFieldValues(expected: "a value, 'not' or '('")
     }
 
     // MARK: Tokens
