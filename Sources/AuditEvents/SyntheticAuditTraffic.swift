@@ -118,5 +118,6 @@ extension Timestamp {
 }
 
 extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+    /// Zero-padded on the left to `width` characters (hex digits, timestamps).
+    public func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
