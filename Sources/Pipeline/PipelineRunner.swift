@@ -134,7 +134,7 @@ public final class PipelineRunner: @unchecked Sendable {
     private let matchTopics: [String: String]  // topic → rule id
     /// Suppression state per rule and partition (of the rule's matches topic, or of the input when the
     /// repartition hop is skipped); the same partition of the rule's changelog backs it.
-    private let state = Mutex<[StateKey: PartitionState]>([:])
+    private let state = Mutex<[StateKey: RuleState]>([:])
 
     struct StateKey: Hashable, Sendable, CustomStringConvertible {
         var ruleID: String
@@ -151,13 +151,6 @@ public final class PipelineRunner: @unchecked Sendable {
         return []
     }
     private let countersLock = Mutex(PipelineCounters())
-
-    struct PartitionState {
-        var suppressor: AlertSuppressor
-        var history: InMemoryNewTermsHistory
-        var dirtyKeys: Set<String> = []
-        var dirtyTerms: Set<TermsKey> = []
-    }
 
     public init(
         configuration: PipelineConfiguration, rules: RuleSet, provisioner: any TopicProvisioner,
@@ -318,25 +311,9 @@ public final class PipelineRunner: @unchecked Sendable {
     }
 
     private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) {
-        var document = event.normalized()
-        let time = rule.eventTime(event) ?? clock()
-        if document[path: "event.ingested"] == nil {
-            var eventObject = document["event"]?.objectValue ?? JSONObject()
-            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: time))
-            document["event"] = .object(eventObject)
-        }
-        let groups: [[String?]]
-        if rule.rule.type == .newTerms {
-            // One match per combination of terms: each is judged new or not on the partition of its own key.
-            groups = rule.termCombinations(event).map { $0.values.map(Optional.some) }
-            if groups.isEmpty { return }
-        } else {
-            groups = [groupFields[rule.id]!.map { event.firstString($0) }]
-        }
-        update { $0.matches[rule.id, default: 0] += groups.count }
-        for (index, values) in groups.enumerated() {
-            let match = RuleMatch(groupValues: values, eventTime: time, document: document, source: source,
-                                  sequence: min(sequence, 1023) << 10 | min(index, 1023))
+        let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, fallbackTime: clock())
+        update { $0.matches[rule.id, default: 0] += matches.count }
+        for match in matches {
             if configuration.skipRepartition {
                 apply(match, rule: rule, key: StateKey(ruleID: rule.id, partition: source.partition), into: &outputs)
                 continue
@@ -368,20 +345,8 @@ public final class PipelineRunner: @unchecked Sendable {
         let actions: [AlertAction] = state.withLock { states in
             var partitionState = states[stateKey] ?? makeState(for: rule)
             defer { states[stateKey] = partitionState }
-            if let window = rule.rule.newTerms?.historyWindowMilliseconds {
-                let key = TermsKey(match.groupValues.map { $0 ?? "" })
-                if let seen = partitionState.history.lastSeen(key), abs(match.eventTime - seen) <= window {
-                    partitionState.history.record(key, at: max(seen, match.eventTime))
-                    partitionState.dirtyTerms.insert(key)
-                    return []
-                }
-                partitionState.history.record(key, at: match.eventTime)
-                partitionState.dirtyTerms.insert(key)
-            }
             let before = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
-            let actions = partitionState.suppressor.apply(match, offset: match.sourcePosition, now: now)
-            partitionState.dirtyKeys.insert(match.groupKey)
-            for action in actions { partitionState.dirtyKeys.insert(action.window.groupKey) }
+            let actions = partitionState.apply(match, rule: rule.rule, now: now)
             let after = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
             update {
                 $0.lateMatches += after.0 - before.0
@@ -392,13 +357,9 @@ public final class PipelineRunner: @unchecked Sendable {
         outputs += actions.map { alertOutput($0, builder: builder) }
     }
 
-    private func makeState(for rule: CompiledRule) -> PartitionState {
-        let suppression = configuration.suppression(for: rule.rule)
-        return PartitionState(
-            suppressor: AlertSuppressor(configuration: .init(
-                duration: suppression.durationMilliseconds, grace: configuration.graceMilliseconds,
-                idleTimeout: configuration.idleTimeoutMilliseconds, missingFieldsStrategy: suppression.missingFieldsStrategy)),
-            history: InMemoryNewTermsHistory())
+    private func makeState(for rule: CompiledRule) -> RuleState {
+        RuleState(rule: rule.rule, suppression: configuration.suppression(for: rule.rule),
+                  graceMilliseconds: configuration.graceMilliseconds, idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds)
     }
 
     private func alertOutput(_ action: AlertAction, builder: AlertDocumentBuilder) -> Output {
@@ -417,11 +378,7 @@ public final class PipelineRunner: @unchecked Sendable {
         let closed: [(String, AlertAction)] = state.withLock { states in
             var result: [(String, AlertAction)] = []
             for (stateKey, var partitionState) in states {
-                let actions = partitionState.suppressor.tick(now: now)
-                for action in actions {
-                    partitionState.dirtyKeys.insert(action.window.groupKey)
-                    result.append((stateKey.ruleID, action))
-                }
+                result += partitionState.tick(now: now).map { (stateKey.ruleID, $0) }
                 states[stateKey] = partitionState
             }
             return result

@@ -1,0 +1,67 @@
+import AuditEvents
+import Detection
+
+extension CompiledRule {
+    /// The matches one event brings for this rule, ready for suppression: one per group (for `new_terms`
+    /// rules, one per combination of terms; none when a term is missing). Shared by the live pipeline and
+    /// `replay`, so both compute the same documents.
+    /// - Parameters:
+    ///   - sequence: the event's place among the events of its record.
+    ///   - fallbackTime: event time when the event carries none.
+    public func ruleMatches(for event: AuditEvent, groupBy: [FieldPath], source: RecordPosition, sequence: Int, fallbackTime: Int64) -> [RuleMatch] {
+        var document = event.normalized()
+        let time = eventTime(event) ?? fallbackTime
+        if document[path: "event.ingested"] == nil {
+            var eventObject = document["event"]?.objectValue ?? JSONObject()
+            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: time))
+            document["event"] = .object(eventObject)
+        }
+        let groups: [[String?]] = rule.type == .newTerms
+            ? termCombinations(event).map { $0.values.map(Optional.some) }
+            : [groupBy.map { event.firstString($0) }]
+        return groups.enumerated().map { index, values in
+            RuleMatch(groupValues: values, eventTime: time, document: document, source: source,
+                      sequence: min(sequence, 1023) << 10 | min(index, 1023))
+        }
+    }
+}
+
+/// One rule's aggregation state for one partition (or, in `replay`, one input): suppression windows and,
+/// for `new_terms` rules, the history of term combinations; plus what changed since the last changelog flush.
+public struct RuleState: Sendable {
+    public var suppressor: AlertSuppressor
+    public var history: InMemoryNewTermsHistory
+    var dirtyKeys: Set<String> = []
+    var dirtyTerms: Set<TermsKey> = []
+
+    public init(rule: DetectionRule, suppression: DetectionRule.AlertSuppression, graceMilliseconds: Int64, idleTimeoutMilliseconds: Int64) {
+        suppressor = AlertSuppressor(configuration: .init(
+            duration: suppression.durationMilliseconds, grace: graceMilliseconds, idleTimeout: idleTimeoutMilliseconds,
+            missingFieldsStrategy: suppression.missingFieldsStrategy))
+        history = InMemoryNewTermsHistory()
+    }
+
+    /// Applies one match; for `new_terms` rules only combinations not seen within the history window reach
+    /// suppression.
+    public mutating func apply(_ match: RuleMatch, rule: DetectionRule, now: Int64) -> [AlertAction] {
+        if let window = rule.newTerms?.historyWindowMilliseconds {
+            let key = TermsKey(match.groupValues.map { $0 ?? "" })
+            dirtyTerms.insert(key)
+            if let seen = history.lastSeen(key), abs(match.eventTime - seen) <= window {
+                history.record(key, at: max(seen, match.eventTime))
+                return []
+            }
+            history.record(key, at: match.eventTime)
+        }
+        let actions = suppressor.apply(match, offset: match.sourcePosition, now: now)
+        dirtyKeys.insert(match.groupKey)
+        for action in actions { dirtyKeys.insert(action.window.groupKey) }
+        return actions
+    }
+
+    mutating func tick(now: Int64) -> [AlertAction] {
+        let actions = suppressor.tick(now: now)
+        for action in actions { dirtyKeys.insert(action.window.groupKey) }
+        return actions
+    }
+}
