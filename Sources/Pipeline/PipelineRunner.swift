@@ -311,7 +311,7 @@ public final class PipelineRunner: @unchecked Sendable {
     }
 
     private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) {
-        let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, fallbackTime: clock())
+        let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, ingestTime: clock())
         update { $0.matches[rule.id, default: 0] += matches.count }
         for match in matches {
             if configuration.skipRepartition {

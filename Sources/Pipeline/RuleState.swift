@@ -7,13 +7,14 @@ extension CompiledRule {
     /// `replay`, so both compute the same documents.
     /// - Parameters:
     ///   - sequence: the event's place among the events of its record.
-    ///   - fallbackTime: event time when the event carries none.
-    public func ruleMatches(for event: AuditEvent, groupBy: [FieldPath], source: RecordPosition, sequence: Int, fallbackTime: Int64) -> [RuleMatch] {
+    ///   - ingestTime: `event.ingested` for an event that has none (replay derives it from the event).
+    public func ruleMatches(for event: AuditEvent, groupBy: [FieldPath], source: RecordPosition, sequence: Int, ingestTime: Int64) -> [RuleMatch] {
         var document = event.normalized()
-        let time = eventTime(event) ?? fallbackTime
+        let ingested = event.ingestedMilliseconds ?? ingestTime
+        let time = timestampField.name == "event.ingested" ? ingested : (eventTime(event) ?? ingested)
         if document[path: "event.ingested"] == nil {
             var eventObject = document["event"]?.objectValue ?? JSONObject()
-            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: time))
+            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: ingested))
             document["event"] = .object(eventObject)
         }
         let groups: [[String?]] = rule.type == .newTerms

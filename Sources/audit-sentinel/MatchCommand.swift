@@ -100,16 +100,7 @@ struct CheckRule: ParsableCommand {
     var paths: [String]
 
     func run() throws {
-        var files: [String] = []
-        for path in paths {
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-                let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-                files += entries.filter { $0.hasSuffix(".toml") }.sorted().map { (path as NSString).appendingPathComponent($0) }
-            } else {
-                files.append(path)
-            }
-        }
+        let files = expandRuleFiles(paths)
         var failed = false
         for file in files {
             do throws(RuleLoadError) {
