@@ -1,5 +1,5 @@
-# Audit Sentinel. `make test` installs what is missing itself (see scripts/deps.sh).
-.PHONY: deps build test bench fuzz clean
+# Audit Sentinel. `make demo` and `make test` install what is missing themselves (see scripts/deps.sh).
+.PHONY: deps build test demo bench fuzz clean
 
 FUZZ_SECONDS ?= 600
 
@@ -11,6 +11,11 @@ build: deps
 
 test: deps
 	@bash scripts/test.sh
+
+# The pipeline on an embedded mock Kafka cluster with simulated traffic; ends by itself (DEMO_ARGS to tune).
+demo: deps
+	swift build --product audit-sentinel
+	./.build/debug/audit-sentinel demo $(DEMO_ARGS)
 
 # Benchmarks (release build); figures as a table and in .bench/results.json.
 bench: deps

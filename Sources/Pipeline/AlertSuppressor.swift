@@ -145,8 +145,10 @@ public struct AlertSuppressor: Sendable {
     public let configuration: Configuration
     /// Open windows by key; a key may hold a closed-but-in-grace window and its successor.
     public private(set) var windows: [String: [SuppressionWindow]] = [:]
-    /// The highest event time seen.
+    /// The highest event time seen (moved further by idle time on a quiet partition).
     public private(set) var streamTime: Int64 = .min
+    /// The highest event time of the records themselves: idle time is counted from it.
+    private var recordTime: Int64 = .min
     /// Wall-clock time of the last record (milliseconds, from the injected clock).
     public private(set) var lastActivity: Int64 = .min
     public private(set) var lateCount = 0
@@ -164,6 +166,7 @@ public struct AlertSuppressor: Sendable {
     /// - Returns: the alerts to publish, in order: closed windows' updates first, then this match's alert.
     public mutating func apply(_ match: RuleMatch, offset: Int64, now: Int64) -> [AlertAction] {
         lastActivity = now
+        recordTime = max(recordTime, match.eventTime)
         var actions = advance(to: max(streamTime, match.eventTime))
         let key = match.groupKey
 
@@ -214,8 +217,9 @@ public struct AlertSuppressor: Sendable {
     /// Closes windows by wall clock on a quiet partition: stream time is taken to have moved on by the idle
     /// time beyond the idle timeout.
     public mutating func tick(now: Int64) -> [AlertAction] {
-        guard lastActivity != .min, streamTime != .min, now - lastActivity > configuration.idleTimeout else { return [] }
-        return advance(to: streamTime + (now - lastActivity))
+        guard lastActivity != .min, recordTime != .min, now - lastActivity > configuration.idleTimeout else { return [] }
+        // From the records' own time, so that ticking again and again does not add the idle time twice.
+        return advance(to: recordTime + (now - lastActivity))
     }
 
     /// Closes every window (end of input, shutdown of a replay).
@@ -262,6 +266,7 @@ public struct AlertSuppressor: Sendable {
         windows[key] = restored
         for window in restored ?? [] {
             streamTime = max(streamTime, window.summary.lastSeen == .min ? window.start : max(window.start, window.summary.lastSeen))
+            recordTime = max(recordTime, streamTime)
         }
     }
 
@@ -273,5 +278,6 @@ public struct AlertSuppressor: Sendable {
     /// Restores stream time (persisted alongside the windows).
     public mutating func restore(streamTime time: Int64) {
         streamTime = max(streamTime, time)
+        recordTime = max(recordTime, time)
     }
 }

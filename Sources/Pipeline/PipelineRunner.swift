@@ -243,6 +243,24 @@ public final class PipelineRunner: @unchecked Sendable {
         return processed
     }
 
+    /// Closes every open window now, publishing the updates of those that suppressed matches (the end of a
+    /// demo or a bounded run; a live instance leaves its windows to the changelog instead).
+    public func flushOpenWindows() throws {
+        guard let consumer, let producer else { return }
+        let closed: [(String, AlertAction)] = state.withLock { states in
+            var result: [(String, AlertAction)] = []
+            for (stateKey, var partitionState) in states {
+                let actions = partitionState.suppressor.closeAll()
+                for action in actions { partitionState.dirtyKeys.insert(action.window.groupKey) }
+                result += actions.map { (stateKey.ruleID, $0) }
+                states[stateKey] = partitionState
+            }
+            return result
+        }
+        let outputs = closed.compactMap { ruleID, action in builders[ruleID].map { alertOutput(action, builder: $0) } } + changelogRecords()
+        try deliver(outputs, offsets: [:], consumer: consumer, producer: producer)
+    }
+
     /// Runs until `shouldStop` says so.
     public func run(until shouldStop: () -> Bool) throws {
         while !shouldStop() { try runOnce() }

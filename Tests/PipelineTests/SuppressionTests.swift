@@ -110,6 +110,17 @@ struct SuppressionTests {
         #expect(suppressor.openWindowCount == 0)
     }
 
+    @Test func repeatedTicksDoNotAddIdleTimeTwice() {
+        var suppressor = AlertSuppressor(configuration: .init(duration: 20_000, grace: 2_000, idleTimeout: 3_000))
+        _ = suppressor.apply(match(thief, at: t0), offset: 1, now: 0)
+        // Polled every 100 ms for 10 s of quiet: 10 s of idle time, not the sum of every tick's.
+        for now in stride(from: Int64(100), through: 10_000, by: 100) { #expect(suppressor.tick(now: now).isEmpty) }
+        #expect(suppressor.openWindowCount == 1)
+        #expect(suppressor.apply(match(thief, at: t0 + 10_000), offset: 2, now: 10_000).isEmpty, "still suppressed into the window")
+        _ = suppressor.tick(now: 10_000 + 22_001)
+        #expect(suppressor.openWindowCount == 0)
+    }
+
     @Test func missingFieldsStrategies() {
         var suppress = AlertSuppressor(configuration: configuration)
         #expect(suppress.apply(match(nil, at: t0), offset: 1, now: 0).count == 1)
