@@ -489,19 +489,9 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         }
     }
 
-    /// For a constant field (`event.dataset`, `event.kind`, `orchestrator.type`): its value.
-    public var constantValue: String? {
-        if case .constant(let box) = mapping { return box.value.description }
-        return nil
-    }
 
     func isUnder(_ prefix: String) -> Bool { name == prefix || name.hasPrefix(prefix + ".") }
 
-    static func hasComponentPrefix(_ path: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
-        guard path.count >= prefix.count else { return false }
-        for index in 0..<prefix.count where path[index] != prefix[index] { return false }
-        return path.count == prefix.count || path[prefix.count] == UInt8(ascii: ".")
-    }
 
     private static let aliases: [String: String] = [
         "event.action": "verb",

@@ -21,8 +21,6 @@ public struct JSONDocument: @unchecked Sendable {
         self.entries = tape.storage
     }
 
-    func offset(_ index: Int) -> Int { Int(entries[index].start) }
-
     func kind(_ index: Int) -> JSONTape.Kind { entries[index].kind }
 
     /// The index just past the value at `index` (its next sibling, if any).

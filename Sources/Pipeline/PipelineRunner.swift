@@ -28,7 +28,7 @@ public struct PipelineConfiguration: Sendable {
     public var internalPartitions: Int32 = 6
     public var replicationFactor: Int32 = -1
     /// Suppression when a rule has no `[rule.alert_suppression]` of its own.
-    public var defaultSuppression = DetectionRule.AlertSuppression(groupBy: ["kubernetes.audit.user.username"], durationMilliseconds: 5 * 60_000)
+    public var defaultSuppression = DetectionRule.AlertSuppression.pipelineDefault
     /// Per-rule suppression overrides, by rule_id.
     public var suppressionOverrides: [String: DetectionRule.AlertSuppression] = [:]
     public var graceMilliseconds: Int64 = 30_000
@@ -58,7 +58,7 @@ public struct PipelineConfiguration: Sendable {
     public func stateTopic(_ ruleID: String) -> String { "\(applicationID)-\(ruleID)-state" }
     public func deadLetterTopic(_ input: String) -> String { "\(input).dlq" }
 
-    func suppression(for rule: DetectionRule) -> DetectionRule.AlertSuppression {
+    public func suppression(for rule: DetectionRule) -> DetectionRule.AlertSuppression {
         suppressionOverrides[rule.ruleID] ?? rule.alertSuppression ?? defaultSuppression
     }
 }
@@ -224,20 +224,29 @@ public final class PipelineRunner: @unchecked Sendable {
         guard let consumer, let producer else { throw KafkaError(code: .state, message: "pipeline not started") }
         var outputs: [Output] = []
         var offsets: [TopicPartition: Int64] = [:]
+        // Per-record counts are kept here and merged once per batch: no lock per record.
+        var counts = DetectCounts()
         let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout) { batch in
             for record in batch {
                 offsets[record.topicPartition] = record.offset + 1
                 if let ruleID = matchTopics[record.topic] {
                     aggregate(record, ruleID: ruleID, into: &outputs)
                 } else {
-                    detect(record, into: &outputs)
+                    detect(record, counts: &counts, into: &outputs)
                 }
             }
             return batch.count
         }
         outputs += closeIdleWindows()
         outputs += changelogRecords()
-        update { $0.recordsConsumed += processed }
+        update { totals in
+            totals.recordsConsumed += processed
+            totals.eventsDecoded += counts.eventsDecoded
+            totals.prefilterRejected += counts.prefilterRejected
+            totals.deadLettered += counts.deadLettered
+            for (reason, count) in counts.decodeErrors { totals.decodeErrors[reason, default: 0] += count }
+            for (rule, count) in counts.matches { totals.matches[rule, default: 0] += count }
+        }
         guard !outputs.isEmpty || !offsets.isEmpty else { return 0 }
         try deliver(outputs, offsets: offsets, consumer: consumer, producer: producer)
         return processed
@@ -289,11 +298,19 @@ public final class PipelineRunner: @unchecked Sendable {
         var isAlert = false
     }
 
-    private func detect(_ record: ConsumerRecord, into outputs: inout [Output]) {
+    struct DetectCounts {
+        var eventsDecoded = 0
+        var prefilterRejected = 0
+        var deadLettered = 0
+        var decodeErrors: [String: Int] = [:]
+        var matches: [String: Int] = [:]
+    }
+
+    private func detect(_ record: ConsumerRecord, counts: inout DetectCounts, into outputs: inout [Output]) {
         let payload = record.payload
         let candidate = prefilter.mightMatch(payload)
         if !candidate {
-            update { $0.prefilterRejected += 1 }
+            counts.prefilterRejected += 1
             if !configuration.validateEveryRecord { return }
         }
         let ingest = record.timestamp?.milliseconds ?? clock()
@@ -303,17 +320,18 @@ public final class PipelineRunner: @unchecked Sendable {
             switch result {
             case .failure(let error):
                 if decodeFailure == nil { decodeFailure = error }
-                update { $0.decodeErrors[error.reason.rawValue, default: 0] += 1 }
+                counts.decodeErrors[error.reason.rawValue, default: 0] += 1
             case .success(let event):
                 events += 1
                 guard candidate else { return }
                 for rule in rules where rule.matches(event) {
-                    emitMatches(rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),
-                                sequence: events - 1, into: &outputs)
+                    counts.matches[rule.id, default: 0] += emitMatches(
+                        rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),
+                        sequence: events - 1, into: &outputs)
                 }
             }
         }
-        update { $0.eventsDecoded += events }
+        counts.eventsDecoded += events
         if let decodeFailure {
             // The original bytes, untouched, with what went wrong and where they came from.
             outputs.append(Output(
@@ -324,13 +342,13 @@ public final class PipelineRunner: @unchecked Sendable {
                     KafkaHeader("source.topic", record.topic), KafkaHeader("source.partition", "\(record.partition)"),
                     KafkaHeader("source.offset", "\(record.offset)"),
                 ]))
-            update { $0.deadLettered += 1 }
+            counts.deadLettered += 1
         }
     }
 
-    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) {
+    /// - Returns: how many matches the event brought.
+    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) -> Int {
         let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, ingestTime: clock())
-        update { $0.matches[rule.id, default: 0] += matches.count }
         for match in matches {
             if configuration.skipRepartition {
                 apply(match, rule: rule, key: StateKey(ruleID: rule.id, partition: source.partition), into: &outputs)
@@ -339,6 +357,7 @@ public final class PipelineRunner: @unchecked Sendable {
             outputs.append(Output(topic: configuration.matchesTopic(rule.id), partition: nil, key: Array(match.groupKey.utf8),
                                   value: StateCodec.encode(match, ruleID: rule.id), headers: [KafkaHeader("rule_id", rule.id)]))
         }
+        return matches.count
     }
 
     // MARK: Aggregate stage
@@ -513,8 +532,7 @@ public final class PipelineRunner: @unchecked Sendable {
 
     /// Waits for the reports of `ids`; returns those that failed.
     private func waitForDelivery(producer: KafkaProducer, ids: Set<UInt64>) throws -> Set<UInt64> {
-        // The reports may arrive before the waiter is set up: the producer's reports are matched by id, so
-        // the waiter is installed before sending in ``send`` … here they are collected after the flush.
+        // The waiter was installed before sending (in ``send``); after the flush every report is in.
         try producer.flush(timeout: .seconds(60))
         return deliveryWaiter.withLock { waiter -> Set<UInt64> in
             defer { waiter = nil }

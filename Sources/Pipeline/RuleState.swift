@@ -1,6 +1,11 @@
 import AuditEvents
 import Detection
 
+extension DetectionRule.AlertSuppression {
+    /// Suppression for rules without `[rule.alert_suppression]`: per account, five minutes.
+    public static let pipelineDefault = DetectionRule.AlertSuppression(groupBy: ["kubernetes.audit.user.username"], durationMilliseconds: 5 * 60_000)
+}
+
 extension CompiledRule {
     /// The matches one event brings for this rule, ready for suppression: one per group (for `new_terms`
     /// rules, one per combination of terms; none when a term is missing). Shared by the live pipeline and

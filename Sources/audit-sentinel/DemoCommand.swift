@@ -39,13 +39,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         var logger = Logger(label: "audit-sentinel.demo")
         logger.logLevel = .critical
-        let ruleSet: RuleSet
-        do {
-            ruleSet = try RuleSet.load(files: expandRuleFiles(rules))
-        } catch {
-            printError("\(error)")
-            throw ExitCode(2)
-        }
+        let ruleSet = try loadRuleSet(rules)
         let style = TerminalStyle(enabled: isatty(STDOUT_FILENO) == 1 && !json)
         let cluster = try MockCluster(brokers: 1, logger: logger)
         let kafka = KafkaConfiguration(["bootstrap.servers": cluster.bootstrapServers, "topic.metadata.refresh.interval.ms": "1000"])

@@ -51,7 +51,7 @@ struct Match: ParsableCommand {
         let history = InMemoryNewTermsHistory()
         var matched = 0
         var failures = 0
-        var output = FileHandle.standardOutput
+        let output = FileHandle.standardOutput
         let inputs = files.isEmpty ? ["-"] : files
         for input in inputs {
             let data: Data

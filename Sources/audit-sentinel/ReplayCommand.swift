@@ -39,17 +39,7 @@ struct Replay: ParsableCommand {
             printError("unknown format \(format): use ecs or ocsf")
             throw ExitCode(2)
         }
-        let ruleSet: RuleSet
-        do {
-            ruleSet = try RuleSet.load(files: expandRuleFiles(rules))
-        } catch {
-            printError("\(error)")
-            throw ExitCode(2)
-        }
-        guard !ruleSet.rules.isEmpty else {
-            printError("no rules found in \(rules.joined(separator: ", "))")
-            throw ExitCode(2)
-        }
+        let ruleSet = try loadRuleSet(rules)
         var sink: FileHandle = .standardOutput
         if let output {
             guard FileManager.default.createFile(atPath: output, contents: nil), let handle = FileHandle(forWritingAtPath: output) else {
@@ -58,7 +48,7 @@ struct Replay: ParsableCommand {
             }
             sink = handle
         }
-        let defaultSuppression = DetectionRule.AlertSuppression(groupBy: ["kubernetes.audit.user.username"], durationMilliseconds: 5 * 60_000)
+        let defaultSuppression = DetectionRule.AlertSuppression.pipelineDefault
         var states = ruleSet.rules.map { rule in
             RuleState(rule: rule.rule, suppression: rule.rule.alertSuppression ?? defaultSuppression,
                       graceMilliseconds: Int64(grace) * 1000, idleTimeoutMilliseconds: .max / 4)
@@ -133,6 +123,21 @@ struct Replay: ParsableCommand {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw CocoaError(.fileReadCorruptFile) }
         return data
+    }
+}
+
+/// Loads the rules of files and directories, or exits with status 2 saying why (no rule at all included).
+func loadRuleSet(_ paths: [String]) throws -> RuleSet {
+    do {
+        let ruleSet = try RuleSet.load(files: expandRuleFiles(paths))
+        guard !ruleSet.rules.isEmpty else {
+            printError("no rules found in \(paths.joined(separator: ", "))")
+            throw ExitCode(2)
+        }
+        return ruleSet
+    } catch let error as RuleSetError {
+        printError("\(error)")
+        throw ExitCode(2)
     }
 }
 
