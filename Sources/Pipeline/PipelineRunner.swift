@@ -22,6 +22,8 @@ public struct PipelineConfiguration: Sendable {
     public var producerProperties: [String: String] = [:]
     public var inputTopics: [String]
     public var alertsTopic: String
+    /// One dead-letter topic for every input; nil: `<input>.dlq` per input.
+    public var deadLetterTopicName: String?
     public var alertFormat: AlertFormat = .ecs
     public var processingGuarantee: ProcessingGuarantee = .atLeastOnce
     /// Partitions of the repartition and changelog topics (co-partitioned).
@@ -56,7 +58,7 @@ public struct PipelineConfiguration: Sendable {
 
     public func matchesTopic(_ ruleID: String) -> String { "\(applicationID)-\(ruleID)-matches" }
     public func stateTopic(_ ruleID: String) -> String { "\(applicationID)-\(ruleID)-state" }
-    public func deadLetterTopic(_ input: String) -> String { "\(input).dlq" }
+    public func deadLetterTopic(_ input: String) -> String { deadLetterTopicName ?? "\(input).dlq" }
 
     public func suppression(for rule: DetectionRule) -> DetectionRule.AlertSuppression {
         suppressionOverrides[rule.ruleID] ?? rule.alertSuppression ?? defaultSuppression
@@ -99,12 +101,21 @@ public struct PipelineCounters: Sendable, Equatable {
     public var matchesAggregated = 0
     public var alertsNew = 0
     public var alertsUpdated = 0
+    public var alertsNewByRule: [String: Int] = [:]
+    public var alertsUpdatedByRule: [String: Int] = [:]
+    /// Matches folded into an open window instead of raising an alert.
+    public var suppressedMatches = 0
     public var lateMatches = 0
     public var duplicateMatches = 0
     public var produceRetries = 0
     public var commitRetries = 0
     public var rebalances = 0
     public var restoredKeys = 0
+    public var restoreFailures = 0
+    /// Records behind the end of each assigned input partition (refreshed every few seconds).
+    public var lag: [TopicPartition: Int64] = [:]
+
+    public init() {}
 }
 
 /// The consume → detect → repartition → aggregate → produce loop of one instance. Every instance of an
@@ -183,7 +194,9 @@ public final class PipelineRunner: @unchecked Sendable {
             return [NewTopic(name: configuration.matchesTopic(rule.id), partitions: configuration.internalPartitions,
                              replicationFactor: configuration.replicationFactor), changelog]
         }
-        let outputs = configuration.inputTopics.map { NewTopic(name: configuration.deadLetterTopic($0), partitions: 1, replicationFactor: configuration.replicationFactor) }
+        let outputs = Set(configuration.inputTopics.map(configuration.deadLetterTopic)).sorted().map {
+            NewTopic(name: $0, partitions: 1, replicationFactor: configuration.replicationFactor)
+        }
             + [NewTopic(name: configuration.alertsTopic, partitions: 3, replicationFactor: configuration.replicationFactor)]
         try provisioner.create(internalTopics + outputs)
 
@@ -212,7 +225,11 @@ public final class PipelineRunner: @unchecked Sendable {
     /// Leaves the group after closing nothing prematurely: open windows stay in the changelog for the next
     /// owner of their partitions.
     public func stop() throws {
-        try producer?.flush(timeout: .seconds(30))
+        if let consumer, let producer {
+            // Finish what is in flight and commit it, so that the next owner starts right after it.
+            try producer.flush(timeout: .seconds(30))
+            try settle(consumer: consumer, producer: producer, waitForAll: true)
+        }
         try consumer?.close()
         consumer = nil
         producer = nil
@@ -247,7 +264,12 @@ public final class PipelineRunner: @unchecked Sendable {
             for (reason, count) in counts.decodeErrors { totals.decodeErrors[reason, default: 0] += count }
             for (rule, count) in counts.matches { totals.matches[rule, default: 0] += count }
         }
-        guard !outputs.isEmpty || !offsets.isEmpty else { return 0 }
+        refreshLag(consumer)
+        if outputs.isEmpty && offsets.isEmpty {
+            // Nothing new: commit what has been acknowledged since.
+            if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: false) }
+            return 0
+        }
         try deliver(outputs, offsets: offsets, consumer: consumer, producer: producer)
         return processed
     }
@@ -268,7 +290,22 @@ public final class PipelineRunner: @unchecked Sendable {
         }
         let outputs = closed.compactMap { ruleID, action in builders[ruleID].map { alertOutput(action, builder: $0) } } + changelogRecords()
         try deliver(outputs, offsets: [:], consumer: consumer, producer: producer)
+        if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: true) }
     }
+
+    /// Lag of the input partitions, from the last fetch responses (no broker request), every few seconds.
+    private func refreshLag(_ consumer: KafkaConsumer) {
+        guard lagRefreshed.duration(to: .now) >= .seconds(2) else { return }
+        lagRefreshed = .now
+        guard let lag = try? consumer.lag() else { return }
+        let inputs = Set(configuration.inputTopics)
+        update { $0.lag = lag.filter { inputs.contains($0.key.topic) } }
+    }
+    private var lagRefreshed = ContinuousClock.now - .seconds(60)
+
+    /// Ready: this member has joined its group and restored the state of every partition it was given.
+    public var isReady: Bool { readiness.withLock { $0.joined && !$0.restoring && $0.failedRestores.isEmpty } }
+    private let readiness = Mutex<(joined: Bool, restoring: Bool, failedRestores: Set<String>)>((false, false, []))
 
     /// Runs until `shouldStop` says so.
     public func run(until shouldStop: () -> Bool) throws {
@@ -296,6 +333,8 @@ public final class PipelineRunner: @unchecked Sendable {
         var value: [UInt8]?
         var headers: [KafkaHeader]
         var isAlert = false
+        /// For a new alert: the `event.ingested` of the match that raised it (alert latency is measured from it).
+        var latencyOrigin: Int64?
     }
 
     struct DetectCounts {
@@ -385,9 +424,12 @@ public final class PipelineRunner: @unchecked Sendable {
             let before = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
             let actions = partitionState.apply(match, rule: rule.rule, now: now)
             let after = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
+            let duplicate = after.1 > before.1
+            let alerted = actions.contains { $0.kind == .new }
             update {
                 $0.lateMatches += after.0 - before.0
                 $0.duplicateMatches += after.1 - before.1
+                if !duplicate && !alerted { $0.suppressedMatches += 1 }
             }
             return actions
         }
@@ -401,13 +443,19 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func alertOutput(_ action: AlertAction, builder: AlertDocumentBuilder) -> Output {
         update {
-            if action.kind == .new { $0.alertsNew += 1 } else { $0.alertsUpdated += 1 }
+            if action.kind == .new {
+                $0.alertsNew += 1
+                $0.alertsNewByRule[builder.rule.ruleID, default: 0] += 1
+            } else {
+                $0.alertsUpdated += 1
+                $0.alertsUpdatedByRule[builder.rule.ruleID, default: 0] += 1
+            }
         }
         return Output(
             topic: configuration.alertsTopic, partition: nil, key: Array(builder.alertID(for: action.window).utf8),
             value: builder.serialized(action, format: configuration.alertFormat),
             headers: builder.headers(format: configuration.alertFormat).map { KafkaHeader($0.0, $0.1) } + [KafkaHeader("alert.kind", action.kind.rawValue)],
-            isAlert: true)
+            isAlert: true, latencyOrigin: action.kind == .new ? action.window.first.eventTime : nil)
     }
 
     private func closeIdleWindows() -> [Output] {
@@ -453,14 +501,16 @@ public final class PipelineRunner: @unchecked Sendable {
 
     // MARK: Delivery
 
-    /// Sends every output and waits for all acknowledgements before committing the batch's offsets. A failed
-    /// send is retried with backoff while consumption is paused; nothing is committed past it.
+    /// At least once, pipelined: a batch's outputs are sent without waiting, and its input offsets are
+    /// committed (asynchronously, in batch order) once every output of it and of every earlier batch is
+    /// acknowledged. A failed output is sent again with backoff while consumption is paused; nothing is
+    /// committed past it. Exactly once: one transaction per batch, outputs and offsets together.
     private func deliver(_ outputs: [Output], offsets: [TopicPartition: Int64], consumer: KafkaConsumer, producer: KafkaProducer) throws {
         let commitOffsets = offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
         if producer.isTransactional {
             try producer.beginTransaction()
             do {
-                try send(outputs, producer: producer, consumer: consumer)
+                try sendAndWait(outputs, producer: producer, consumer: consumer)
                 try producer.sendOffsetsToTransaction(commitOffsets, groupMetadata: consumer.groupMetadata())
                 try producer.commitTransaction()
             } catch let error as KafkaError where error.requiresAbort {
@@ -469,88 +519,126 @@ public final class PipelineRunner: @unchecked Sendable {
             }
             return
         }
-        try send(outputs, producer: producer, consumer: consumer)
-        guard !commitOffsets.isEmpty else { return }
-        let committed = Result { () throws(KafkaError) in try consumer.commit(commitOffsets) }
+        let batch = tracker.open(offsets: offsets)
+        try send(outputs, batch: batch, producer: producer)
+        try settle(consumer: consumer, producer: producer, waitForAll: false)
+    }
+
+    /// Sends outputs under a tracked batch (non-transactional path).
+    private func send(_ outputs: [Output], batch: UInt64, producer: KafkaProducer) throws {
+        for output in outputs {
+            let id = tracker.nextID()
+            tracker.register(id: id, output: output, batch: batch)
+            if let error = try enqueue(output, id: id, producer: producer) {
+                // Refused before it was queued (e.g. a topic error librdkafka remembers): retried by `settle`.
+                logger.warning("output refused: \(error)", metadata: ["topic": "\(output.topic)"])
+                tracker.acknowledge(id: id, failed: true)
+            }
+        }
+        tracker.close(batch)
+    }
+
+    /// Queues one output; waits while librdkafka's local queue is full. Returns a non-fatal refusal.
+    private func enqueue(_ output: Output, id: UInt64, producer: KafkaProducer) throws -> KafkaError? {
+        let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value, headers: output.headers)
+        while true {
+            switch Result(catching: { () throws(KafkaError) in try producer.send(message, id: id) }) {
+            case .success:
+                return nil
+            case .failure(let error) where error.code == .queueFull:
+                producer.poll(timeout: .milliseconds(10))
+            case .failure(let error) where !error.isFatal && producer.fatalError == nil:
+                return error
+            case .failure(let error):
+                throw error
+            }
+        }
+    }
+
+    /// Resends failed outputs (with consumption paused and backoff), commits every batch whose outputs are
+    /// all acknowledged, and keeps the number of unacknowledged outputs bounded. With `waitForAll`, returns
+    /// only when nothing is outstanding (rebalance, stop).
+    private func settle(consumer: KafkaConsumer, producer: KafkaProducer, waitForAll: Bool, insideRebalance: Bool = false) throws {
+        var backoff: Duration = .milliseconds(100)
+        var paused: [TopicPartition] = []
+        defer { if !paused.isEmpty { try? consumer.resume(paused) } }
+        while true {
+            let failed = tracker.takeFailed()
+            if !failed.isEmpty {
+                update { $0.produceRetries += failed.count }
+                logger.warning("\(failed.count) outputs not acknowledged; retrying in \(backoff)")
+                if paused.isEmpty, let assignment = try? consumer.assignment() {
+                    try? consumer.pause(assignment)
+                    paused = assignment
+                }
+                if !insideRebalance { _ = try? consumer.poll(timeout: .zero) { _ in } }  // keeps the group membership alive
+                Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
+                backoff = min(backoff * 2, .seconds(5))
+                for (id, output) in failed {
+                    if let error = try enqueue(output, id: id, producer: producer) {
+                        logger.warning("output refused: \(error)", metadata: ["topic": "\(output.topic)"])
+                        tracker.acknowledge(id: id, failed: true)
+                    }
+                }
+                continue
+            }
+            let completed = tracker.takeCompleted()
+            observeLatency(of: completed.alerts)
+            commit(completed.offsets, consumer: consumer, synchronously: waitForAll)
+            let outstanding = tracker.outstanding
+            if outstanding == 0 || (!waitForAll && outstanding <= maxOutstandingOutputs && paused.isEmpty) { return }
+            // Too much in flight (or draining): wait for reports.
+            _ = producer.poll(timeout: .milliseconds(5))
+            if (!paused.isEmpty || waitForAll) && !insideRebalance { _ = try? consumer.poll(timeout: .zero) { _ in } }
+            tracker.waitForReports(timeout: .milliseconds(50))
+        }
+    }
+
+    /// Unacknowledged outputs beyond which consumption waits.
+    private var maxOutstandingOutputs: Int { max(10_000, configuration.maxBatch * 20) }
+
+    private func commit(_ offsets: [TopicPartition: Int64], consumer: KafkaConsumer, synchronously: Bool) {
+        guard !offsets.isEmpty else { return }
+        let list = offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
+        let committed = Result { () throws(KafkaError) in
+            if synchronously { try consumer.commit(list) } else { try consumer.commitAsync(list) }
+        }
         if case .failure(let error) = committed {
             // The outputs are acknowledged; only the commit was refused (a rebalance is under way, or this
             // member lost its partitions). The next owner reads these records again: their matches are
             // recognized as replays by their input position, their alerts carry the same ids.
-            guard error.code == .rebalanceInProgress || error.code == .state || error.isRetriable
-                || error.code == .illegalGeneration || error.code == .unknownMemberID
-            else { throw error }
             logger.warning("offset commit refused, records will be read again: \(error)")
             update { $0.commitRetries += 1 }
         }
     }
 
-    private func send(_ outputs: [Output], producer: KafkaProducer, consumer: KafkaConsumer) throws {
-        var pending = outputs
-        var backoff: Duration = .milliseconds(100)
-        var paused: [TopicPartition] = []
-        defer { if !paused.isEmpty { try? consumer.resume(paused) } }
-        while !pending.isEmpty {
-            deliveryWaiter.withLock { $0 = DeliveryWaiter() }
-            var ids: [UInt64: Int] = [:]
-            var refused: [Int] = []
-            for (index, output) in pending.enumerated() {
-                let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value, headers: output.headers)
-                sending: while true {
-                    switch Result(catching: { () throws(KafkaError) in try producer.send(message) }) {
-                    case .success(let id):
-                        ids[id] = index
-                        break sending
-                    case .failure(let error) where error.code == .queueFull:
-                        producer.poll(timeout: .milliseconds(10))  // the local queue is full: let it drain
-                    case .failure(let error) where !error.isFatal && producer.fatalError == nil:
-                        // Refused before it was queued (e.g. a topic error librdkafka remembers): retried below.
-                        logger.warning("output refused: \(error)", metadata: ["topic": "\(output.topic)"])
-                        refused.append(index)
-                        break sending
-                    case .failure(let error):
-                        throw error
-                    }
-                }
-            }
-            // Delivery reports arrive on the producer's poll thread; collect failures by id.
-            let failed = try waitForDelivery(producer: producer, ids: Set(ids.keys))
-            pending = (failed.compactMap { ids[$0] } + refused).sorted().map { pending[$0] }
-            if !pending.isEmpty {
-                update { $0.produceRetries += pending.count }
-                logger.warning("\(pending.count) outputs not acknowledged; retrying in \(backoff)")
-                if paused.isEmpty, let assignment = try? consumer.assignment() {
-                    try? consumer.pause(assignment)
-                    paused = assignment
-                }
-                // Keep the group membership alive while waiting.
-                _ = try? consumer.poll(timeout: .zero) { _ in }
-                Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
-                backoff = min(backoff * 2, .seconds(5))
-            }
-        }
+    /// Alert latency: from the `event.ingested` of the match that raised a new alert to its acknowledgement.
+    private func observeLatency(of outputs: [Output]) {
+        guard let observer = alertLatencyObserver else { return }
+        let now = clock()
+        for output in outputs { if let origin = output.latencyOrigin { observer(max(0, now - origin)) } }
     }
 
-    /// Waits for the reports of `ids`; returns those that failed.
-    private func waitForDelivery(producer: KafkaProducer, ids: Set<UInt64>) throws -> Set<UInt64> {
-        // The waiter was installed before sending (in ``send``); after the flush every report is in.
+    /// Called with each new alert's latency in milliseconds once it is acknowledged (metrics, benchmarks).
+    public var alertLatencyObserver: (@Sendable (Int64) -> Void)?
+
+    /// Transactional path: sends and waits for every acknowledgement, retrying failures with backoff.
+    private func sendAndWait(_ outputs: [Output], producer: KafkaProducer, consumer: KafkaConsumer) throws {
+        let batch = tracker.open(offsets: [:])
+        try send(outputs, batch: batch, producer: producer)
         try producer.flush(timeout: .seconds(60))
-        return deliveryWaiter.withLock { waiter -> Set<UInt64> in
-            defer { waiter = nil }
-            return waiter?.failed.intersection(ids) ?? []
-        }
+        try settle(consumer: consumer, producer: producer, waitForAll: true)
     }
-
-    struct DeliveryWaiter {
-        var failed: Set<UInt64> = []
-    }
-    let deliveryWaiter = Mutex<DeliveryWaiter?>(nil)
 
     /// Called by the producer for every delivery report.
     func delivered(_ report: DeliveryReport) {
-        guard let error = report.error else { return }
-        logger.warning("output not delivered: \(error)", metadata: ["topic": "\(report.topic)"])
-        deliveryWaiter.withLock { waiter in _ = waiter?.failed.insert(report.id) }
+        if let error = report.error {
+            logger.warning("output not delivered: \(error)", metadata: ["topic": "\(report.topic)"])
+        }
+        tracker.acknowledge(id: report.id, failed: report.error != nil)
     }
+
+    private let tracker = DeliveryTracker()
 
     // MARK: Rebalancing and restore
 
@@ -559,16 +647,31 @@ public final class PipelineRunner: @unchecked Sendable {
         let owned = event.partitions.flatMap(stateKeys(for:))
         switch event.kind {
         case .assign:
+            readiness.withLock { $0.restoring = true }
             for stateKey in owned {
                 do {
                     try restore(stateKey)
+                    readiness.withLock { _ = $0.failedRestores.remove(stateKey.description) }
                 } catch {
                     logger.error("restoring \(stateKey) failed: \(error)")
+                    update { $0.restoreFailures += 1 }
+                    readiness.withLock { _ = $0.failedRestores.insert(stateKey.description) }
                 }
             }
+            readiness.withLock { $0.joined = true; $0.restoring = false }
         case .revoke, .lost:
-            // Everything processed was committed with its batch; the next owner restores from the changelog.
+            // Outputs in flight are acknowledged and their offsets committed before the partitions go, so the
+            // next owner neither misses nor repeats them; it restores the state from the changelog.
+            if event.kind == .revoke, let consumer, let producer, tracker.outstanding > 0 || tracker.hasCompleted {
+                do {
+                    try producer.flush(timeout: .seconds(30))
+                    try settle(consumer: consumer, producer: producer, waitForAll: true, insideRebalance: true)
+                } catch {
+                    logger.warning("in-flight outputs not settled before revocation: \(error)")
+                }
+            }
             state.withLock { states in for stateKey in owned { states.removeValue(forKey: stateKey) } }
+            readiness.withLock { for stateKey in owned { $0.failedRestores.remove(stateKey.description) } }
         }
     }
 
@@ -618,5 +721,99 @@ public final class PipelineRunner: @unchecked Sendable {
         update { $0.restoredKeys += latest.count }
         state.withLock { $0[partition] = partitionState }
         logger.info("restored \(partition): \(partitionState.suppressor.openWindowCount) open windows from \(latest.count) changelog keys")
+    }
+}
+
+/// Outputs in flight and the input offsets that wait for them, in batch order. Delivery reports arrive on the
+/// producer's poll thread; everything else runs on the pipeline's thread.
+final class DeliveryTracker: @unchecked Sendable {
+    private struct Batch {
+        var offsets: [TopicPartition: Int64]
+        var unacknowledged = 0
+        var sealed = false
+        var alerts: [PipelineRunner.Output] = []
+    }
+    private let condition = NSCondition()
+    private var nextOutputID: UInt64 = 1
+    private var nextBatch: UInt64 = 1
+    private var oldestBatch: UInt64 = 1
+    private var batches: [UInt64: Batch] = [:]
+    private var pending: [UInt64: (batch: UInt64, output: PipelineRunner.Output)] = [:]
+    private var failed: [(id: UInt64, batch: UInt64, output: PipelineRunner.Output)] = []
+
+    private func locked<R>(_ body: () -> R) -> R {
+        condition.lock()
+        defer { condition.unlock() }
+        return body()
+    }
+
+    func open(offsets: [TopicPartition: Int64]) -> UInt64 {
+        locked {
+            defer { nextBatch += 1 }
+            batches[nextBatch] = Batch(offsets: offsets)
+            return nextBatch
+        }
+    }
+
+    func nextID() -> UInt64 { locked { defer { nextOutputID += 1 }; return nextOutputID } }
+
+    func register(id: UInt64, output: PipelineRunner.Output, batch: UInt64) {
+        locked {
+            pending[id] = (batch, output)
+            batches[batch]?.unacknowledged += 1
+        }
+    }
+
+    /// Every output of the batch is registered: it may complete.
+    func close(_ batch: UInt64) { locked { batches[batch]?.sealed = true } }
+
+    func acknowledge(id: UInt64, failed isFailure: Bool) {
+        locked {
+            guard let entry = pending.removeValue(forKey: id) else { return }
+            if isFailure {
+                failed.append((id, entry.batch, entry.output))
+            } else {
+                batches[entry.batch]?.unacknowledged -= 1
+                if entry.output.latencyOrigin != nil { batches[entry.batch]?.alerts.append(entry.output) }
+            }
+            condition.broadcast()
+        }
+    }
+
+    /// Failed outputs, registered again under their batches for resending.
+    func takeFailed() -> [(UInt64, PipelineRunner.Output)] {
+        locked {
+            defer { failed.removeAll() }
+            for entry in failed { pending[entry.id] = (entry.batch, entry.output) }
+            return failed.map { ($0.id, $0.output) }
+        }
+    }
+
+    /// The offsets of the leading batches whose outputs are all acknowledged (highest per partition), and
+    /// their new alerts.
+    func takeCompleted() -> (offsets: [TopicPartition: Int64], alerts: [PipelineRunner.Output]) {
+        locked {
+            var offsets: [TopicPartition: Int64] = [:]
+            var alerts: [PipelineRunner.Output] = []
+            while let batch = batches[oldestBatch], batch.sealed, batch.unacknowledged == 0 {
+                offsets.merge(batch.offsets, uniquingKeysWith: max)
+                alerts += batch.alerts
+                batches.removeValue(forKey: oldestBatch)
+                oldestBatch += 1
+            }
+            return (offsets, alerts)
+        }
+    }
+
+    /// Outputs sent and not yet acknowledged (or failed and not yet resent).
+    var outstanding: Int { locked { pending.count + failed.count } }
+
+    /// Whether a batch is complete but not yet committed.
+    var hasCompleted: Bool { locked { batches[oldestBatch].map { $0.sealed && $0.unacknowledged == 0 } ?? false } }
+
+    func waitForReports(timeout: Duration) {
+        condition.lock()
+        defer { condition.unlock() }
+        _ = condition.wait(until: Date().addingTimeInterval(Double(timeout.components.attoseconds) / 1e18 + Double(timeout.components.seconds)))
     }
 }

@@ -1,0 +1,252 @@
+import ArgumentParser
+import Detection
+import Foundation
+import Kafka
+import Logging
+import Pipeline
+import Synchronization
+
+/// `audit-sentinel run`: the service. Configuration from the file, the environment and flags; the pipeline
+/// against the configured brokers; `/metrics`, `/healthz`, `/readyz`; a graceful stop on SIGTERM or SIGINT.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the detection pipeline against Kafka (the service).",
+        discussion: """
+            Configuration comes from a TOML file (--config, else $AUDIT_SENTINEL_CONFIG, else \
+            Config/audit-sentinel.toml when it exists), then AUDIT_SENTINEL_* environment variables, then flags; \
+            later layers win. Any key can be set with --set key=value. See Config/audit-sentinel.toml for every key.
+            SIGTERM or SIGINT stops gracefully: no new records are fetched, outputs in flight are acknowledged, \
+            offsets committed, the group left; a second signal exits at once.
+            Exit codes: 0 stopped cleanly, 1 a runtime failure (e.g. a fatal Kafka error, shutdown timeout), \
+            2 invalid configuration or rules, 130 a second signal.
+            """)
+
+    @Option(name: .long, help: "Configuration file (TOML).")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Set any configuration key (repeatable).", valueName: "key=value"))
+    var assignments: [String] = []
+
+    @Option(name: .long, help: "Broker list (kafka.bootstrap_servers).")
+    var brokers: String?
+
+    @Option(name: .long, help: "Input topic (topics.input; repeatable).")
+    var input: [String] = []
+
+    @Option(name: .customLong("alerts-topic"), help: "Alerts topic (topics.alerts).")
+    var alertsTopic: String?
+
+    @Option(name: .customLong("application-id"), help: "Consumer group and internal-topic prefix (application_id).")
+    var applicationID: String?
+
+    @Option(name: .long, help: "Rule file or directory (rules.paths; repeatable).")
+    var rules: [String] = []
+
+    @Option(name: .long, help: "Alert format: ecs or ocsf (output.format).")
+    var format: String?
+
+    @Option(name: .long, help: "at_least_once or exactly_once (processing.guarantee).")
+    var guarantee: String?
+
+    @Option(name: .customLong("http-listen"), help: "Metrics and health endpoint, host:port (http.listen).")
+    var httpListen: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (log.level).")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "text or json (log.format).")
+    var logFormat: String?
+
+    @Flag(name: .customLong("print-config"), help: "Print the effective configuration (secrets redacted) and exit.")
+    var printConfig = false
+
+    /// Flags as `key=value` overrides, in precedence order (`--set` last).
+    func overrides() throws(SettingsError) -> [(key: String, value: String, flag: String)] {
+        var result: [(String, String, String)] = []
+        if let brokers { result.append(("kafka.bootstrap_servers", brokers, "--brokers")) }
+        if !input.isEmpty { result.append(("topics.input", input.joined(separator: ","), "--input")) }
+        if let alertsTopic { result.append(("topics.alerts", alertsTopic, "--alerts-topic")) }
+        if let applicationID { result.append(("application_id", applicationID, "--application-id")) }
+        if !rules.isEmpty { result.append(("rules.paths", rules.joined(separator: ","), "--rules")) }
+        if let format { result.append(("output.format", format, "--format")) }
+        if let guarantee { result.append(("processing.guarantee", guarantee, "--guarantee")) }
+        if let httpListen { result.append(("http.listen", httpListen, "--http-listen")) }
+        if let logLevel { result.append(("log.level", logLevel, "--log-level")) }
+        if let logFormat { result.append(("log.format", logFormat, "--log-format")) }
+        for assignment in assignments {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw SettingsError(key: assignment, message: "--set takes key=value")
+            }
+            result.append((String(assignment[..<equals]), String(assignment[assignment.index(after: equals)...]), "--set"))
+        }
+        return result
+    }
+
+    /// The configuration file to read: explicit, from the environment, or the default when it exists.
+    static func configFile(_ explicit: String?, environment: [String: String]) -> String? {
+        if let explicit { return explicit }
+        if let fromEnvironment = environment["AUDIT_SENTINEL_CONFIG"], !fromEnvironment.isEmpty { return fromEnvironment }
+        let fallback = "Config/audit-sentinel.toml"
+        return FileManager.default.fileExists(atPath: fallback) ? fallback : nil
+    }
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        var loader: SettingsLoader
+        let settings: Settings
+        switch Result(catching: { () throws(SettingsError) -> SettingsLoader in
+            try SettingsLoader(file: Self.configFile(config, environment: environment), environment: environment, overrides: overrides())
+        }).flatMap({ loaded in Result { () throws(SettingsError) in (loaded, try loaded.settings()) } }) {
+        case .success(let loaded):
+            (loader, settings) = loaded
+        case .failure(let error):
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        if printConfig {
+            loader.fillDefaults()
+            print(loader.render())
+            return
+        }
+        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        let format = SentinelLogHandler.Format(rawValue: settings.logFormat) ?? .text
+        LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
+        var logger = Logger(label: "audit-sentinel")
+        logger.logLevel = level
+
+        let ruleSet = try loadRuleSet(settings.rulePaths)
+        var pipelineConfiguration: PipelineConfiguration
+        switch Result(catching: { () throws(SettingsError) in try settings.pipelineConfiguration(productVersion: AuditSentinelVersion.current) }) {
+        case .success(let configuration): pipelineConfiguration = configuration
+        case .failure(let error):
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        pipelineConfiguration.suppressionOverrides = settings.suppressionOverrides(for: ruleSet.rules.map(\.rule))
+        let service = try Service(settings: settings, pipeline: pipelineConfiguration, rules: ruleSet, logger: logger)
+        let status = service.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// One running instance: the pipeline on this thread, the HTTP endpoint on its own, signals on a dispatch
+/// queue. Stop requests only set a flag the loop reads between batches, so a batch is never cut in half.
+final class Service: @unchecked Sendable {
+    let settings: Settings
+    let runner: PipelineRunner
+    let metrics = PipelineMetrics()
+    let logger: Logger
+    private let stopRequests = Atomic<Int>(0)
+    private let lastIteration = Atomic<Int64>(0)
+    private var signalSources: [any DispatchSourceSignal] = []
+    private var endpoint: HTTPEndpoint?
+
+    init(settings: Settings, pipeline: PipelineConfiguration, rules: RuleSet, logger: Logger) throws {
+        self.settings = settings
+        self.logger = logger
+        let provisioner: any TopicProvisioner
+        do {
+            provisioner = try AdminTopicProvisioner(configuration: pipeline.kafka, logger: logger)
+        } catch let error as KafkaError {
+            printError("configuration: kafka: \(error.message)")
+            throw ExitCode(2)
+        }
+        runner = PipelineRunner(configuration: pipeline, rules: rules, provisioner: provisioner, logger: logger)
+        runner.alertLatencyObserver = { [metrics] in metrics.recordAlertLatency(milliseconds: $0) }
+    }
+
+    private static func monotonicSeconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec)
+    }
+
+    /// Runs until a stop request; returns the exit status.
+    func run() -> Int32 {
+        installSignalHandlers()
+        if settings.httpEnabled {
+            do {
+                endpoint = try HTTPEndpoint(listen: settings.httpListen) { [self] path in respond(path) }
+                logger.info("serving /metrics, /healthz and /readyz on \(settings.httpListen)")
+            } catch {
+                logger.critical("\(error)")
+                return 2
+            }
+        }
+        defer { endpoint?.stop() }
+        do {
+            try runner.start()
+        } catch {
+            logger.critical("cannot start the pipeline: \(error)")
+            return 1
+        }
+        logger.info("running", metadata: ["application_id": "\(settings.applicationID)", "inputs": "\(settings.inputTopics)",
+                                          "alerts": "\(settings.alertsTopic)", "guarantee": "\(settings.guarantee.rawValue)"])
+        var status: Int32 = 0
+        while stopRequests.load(ordering: .acquiring) == 0 {
+            lastIteration.store(Self.monotonicSeconds(), ordering: .relaxed)
+            do {
+                try runner.runOnce()
+            } catch {
+                logger.critical("pipeline failed: \(error)")
+                status = 1
+                break
+            }
+        }
+        logger.info("stopping: finishing in-flight records, committing, leaving the group")
+        do {
+            try runner.stop()
+        } catch {
+            logger.error("stop was not clean: \(error)")
+            status = 1
+        }
+        let counters = runner.snapshot()
+        metrics.update(counters, openWindows: 0, ready: false)
+        logger.info("stopped", metadata: ["records": "\(counters.recordsConsumed)", "matches": "\(counters.matches.values.reduce(0, +))",
+                                          "alerts": "\(counters.alertsNew)", "updates": "\(counters.alertsUpdated)",
+                                          "dead_lettered": "\(counters.deadLettered)"])
+        return status
+    }
+
+    /// The first SIGTERM/SIGINT asks the loop to stop and arms the shutdown timeout; a second exits at once.
+    private func installSignalHandlers() {
+        signal(SIGPIPE, SIG_IGN)
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in
+                let previous = stopRequests.add(1, ordering: .acquiringAndReleasing).oldValue
+                if previous > 0 {
+                    FileHandle.standardError.write(Data("audit-sentinel: second signal, exiting now\n".utf8))
+                    _exit(130)
+                }
+                logger.notice("signal \(number == SIGTERM ? "SIGTERM" : "SIGINT"): stopping within \(SettingsLoader.formatDuration(settings.shutdownTimeoutMilliseconds))")
+                let timeout = settings.shutdownTimeoutMilliseconds
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
+                    FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
+                    _exit(1)
+                }
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    /// The HTTP endpoint's three paths.
+    private func respond(_ path: String) -> HTTPEndpoint.Response {
+        switch path {
+        case "/metrics":
+            metrics.update(runner.snapshot(), openWindows: runner.openWindows, ready: runner.isReady)
+            return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+        case "/healthz":
+            // Alive while the loop turns: a batch (or a restore) may take long, a minute without one is not.
+            let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
+            return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
+        case "/readyz":
+            let ready = runner.isReady && stopRequests.load(ordering: .relaxed) == 0
+            return ready ? .init(status: 200, body: Array("ready\n".utf8)) : .init(status: 503, body: Array("not ready\n".utf8))
+        default:
+            return .init(status: 404, body: Array("not found\n".utf8))
+        }
+    }
+}
