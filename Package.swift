@@ -59,6 +59,7 @@ let package = Package(
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Detection", "AuditEvents", "Kafka"]),
+        .testTarget(name: "AuditSentinelTests", dependencies: ["audit-sentinel", "Kafka", "AuditEvents"]),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]

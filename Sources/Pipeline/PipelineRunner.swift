@@ -78,6 +78,24 @@ public struct AdminTopicProvisioner: TopicProvisioner {
     public func create(_ topics: [NewTopic]) throws { try admin.createTopics(topics, ignoreExisting: true) }
 }
 
+/// Creates nothing: checks that every topic exists (for clusters where applications may not create topics;
+/// an operator creates them, as listed by the error).
+public struct ExistingTopicsProvisioner: TopicProvisioner {
+    let admin: KafkaAdmin
+    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+        admin = try KafkaAdmin(configuration: configuration, logger: logger)
+    }
+    public func create(_ topics: [NewTopic]) throws {
+        let metadata = try admin.metadata()
+        let missing = topics.filter { metadata.topic($0.name) == nil }
+        guard missing.isEmpty else {
+            throw KafkaError(code: .unknownTopicOrPartition, message: "topics missing (processing.create_topics is false): "
+                + missing.map { "\($0.name) (\($0.partitions) partitions\($0.configs.isEmpty ? "" : ", " + $0.configs.map { "\($0.key)=\($0.value)" }.joined(separator: ",")))" }
+                    .joined(separator: ", "))
+        }
+    }
+}
+
 public struct MockTopicProvisioner: TopicProvisioner {
     let cluster: MockCluster
     public init(cluster: MockCluster) { self.cluster = cluster }

@@ -136,9 +136,7 @@ final class Service: @unchecked Sendable {
     let runner: PipelineRunner
     let metrics = PipelineMetrics()
     let logger: Logger
-    private let stopRequests = Atomic<Int>(0)
     private let lastIteration = Atomic<Int64>(0)
-    private var signalSources: [any DispatchSourceSignal] = []
     private var endpoint: HTTPEndpoint?
 
     init(settings: Settings, pipeline: PipelineConfiguration, rules: RuleSet, logger: Logger) throws {
@@ -146,7 +144,9 @@ final class Service: @unchecked Sendable {
         self.logger = logger
         let provisioner: any TopicProvisioner
         do {
-            provisioner = try AdminTopicProvisioner(configuration: pipeline.kafka, logger: logger)
+            provisioner = settings.createTopics
+                ? try AdminTopicProvisioner(configuration: pipeline.kafka, logger: logger)
+                : try ExistingTopicsProvisioner(configuration: pipeline.kafka, logger: logger)
         } catch let error as KafkaError {
             printError("configuration: kafka: \(error.message)")
             throw ExitCode(2)
@@ -183,7 +183,7 @@ final class Service: @unchecked Sendable {
         logger.info("running", metadata: ["application_id": "\(settings.applicationID)", "inputs": "\(settings.inputTopics)",
                                           "alerts": "\(settings.alertsTopic)", "guarantee": "\(settings.guarantee.rawValue)"])
         var status: Int32 = 0
-        while stopRequests.load(ordering: .acquiring) == 0 {
+        while !stopRequested {
             lastIteration.store(Self.monotonicSeconds(), ordering: .relaxed)
             do {
                 try runner.runOnce()
@@ -193,6 +193,7 @@ final class Service: @unchecked Sendable {
                 break
             }
         }
+        if stopRequested { armShutdownTimeout() }
         logger.info("stopping: finishing in-flight records, committing, leaving the group")
         do {
             try runner.stop()
@@ -208,27 +209,36 @@ final class Service: @unchecked Sendable {
         return status
     }
 
-    /// The first SIGTERM/SIGINT asks the loop to stop and arms the shutdown timeout; a second exits at once.
+    /// The first SIGTERM/SIGINT asks the loop to stop (the loop then arms the shutdown timeout); a second
+    /// exits at once. A plain handler that only touches an atomic is async-signal-safe and, unlike a dispatch
+    /// signal source, does not depend on which of librdkafka's threads the kernel delivers the signal to.
     private func installSignalHandlers() {
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with these blocked (the mask is inherited): unblock them on this
+        // thread before librdkafka starts its own threads (which block every signal).
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [self] in
-                let previous = stopRequests.add(1, ordering: .acquiringAndReleasing).oldValue
-                if previous > 0 {
-                    FileHandle.standardError.write(Data("audit-sentinel: second signal, exiting now\n".utf8))
-                    _exit(130)
-                }
-                logger.notice("signal \(number == SIGTERM ? "SIGTERM" : "SIGINT"): stopping within \(SettingsLoader.formatDuration(settings.shutdownTimeoutMilliseconds))")
-                let timeout = settings.shutdownTimeoutMilliseconds
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
-                    FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
-                    _exit(1)
-                }
+            signal(number) { received in
+                if pendingStopSignals.add(1, ordering: .acquiringAndReleasing).oldValue > 0 { _exit(130) }
+                lastStopSignal.store(received, ordering: .releasing)
             }
-            source.resume()
-            signalSources.append(source)
+        }
+    }
+
+    private var stopRequested: Bool { pendingStopSignals.load(ordering: .acquiring) > 0 }
+
+    /// Logs the signal and exits the process if stopping takes longer than the configured timeout.
+    private func armShutdownTimeout() {
+        let number = lastStopSignal.load(ordering: .acquiring)
+        let timeout = settings.shutdownTimeoutMilliseconds
+        logger.notice("\(number == SIGINT ? "SIGINT" : "SIGTERM"): stopping within \(SettingsLoader.formatDuration(timeout))")
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
+            FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
+            _exit(1)
         }
     }
 
@@ -243,10 +253,14 @@ final class Service: @unchecked Sendable {
             let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
             return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
         case "/readyz":
-            let ready = runner.isReady && stopRequests.load(ordering: .relaxed) == 0
+            let ready = runner.isReady && !stopRequested
             return ready ? .init(status: 200, body: Array("ready\n".utf8)) : .init(status: 503, body: Array("not ready\n".utf8))
         default:
             return .init(status: 404, body: Array("not found\n".utf8))
         }
     }
 }
+
+/// Stop signals received (process-wide: signal handlers cannot capture context).
+private let pendingStopSignals = Atomic<Int>(0)
+private let lastStopSignal = Atomic<Int32>(0)

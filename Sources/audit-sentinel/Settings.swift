@@ -30,6 +30,7 @@ struct Settings: Equatable {
     var graceMilliseconds: Int64 = 30_000
     var idleTimeoutMilliseconds: Int64 = 60_000
     var skipRepartition = false
+    var createTopics = true
     var internalPartitions = 6
     var replicationFactor = -1
     var maxBatch = 1000
@@ -169,6 +170,7 @@ struct SettingsLoader {
         .init(key: "processing.grace", kind: .duration, help: "how late an event may arrive and still join its window"),
         .init(key: "processing.idle_timeout", kind: .duration, help: "wall-clock time after which a quiet window closes"),
         .init(key: "processing.skip_repartition", kind: .bool, help: "input already keyed by account: aggregate in place"),
+        .init(key: "processing.create_topics", kind: .bool, help: "create missing topics at start (false: they must exist)"),
         .init(key: "processing.internal_partitions", kind: .int, help: "partitions of the matches and state topics"),
         .init(key: "processing.replication_factor", kind: .int, help: "of created topics; -1 = broker default"),
         .init(key: "processing.max_batch", kind: .int, help: "records per poll"),
@@ -403,6 +405,7 @@ struct SettingsLoader {
         settings.idleTimeoutMilliseconds = duration("processing.idle_timeout") ?? settings.idleTimeoutMilliseconds
         try check(settings.idleTimeoutMilliseconds > 0, "processing.idle_timeout", "must be positive")
         settings.skipRepartition = bool("processing.skip_repartition") ?? settings.skipRepartition
+        settings.createTopics = bool("processing.create_topics") ?? settings.createTopics
         settings.internalPartitions = int("processing.internal_partitions") ?? settings.internalPartitions
         try check((1...10_000).contains(settings.internalPartitions), "processing.internal_partitions", "must be 1…10000")
         settings.replicationFactor = int("processing.replication_factor") ?? settings.replicationFactor
@@ -472,6 +475,7 @@ struct SettingsLoader {
             "output.format": .string(defaults.format.rawValue), "processing.guarantee": .string(defaults.guarantee.rawValue),
             "processing.grace": .duration(defaults.graceMilliseconds), "processing.idle_timeout": .duration(defaults.idleTimeoutMilliseconds),
             "processing.skip_repartition": .bool(defaults.skipRepartition), "processing.internal_partitions": .int(defaults.internalPartitions),
+            "processing.create_topics": .bool(defaults.createTopics),
             "processing.replication_factor": .int(defaults.replicationFactor), "processing.max_batch": .int(defaults.maxBatch),
             "processing.validate_every_record": .bool(defaults.validateEveryRecord), "limits.max_record_bytes": .int(defaults.maxRecordBytes),
             "limits.max_depth": .int(defaults.maxDepth), "http.enabled": .bool(defaults.httpEnabled), "http.listen": .string(defaults.httpListen),
