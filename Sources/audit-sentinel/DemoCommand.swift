@@ -230,3 +230,55 @@ struct TerminalStyle {
         return line
     }
 }
+
+/// `audit-sentinel generate`: the demo's simulated cluster against real brokers (the compose file's `demo`
+/// profile; load for trying a deployment).
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Produce simulated Kubernetes audit traffic (the demo's cluster) to a Kafka topic.")
+
+    @Option(name: .long, help: "Broker list.")
+    var brokers: String
+
+    @Option(name: .long, help: "Topic to produce to.")
+    var topic: String = "k8s-audit"
+
+    @Option(name: .long, help: "Audit events per second.")
+    var rate: Int = 200
+
+    @Option(name: .long, help: "Seconds to run; 0 runs until SIGTERM or SIGINT.")
+    var duration: Int = 0
+
+    @Option(name: .long, help: "Seed of the simulated traffic.")
+    var seed: UInt64 = 42
+
+    @Option(name: .customLong("property"), help: ArgumentHelp("librdkafka producer property (repeatable).", valueName: "key=value"))
+    var properties: [String] = []
+
+    func run() throws {
+        var kafka = ["bootstrap.servers": brokers]
+        for property in properties {
+            guard let equals = property.firstIndex(of: "=") else {
+                printError("--property takes key=value, got \(property)")
+                throw ExitCode(2)
+            }
+            kafka[String(property[..<equals])] = String(property[property.index(after: equals)...])
+        }
+        var logger = Logger(label: "audit-sentinel.generate")
+        logger.logLevel = .warning
+        let generator = TrafficGenerator(kafka: KafkaConfiguration(kafka), topic: topic, rate: rate, seed: seed, logger: logger)
+        let stop = DispatchSemaphore(value: 0)
+        unblockStopSignals()
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stop.signal() }
+            source.resume()
+        }
+        printError("generating \(rate) audit events/s into \(topic) at \(brokers)")
+        generator.start()
+        _ = stop.wait(timeout: duration > 0 ? .now() + .seconds(duration) : .distantFuture)
+        generator.stop()
+        printError("produced \(generator.produced) events")
+    }
+}

@@ -214,13 +214,7 @@ final class Service: @unchecked Sendable {
     /// signal source, does not depend on which of librdkafka's threads the kernel delivers the signal to.
     private func installSignalHandlers() {
         signal(SIGPIPE, SIG_IGN)
-        // A parent may have started us with these blocked (the mask is inherited): unblock them on this
-        // thread before librdkafka starts its own threads (which block every signal).
-        var unblock = sigset_t()
-        sigemptyset(&unblock)
-        sigaddset(&unblock, SIGTERM)
-        sigaddset(&unblock, SIGINT)
-        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        unblockStopSignals()
         for number in [SIGTERM, SIGINT] {
             signal(number) { received in
                 if pendingStopSignals.add(1, ordering: .acquiringAndReleasing).oldValue > 0 { _exit(130) }
@@ -264,3 +258,13 @@ final class Service: @unchecked Sendable {
 /// Stop signals received (process-wide: signal handlers cannot capture context).
 private let pendingStopSignals = Atomic<Int>(0)
 private let lastStopSignal = Atomic<Int32>(0)
+
+/// A parent may have started us with SIGTERM and SIGINT blocked (the mask is inherited): unblock them on this
+/// thread before librdkafka starts its own threads (which block every signal).
+func unblockStopSignals() {
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    sigaddset(&unblock, SIGTERM)
+    sigaddset(&unblock, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+}

@@ -1,0 +1,149 @@
+import AuditEvents
+import Foundation
+import Testing
+
+@testable import audit_sentinel
+
+/// The deployment files, checked by parsing them (no Docker engine or Kubernetes cluster runs here): YAML
+/// read by an independent parser (PyYAML from the project's venv), structure and names cross-checked with
+/// our configuration keys.
+@Suite("deployment files: docker-compose.yml, Dockerfile, deploy/kubernetes")
+struct DeploymentFilesTests {
+    /// Every YAML document of a file, as our JSON values.
+    func yaml(_ relativePath: String) throws -> [JSONValue] {
+        let python = packageRoot.appendingPathComponent(".venv/bin/python")
+        guard FileManager.default.isExecutableFile(atPath: python.path) else {
+            throw TestFailure(".venv/bin/python is missing: run `make deps` (scripts/deps.sh installs PyYAML there)")
+        }
+        let process = Process()
+        process.executableURL = python
+        process.arguments = ["-c", "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+                             packageRoot.appendingPathComponent(relativePath).path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TestFailure("PyYAML could not parse \(relativePath)") }
+        return try #require(try JSONValue.parse(Array(data)).arrayValue)
+    }
+
+    /// Environment names must be settings `run` knows (a typo would be silently ignored by the service).
+    func checkEnvironment(_ names: [String], in file: String) throws {
+        for name in names where name.hasPrefix(SettingsLoader.environmentPrefix) {
+            let key = SettingsLoader.key(forEnvironment: name) ?? (SettingsLoader.nonSettingVariables.contains(name) ? name : nil)
+            #expect(key != nil, "\(file): \(name) is not a configuration variable")
+        }
+    }
+
+    @Test func composeRunsKafkaTopicsTheServiceAndAnOptionalTrafficProfile() throws {
+        let compose = try #require(try yaml("docker-compose.yml").first?.objectValue)
+        let services = try #require(compose["services"]?.objectValue)
+        #expect(Set(services.keys) == ["kafka", "topics", "audit-sentinel", "traffic"])
+
+        let kafka = try #require(services["kafka"]?.objectValue)
+        #expect(kafka["image"]?.stringValue?.hasPrefix("apache/kafka:") == true)
+        let kafkaEnvironment = try #require(kafka["environment"]?.objectValue)
+        #expect(kafkaEnvironment["KAFKA_PROCESS_ROLES"]?.stringValue == "broker,controller")  // KRaft, one node
+        let advertised = try #require(kafkaEnvironment["KAFKA_ADVERTISED_LISTENERS"]?.stringValue)
+
+        let sentinel = try #require(services["audit-sentinel"]?.objectValue)
+        #expect(sentinel["build"]?.stringValue == ".")
+        let environment = try #require(sentinel["environment"]?.objectValue)
+        try checkEnvironment(Array(environment.keys), in: "docker-compose.yml")
+        // The service reaches the broker on the listener Kafka advertises inside the compose network.
+        let brokers = try #require(environment["AUDIT_SENTINEL_KAFKA_BOOTSTRAP_SERVERS"]?.stringValue)
+        #expect(advertised.contains("//" + brokers))
+        // The configuration it gets loads.
+        var variables: [String: String] = [:]
+        for name in environment.keys where name != "AUDIT_SENTINEL_CONFIG" { variables[name] = environment[name]?.stringValue }
+        let settings = try SettingsLoader(file: packageRoot.appendingPathComponent("Config/audit-sentinel.toml").path,
+                                          environment: variables, overrides: []).settings()
+        #expect(settings.bootstrapServers == brokers)
+        #expect(settings.httpListen == "0.0.0.0:9464")
+        #expect(sentinel["ports"]?.arrayValue?.compactMap(\.stringValue) == ["127.0.0.1:9464:9464"])
+        #expect(sentinel["volumes"]?.arrayValue?.compactMap(\.stringValue) == ["./Config:/etc/audit-sentinel:ro"])
+
+        // The one-shot creates the topics the service reads and writes.
+        let topics = try #require(services["topics"]?.objectValue)
+        let script = topics["command"]?.arrayValue?.compactMap(\.stringValue).joined(separator: " ") ?? ""
+        for topic in settings.inputTopics + [settings.alertsTopic] + settings.inputTopics.map({ "\($0).dlq" }) {
+            #expect(script.contains("--topic \(topic) "), "topic \(topic) not created")
+        }
+
+        let traffic = try #require(services["traffic"]?.objectValue)
+        #expect(traffic["profiles"]?.arrayValue?.compactMap(\.stringValue) == ["demo"])
+        let command = traffic["command"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        #expect(command.first == "generate")
+        #expect(command.contains(brokers))
+        // The generate command parses these arguments.
+        _ = try AuditSentinel.parseAsRoot(command)
+    }
+
+    @Test func dockerfileIsMultiStageWithLibrdkafkaAndASmallRuntime() throws {
+        let text = try String(contentsOf: packageRoot.appendingPathComponent("Dockerfile"), encoding: .utf8)
+        let stages = text.split(separator: "\n").filter { $0.hasPrefix("FROM ") }
+        #expect(stages.count == 2)
+        #expect(stages.first?.contains("swift:") == true && stages.first?.contains(" AS build") == true)
+        #expect(stages.last?.contains("-slim") == true)
+        #expect(text.contains("librdkafka-dev"))
+        #expect(text.contains("librdkafka1"))
+        #expect(text.contains("COPY --from=build"))
+        #expect(text.contains("USER 10001"))
+        #expect(text.contains("ENTRYPOINT [\"audit-sentinel\"]"))
+        let variables = text.split(separator: "\n").flatMap { $0.split(separator: " ") }.compactMap { word -> String? in
+            guard word.hasPrefix("AUDIT_SENTINEL_"), let equals = word.firstIndex(of: "=") else { return nil }
+            return String(word[..<equals])
+        }
+        #expect(variables.count >= 3)
+        try checkEnvironment(variables, in: "Dockerfile")
+    }
+
+    @Test func kubernetesManifestsAgreeWithEachOtherAndWithTheConfiguration() throws {
+        let deployment = try #require(try yaml("deploy/kubernetes/deployment.yaml").first?.objectValue)
+        let configMap = try #require(try yaml("deploy/kubernetes/configmap.yaml").first?.objectValue)
+        let service = try #require(try yaml("deploy/kubernetes/service.yaml").first?.objectValue)
+        let budget = try #require(try yaml("deploy/kubernetes/poddisruptionbudget.yaml").first?.objectValue)
+        #expect(deployment["kind"]?.stringValue == "Deployment")
+        #expect(configMap["kind"]?.stringValue == "ConfigMap")
+        #expect(service["kind"]?.stringValue == "Service")
+        #expect(budget["kind"]?.stringValue == "PodDisruptionBudget")
+
+        let labels = try #require(deployment[path: "spec.template.metadata.labels"]?.objectValue)
+        #expect(deployment[path: "spec.selector.matchLabels"]?.objectValue == labels)
+        #expect(service[path: "spec.selector"]?.objectValue == labels)
+        #expect(budget[path: "spec.selector.matchLabels"]?.objectValue == labels)
+
+        let container = try #require(deployment[path: "spec.template.spec.containers"]?.arrayValue?.first?.objectValue)
+        let environment = (container["env"]?.arrayValue ?? []).compactMap(\.objectValue).reduce(into: [String: String]()) {
+            $0[$1["name"]?.stringValue ?? ""] = $1["value"]?.stringValue
+        }
+        try checkEnvironment(Array(environment.keys), in: "deployment.yaml")
+        #expect(container[path: "readinessProbe.httpGet.path"]?.stringValue == "/readyz")
+        #expect(container[path: "livenessProbe.httpGet.path"]?.stringValue == "/healthz")
+        let port = try #require(container["ports"]?.arrayValue?.first?.objectValue)
+        #expect(port["name"]?.stringValue == "metrics")
+        #expect(service[path: "spec.ports"]?.arrayValue?.first?.objectValue?["targetPort"]?.stringValue == "metrics")
+
+        // The ConfigMap's file, mounted where AUDIT_SENTINEL_CONFIG points, loads with the Deployment's
+        // environment, and its endpoint listens on the port the probes use.
+        let mountPath = try #require((container["volumeMounts"]?.arrayValue ?? []).compactMap(\.objectValue)
+            .first { $0["name"]?.stringValue == "config" }?["mountPath"]?.stringValue)
+        let fileName = try #require(configMap["data"]?.objectValue?.keys.first)
+        #expect(environment["AUDIT_SENTINEL_CONFIG"] == mountPath + "/" + fileName)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("configmap-\(UUID().uuidString).toml").path
+        try #require(configMap["data"]?.objectValue?[fileName]?.stringValue).write(toFile: file, atomically: true, encoding: .utf8)
+        let settings = try SettingsLoader(file: file, environment: environment.filter { $0.key != "AUDIT_SENTINEL_CONFIG" }, overrides: []).settings()
+        #expect(HTTPEndpoint.parseListen(settings.httpListen)?.port == integer(port["containerPort"]))
+        #expect(settings.kafkaCommon["security.protocol"] == "ssl")
+
+        // A graceful stop fits in the pod's termination grace period.
+        let grace = try #require(integer(deployment[path: "spec.template.spec.terminationGracePeriodSeconds"]))
+        #expect(settings.shutdownTimeoutMilliseconds < Int64(grace) * 1000)
+    }
+
+    func integer(_ value: JSONValue?) -> Int? {
+        if case .number(let number)? = value { return number.intValue.map(Int.init) }
+        return nil
+    }
+}
