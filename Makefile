@@ -17,10 +17,9 @@ demo: deps
 	swift build --product audit-sentinel
 	./.build/debug/audit-sentinel demo $(DEMO_ARGS)
 
-# Benchmarks (release build); figures as a table and in .bench/results.json.
+# Benchmarks (release build, mock cluster and tansu); a table, and the figures in .bench/results.json.
 bench: deps
-	swift build -c release --product audit-sentinel-bench
-	./.build/release/audit-sentinel-bench
+	@bash scripts/bench.sh $(BENCH_SUITES)
 
 # The libFuzzer targets for longer than `make test` runs them.
 fuzz: deps

@@ -51,10 +51,14 @@ let package = Package(
             ]
         ),
         // `make bench`: throughput figures as ratios measured in the same run.
-        .executableTarget(name: "audit-sentinel-bench", dependencies: ["AuditEvents", "Detection"]),
-        // libFuzzer target over record decoding; built only with -sanitize=fuzzer (`make fuzz`).
+        // Exact heap-in-use figures for the memory benchmark (glibc's allocator statistics).
+        .target(name: "CHeapStatistics"),
         .executableTarget(
-            name: "audit-sentinel-fuzz", dependencies: ["AuditEvents"],
+            name: "audit-sentinel-bench",
+            dependencies: ["AuditEvents", "Detection", "Pipeline", "Kafka", "CHeapStatistics", .product(name: "Logging", package: "swift-log")]),
+        // libFuzzer targets over record decoding, KQL and rule TOML; built only with -sanitize=fuzzer (`make fuzz`).
+        .executableTarget(
+            name: "audit-sentinel-fuzz", dependencies: ["AuditEvents", "Detection"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),

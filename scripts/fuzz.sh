@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the libFuzzer target over record decoding for a bounded time: `scripts/fuzz.sh SECONDS`.
-# Seeds: our fixtures and, when present, Elastic's (../shared/testdata). Findings (crash, timeout, OOM)
-# land in .build-fuzz/findings/ and fail the run; turn each into a regression test.
+# Runs the libFuzzer targets (record decoding, KQL, rule TOML) for a bounded time in all:
+# `scripts/fuzz.sh SECONDS`. Seeds: our fixtures and rules and, when present, Elastic's (../shared/testdata).
+# Findings (crash, timeout, OOM) land in .build-fuzz/findings/ and fail the run; turn each into a regression test.
 # Leak detection is off: Swift packs references into enum payload spare bits, which LeakSanitizer cannot
 # see, so it reports one-time global allocations as leaks (seen here on static FieldPath tables).
 set -euo pipefail
@@ -12,23 +12,42 @@ swift build --scratch-path .build-fuzz -c release --product audit-sentinel-fuzz 
 binary=.build-fuzz/release/audit-sentinel-fuzz
 [ -x "$binary" ] || { echo "fuzz: build failed" >&2; exit 1; }
 
-corpus=.build-fuzz/corpus
-mkdir -p "$corpus" .build-fuzz/findings
-cp Tests/AuditEventsTests/Fixtures/* "$corpus"/
-shared=${AUDIT_SENTINEL_SHARED_TESTDATA:-../shared/testdata}/elastic-integrations-audit-logs
-if [ -d "$shared" ]; then
+# Seeds per target: decode ← our fixtures and Elastic's audit logs; kql ← the queries of our rules and of
+# Elastic's; rule ← the rule files themselves.
+shared=${AUDIT_SENTINEL_SHARED_TESTDATA:-../shared/testdata}
+mkdir -p .build-fuzz/findings .build-fuzz/corpus-decode .build-fuzz/corpus-kql .build-fuzz/corpus-rule
+cp Tests/AuditEventsTests/Fixtures/* .build-fuzz/corpus-decode/
+if [ -d "$shared/elastic-integrations-audit-logs" ]; then
   i=0
-  while IFS= read -r line; do i=$((i+1)); printf '%s' "$line" > "$corpus/elastic-$i.json"; done \
-    < <(cat "$shared"/*.log "$shared"/unpaired-*/*.log 2>/dev/null; echo)
+  while IFS= read -r line; do i=$((i+1)); printf '%s' "$line" > ".build-fuzz/corpus-decode/elastic-$i.json"; done \
+    < <(cat "$shared"/elastic-integrations-audit-logs/*.log "$shared"/elastic-integrations-audit-logs/unpaired-*/*.log 2>/dev/null; echo)
 fi
+rules=(Config/rules/*.toml)
+[ -d "$shared/elastic-detection-rules-kubernetes" ] && rules+=("$shared"/elastic-detection-rules-kubernetes/*.toml)
+i=0
+for rule in "${rules[@]}"; do
+  i=$((i+1))
+  cp "$rule" ".build-fuzz/corpus-rule/rule-$i.toml"
+  .venv/bin/python -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("rule", {}).get("query", ""), end="")' "$rule" \
+    > ".build-fuzz/corpus-kql/query-$i.kql" 2>/dev/null || true
+done
 
-echo "fuzz: decoding target for ${seconds}s, seeds: $(ls "$corpus" | wc -l) files"
-set +e
-ASAN_OPTIONS=detect_leaks=0 "$binary" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-  -artifact_prefix=.build-fuzz/findings/ -print_final_stats=1 "$corpus" > .build-fuzz/last-run.log 2>&1
-status=$?
-set -e
-grep -E '^(stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' .build-fuzz/last-run.log || true
+# The time is split: half to decoding (the attack surface of every record), a quarter to each parser.
+status=0
+for target in decode kql rule; do
+  case $target in decode) budget=$((seconds / 2)) ;; *) budget=$((seconds / 4)) ;; esac
+  [ "$budget" -ge 1 ] || budget=1
+  corpus=.build-fuzz/corpus-$target
+  echo "fuzz: $target target for ${budget}s, seeds: $(ls "$corpus" | wc -l) files"
+  set +e
+  AUDIT_SENTINEL_FUZZ_TARGET=$target ASAN_OPTIONS=detect_leaks=0 "$binary" -max_total_time="$budget" -max_len=65536 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix=".build-fuzz/findings/$target-" -print_final_stats=1 "$corpus" > ".build-fuzz/last-run-$target.log" 2>&1
+  run=$?
+  set -e
+  grep -E '^(stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY|Test unit written)' ".build-fuzz/last-run-$target.log" \
+    | sed "s/^/  $target: /" || true
+  [ "$run" -eq 0 ] || status=$run
+done
 if [ "$status" -ne 0 ] || ls .build-fuzz/findings/ | grep -q .; then
   echo "fuzz: FINDINGS in .build-fuzz/findings/ (exit $status)" >&2
   exit 1

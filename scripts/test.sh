@@ -33,17 +33,10 @@ set -e
 [ "$status" -eq 0 ] || { echo "test: suite 1 failed (exit $status)" >&2; exit 1; }
 check_run "$logs/suite-mock.log" "suite 1 (mock cluster + broker-free)"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. scripts/tansu.sh
+start_tansu "$logs/tansu.log"
+port=$TANSU_PORT
 echo "== suite 2: tansu on 127.0.0.1:$port"
-.build-librdkafka/tansu broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine memory://tansu/ >"$logs/tansu.log" 2>&1 &
-tansu_pid=$!
-trap 'kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  kill -0 "$tansu_pid" 2>/dev/null || { echo "test: tansu exited:" >&2; cat "$logs/tansu.log" >&2; exit 1; }
-  sleep 0.1
-done
 
 set +e
 LD_LIBRARY_PATH="$PWD/.build-librdkafka${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \

@@ -105,8 +105,22 @@ public struct SuppressionWindow: Sendable, Equatable {
     /// The last position applied to this key, per input partition: a replayed match at or below it (after a
     /// crash, input records are read again and their matches repartitioned again) is not counted again.
     public var applied: [String: Int64]
+    /// The most recent positions applied, per input partition (at most ``recentCapacity``, ascending). A
+    /// match resent after a failed delivery can arrive after later ones; below `applied` but above the
+    /// oldest of these and not among them, it was never applied and is counted.
+    public var recent: [String: [Int64]] = [:]
+    public static let recentCapacity = 64
 
     public var closesAt: Int64 { end }
+
+    mutating func record(_ position: Int64, from source: String) {
+        applied[source] = max(applied[source] ?? .min, position)
+        var positions = recent[source] ?? []
+        let index = positions.firstIndex { $0 > position } ?? positions.endIndex
+        positions.insert(position, at: index)
+        if positions.count > Self.recentCapacity { positions.removeFirst(positions.count - Self.recentCapacity) }
+        recent[source] = positions
+    }
 }
 
 /// An alert to publish: a new one, or the update of a window that suppressed matches.
@@ -145,6 +159,9 @@ public struct AlertSuppressor: Sendable {
     public let configuration: Configuration
     /// Open windows by key; a key may hold a closed-but-in-grace window and its successor.
     public private(set) var windows: [String: [SuppressionWindow]] = [:]
+    /// The earliest end among open windows: stream time below it plus grace closes nothing, so most matches
+    /// skip the scan over every key.
+    private var earliestEnd: Int64 = .max
     /// The highest event time seen (moved further by idle time on a quiet partition).
     public private(set) var streamTime: Int64 = .min
     /// The highest event time of the records themselves: idle time is counted from it.
@@ -181,9 +198,12 @@ public struct AlertSuppressor: Sendable {
         var keyWindows = windows[key] ?? []
         let source = match.sourcePartition
         if let applied = keyWindows.compactMap({ $0.applied[source] }).max(), offset <= applied {
-            // Replayed after a restart: this record is already in the state.
-            duplicateCount += 1
-            return actions
+            let recent = keyWindows.flatMap { $0.recent[source] ?? [] }
+            if recent.isEmpty || offset < recent.min()! || recent.contains(offset) {
+                // Replayed after a restart: this record is already in the state.
+                duplicateCount += 1
+                return actions
+            }
         }
         // The window holding the event; an event slightly out of order (before its key's window, but close
         // enough that a window opened by it would hold that window's start) joins that window.
@@ -192,7 +212,7 @@ public struct AlertSuppressor: Sendable {
         {
             keyWindows[index].suppressed += 1
             keyWindows[index].summary.add(match)
-            for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
+            for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
             windows[key] = keyWindows
             return actions
         }
@@ -202,14 +222,15 @@ public struct AlertSuppressor: Sendable {
         if late {
             lateCount += 1
             actions.append(AlertAction(kind: .new, window: window, late: true))
-            for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
+            for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
             if !keyWindows.isEmpty { windows[key] = keyWindows }
             return actions
         }
-        window.applied[source] = offset
-        for i in keyWindows.indices { keyWindows[i].applied[source] = offset }
+        window.record(offset, from: source)
+        for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
         keyWindows.append(window)
         windows[key] = keyWindows
+        earliestEnd = min(earliestEnd, window.end)
         actions.append(AlertAction(kind: .new, window: window, late: false))
         return actions
     }
@@ -231,7 +252,9 @@ public struct AlertSuppressor: Sendable {
     private mutating func advance(to time: Int64) -> [AlertAction] {
         let horizon = time == .max ? Int64.max : time - configuration.grace
         streamTime = max(streamTime, time == .max ? streamTime : time)
+        guard time == .max || earliestEnd < horizon else { return [] }
         var actions: [AlertAction] = []
+        var nextEnd = Int64.max
         for key in windows.keys.sorted() {
             var keyWindows = windows[key]!
             var kept: [SuppressionWindow] = []
@@ -240,20 +263,24 @@ public struct AlertSuppressor: Sendable {
                     if window.suppressed > 0 { actions.append(AlertAction(kind: .update, window: window, late: false)) }
                 } else {
                     kept.append(window)
+                    nextEnd = min(nextEnd, window.end)
                 }
             }
             keyWindows = kept
             windows[key] = keyWindows.isEmpty ? nil : keyWindows
         }
+        earliestEnd = nextEnd
         // Deterministic order: by window start, then key.
         return actions.sorted { ($0.window.start, $0.window.groupKey) < ($1.window.start, $1.window.groupKey) }
     }
 
     private func newWindow(for match: RuleMatch, key: String, offset: Int64) -> SuppressionWindow {
-        SuppressionWindow(
+        var window = SuppressionWindow(
             groupKey: key, groupValues: match.groupValues, start: match.eventTime,
             end: match.eventTime + configuration.duration, first: match, suppressed: 0,
-            summary: SuppressionSummary(), applied: [match.sourcePartition: offset])
+            summary: SuppressionSummary(), applied: [:])
+        window.record(offset, from: match.sourcePartition)
+        return window
     }
 
     // MARK: State for the changelog
@@ -265,6 +292,7 @@ public struct AlertSuppressor: Sendable {
     public mutating func restore(key: String, windows restored: [SuppressionWindow]?) {
         windows[key] = restored
         for window in restored ?? [] {
+            earliestEnd = min(earliestEnd, window.end)
             streamTime = max(streamTime, window.summary.lastSeen == .min ? window.start : max(window.start, window.summary.lastSeen))
             recordTime = max(recordTime, streamTime)
         }

@@ -110,6 +110,8 @@ public struct MockTopicProvisioner: TopicProvisioner {
 /// Counters the pipeline keeps (the metrics endpoint and tests read them).
 public struct PipelineCounters: Sendable, Equatable {
     public var recordsConsumed = 0
+    /// Records read from the input topics (the rest come from the internal matches topics).
+    public var inputRecords = 0
     public var eventsDecoded = 0
     public var prefilterRejected = 0
     public var decodeErrors: [String: Int] = [:]
@@ -276,6 +278,7 @@ public final class PipelineRunner: @unchecked Sendable {
         outputs += changelogRecords()
         update { totals in
             totals.recordsConsumed += processed
+            totals.inputRecords += counts.inputRecords
             totals.eventsDecoded += counts.eventsDecoded
             totals.prefilterRejected += counts.prefilterRejected
             totals.deadLettered += counts.deadLettered
@@ -353,9 +356,13 @@ public final class PipelineRunner: @unchecked Sendable {
         var isAlert = false
         /// For a new alert: the `event.ingested` of the match that raised it (alert latency is measured from it).
         var latencyOrigin: Int64?
+        /// A later output with the same topic and key replaces this one (alert versions, changelog state): if
+        /// this one fails after a later one was sent, it is not sent again, so the newest stays the last.
+        var lastWriteWins = false
     }
 
     struct DetectCounts {
+        var inputRecords = 0
         var eventsDecoded = 0
         var prefilterRejected = 0
         var deadLettered = 0
@@ -365,6 +372,7 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func detect(_ record: ConsumerRecord, counts: inout DetectCounts, into outputs: inout [Output]) {
         let payload = record.payload
+        counts.inputRecords += 1
         let candidate = prefilter.mightMatch(payload)
         if !candidate {
             counts.prefilterRejected += 1
@@ -473,7 +481,7 @@ public final class PipelineRunner: @unchecked Sendable {
             topic: configuration.alertsTopic, partition: nil, key: Array(builder.alertID(for: action.window).utf8),
             value: builder.serialized(action, format: configuration.alertFormat),
             headers: builder.headers(format: configuration.alertFormat).map { KafkaHeader($0.0, $0.1) } + [KafkaHeader("alert.kind", action.kind.rawValue)],
-            isAlert: true, latencyOrigin: action.kind == .new ? action.window.first.eventTime : nil)
+            isAlert: true, latencyOrigin: action.kind == .new ? action.window.first.eventTime : nil, lastWriteWins: true)
     }
 
     private func closeIdleWindows() -> [Output] {
@@ -501,13 +509,13 @@ public final class PipelineRunner: @unchecked Sendable {
                     outputs.append(Output(
                         topic: topic, partition: partition.partition, key: Array("w|\(key)".utf8),
                         value: windows.map { StateCodec.encode(windows: $0, streamTime: partitionState.suppressor.streamTime) },
-                        headers: []))
+                        headers: [], lastWriteWins: true))
                 }
                 for key in partitionState.dirtyTerms {
                     let seen = partitionState.history.lastSeen(key) ?? 0
                     outputs.append(Output(
                         topic: topic, partition: partition.partition, key: Array(("t|" + key.values.joined(separator: "\u{1F}")).utf8),
-                        value: Array("{\"last_seen\":\(seen)}".utf8), headers: []))
+                        value: Array("{\"last_seen\":\(seen)}".utf8), headers: [], lastWriteWins: true))
                 }
                 partitionState.dirtyKeys.removeAll()
                 partitionState.dirtyTerms.removeAll()
@@ -758,6 +766,13 @@ final class DeliveryTracker: @unchecked Sendable {
     private var batches: [UInt64: Batch] = [:]
     private var pending: [UInt64: (batch: UInt64, output: PipelineRunner.Output)] = [:]
     private var failed: [(id: UInt64, batch: UInt64, output: PipelineRunner.Output)] = []
+    /// For last-write-wins outputs: the newest output id per topic and key.
+    private var newest: [String: UInt64] = [:]
+
+    private static func replacementKey(_ output: PipelineRunner.Output) -> String? {
+        guard output.lastWriteWins else { return nil }
+        return output.topic + "\u{0}" + String(decoding: output.key ?? [], as: UTF8.self)
+    }
 
     private func locked<R>(_ body: () -> R) -> R {
         condition.lock()
@@ -779,6 +794,7 @@ final class DeliveryTracker: @unchecked Sendable {
         locked {
             pending[id] = (batch, output)
             batches[batch]?.unacknowledged += 1
+            if let key = Self.replacementKey(output) { newest[key] = id }
         }
     }
 
@@ -793,17 +809,28 @@ final class DeliveryTracker: @unchecked Sendable {
             } else {
                 batches[entry.batch]?.unacknowledged -= 1
                 if entry.output.latencyOrigin != nil { batches[entry.batch]?.alerts.append(entry.output) }
+                if let key = Self.replacementKey(entry.output), newest[key] == id { newest.removeValue(forKey: key) }
             }
             condition.broadcast()
         }
     }
 
-    /// Failed outputs, registered again under their batches for resending.
+    /// Failed outputs to send again, in their original order, registered again under their batches. One
+    /// that a later output with the same topic and key replaces counts as delivered: sending it now would
+    /// put an old version after the new one.
     func takeFailed() -> [(UInt64, PipelineRunner.Output)] {
         locked {
             defer { failed.removeAll() }
-            for entry in failed { pending[entry.id] = (entry.batch, entry.output) }
-            return failed.map { ($0.id, $0.output) }
+            var resend: [(UInt64, PipelineRunner.Output)] = []
+            for entry in failed.sorted(by: { $0.id < $1.id }) {
+                if let key = Self.replacementKey(entry.output), let latest = newest[key], latest != entry.id {
+                    batches[entry.batch]?.unacknowledged -= 1
+                    continue
+                }
+                pending[entry.id] = (entry.batch, entry.output)
+                resend.append((entry.id, entry.output))
+            }
+            return resend
         }
     }
 

@@ -46,6 +46,9 @@ public enum StateCodec {
                     "end": .number(JSONNumber(window.end)),
                     "suppressed": .number(JSONNumber(window.suppressed)),
                     "applied": .object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) })),
+                    "recent": .object(JSONObject(window.recent.sorted { $0.key < $1.key }.map {
+                        ($0.key, JSONValue.array($0.value.map { JSONValue.number(JSONNumber($0)) }))
+                    })),
                     "first": [
                         "time": .number(JSONNumber(window.first.eventTime)),
                         "source": position(window.first.source),
@@ -74,11 +77,15 @@ public enum StateCodec {
                 let event = first["event"]?.objectValue, let summary = entry["summary"]?.objectValue.flatMap(summary)
             else { throw DecodingError(description: "malformed window in state record") }
             let values = group.map(\.stringValue)
-            windows.append(SuppressionWindow(
+            var window = SuppressionWindow(
                 groupKey: key, groupValues: values, start: start, end: end,
                 first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
                 suppressed: Int(suppressed), summary: summary,
-                applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) }))
+                applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) })
+            for member in entry["recent"]?.objectValue ?? [:] {
+                window.recent[member.key] = member.value.arrayValue?.compactMap { int($0) }
+            }
+            windows.append(window)
         }
         return (windows, streamTime)
     }

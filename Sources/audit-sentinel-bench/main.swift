@@ -1,18 +1,37 @@
 import Foundation
+import Detection
 
-/// `make bench`: throughput and memory figures, printed as a table and written as JSON under `.bench/`.
-/// Every comparison is a ratio measured in the same run (machines here are noisy).
+/// `make bench`: throughput, latency and memory figures, printed as a table and written as JSON under
+/// `.bench/`. Every comparison is a ratio measured in the same run (machines here are noisy).
+/// Suites: decode, detect, core, memory, e2e, latency, scale (all by default). The tansu parts run when
+/// BENCH_TANSU_BOOTSTRAP names a running tansu (scripts/bench.sh starts one).
 var report = BenchReport()
 let arguments = CommandLine.arguments.dropFirst()
-let suites = arguments.isEmpty ? ["decode", "detect"] : Array(arguments)
+let suites = arguments.isEmpty ? ["decode", "detect", "core", "memory", "e2e", "latency", "scale"] : Array(arguments)
+let rulePath = "Config/rules/kubernetes_denied_service_account_request.toml"
+let rules = try RuleSet.load(files: [rulePath])
+let tansu = ProcessInfo.processInfo.environment["BENCH_TANSU_BOOTSTRAP"].flatMap { $0.isEmpty ? nil : $0 }
+func brokers() throws -> [BenchBroker] { try [BenchBroker.mock()] + (tansu.map { [try BenchBroker.tansu($0)] } ?? []) }
 for suite in suites {
+    FileHandle.standardError.write(Data("bench: \(suite)…\n".utf8))
     switch suite {
-    case "decode": DecodeBenchmark(count: Int(ProcessInfo.processInfo.environment["BENCH_EVENTS"] ?? "") ?? 20_000, deniedFraction: 0.01, seed: 7).run(report: &report)
-    case "detect": try DetectionBenchmark(rulePath: "Config/rules/kubernetes_denied_service_account_request.toml").run(report: &report)
+    case "decode": DecodeBenchmark(count: environmentInt("BENCH_EVENTS", 20_000), deniedFraction: 0.01, seed: 7).run(report: &report)
+    case "detect": try DetectionBenchmark(rulePath: rulePath).run(report: &report)
+    case "core": try CoreBenchmark(rulePath: rulePath).run(report: &report)
+    case "memory": try MemoryBenchmark(rulePath: rulePath).run(report: &report)
+    case "e2e": for broker in try brokers() { try EndToEndBenchmark(broker: broker, rules: rules).run(report: &report) }
+    case "latency":
+        for broker in try brokers() {
+            for rate in [10_000, 50_000] {
+                try LatencyBenchmark(broker: broker, rules: rules).run(rate: rate, duration: environmentInt("BENCH_LATENCY_SECONDS", 10), report: &report)
+            }
+        }
+    case "scale": try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).scaleOut(report: &report)
     default:
         FileHandle.standardError.write(Data("unknown benchmark suite \(suite)\n".utf8))
         exit(2)
     }
 }
+if tansu == nil { report.note("tansu: not measured (BENCH_TANSU_BOOTSTRAP unset; `make bench` starts one)") }
 report.print()
 try report.write(to: URL(fileURLWithPath: ".bench/results.json"))

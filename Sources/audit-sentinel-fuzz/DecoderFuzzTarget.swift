@@ -1,4 +1,6 @@
 import AuditEvents
+import Detection
+import Foundation
 
 /// libFuzzer entry point over record decoding: decode, walk every field a rule could read, and materialize
 /// the ECS document. Built only by `make fuzz` (`-sanitize=fuzzer`); crashes, hangs and leaks are findings.
@@ -27,6 +29,40 @@ public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
+/// KQL: parse anything; what parses compiles, and its flat program agrees with the tree on a fixed event.
+public func fuzzKQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    guard let query = try? CompiledQuery(parsing: text) else { return 0 }
+    FuzzEvent.event { event in
+        // Three evaluations that must agree: the flat program on the event, the tree on the event, the tree
+        // on the materialized ECS document.
+        let flat = query.matches(event)
+        let tree = treeMatches(query, event)
+        let document = treeMatches(query, event.normalized())
+        if flat != tree || tree != document { fatalError("evaluations disagree (\(flat), \(tree), \(document)) on \(text)") }
+    }
+    return 0
+}
+
+func treeMatches<D: KQLDocument>(_ query: CompiledQuery, _ document: D) -> Bool { query.matches(document) }
+
+/// Rule TOML: load anything as an Elastic rule; what loads compiles or is refused with a RuleLoadError.
+public func fuzzRule(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    if let rule = try? DetectionRule.parse(toml: text, file: "fuzz.toml") { _ = try? CompiledRule(rule) }
+    return 0
+}
+
+/// A denied service-account request the KQL target evaluates against.
+enum FuzzEvent {
+    static let record = Array(#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/secrets","verb":"list","user":{"username":"system:serviceaccount:default:x","groups":["system:serviceaccounts"]},"sourceIPs":["10.0.0.1"],"userAgent":"curl/8","objectRef":{"resource":"secrets","namespace":"default","apiVersion":"v1"},"responseStatus":{"code":403},"requestReceivedTimestamp":"2026-01-01T00:00:00.000000Z","stageTimestamp":"2026-01-01T00:00:00.001000Z","annotations":{"authorization.k8s.io/decision":"forbid","authorization.k8s.io/reason":""}}"#.utf8)
+    static func event(_ body: (AuditEvent) -> Void) {
+        record.withUnsafeBytes { bytes in
+            AuditRecordDecoder().decode(bytes, ingestTime: 1_767_225_600_000) { if case .success(let event) = $0 { body(event) } }
+        }
+    }
+}
+
 enum FuzzFields {
     static let all: [FieldPath] = [
         "event.dataset", "data_stream.dataset", "event.outcome", "event.action", "user.name", "user.id", "source.ip",
@@ -48,7 +84,12 @@ func runFuzzerDriver(
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
     var count = argc
     var arguments = argv
-    return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
+    // One binary, three targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql or rule.
+    switch ProcessInfo.processInfo.environment["AUDIT_SENTINEL_FUZZ_TARGET"] ?? "decode" {
+    case "kql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzKQL(data, size) }
+    case "rule": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRule(data, size) }
+    default: return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
+    }
 }
 #else
 /// Built without libFuzzer (a plain `swift build`): say how to build the real thing.

@@ -108,6 +108,8 @@ struct Run: ParsableCommand {
             print(loader.render())
             return
         }
+        // Before anything slow (rules, broker connections), so that a stop request is never lost.
+        Service.installSignalHandlers()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         let format = SentinelLogHandler.Format(rawValue: settings.logFormat) ?? .text
         LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
@@ -163,7 +165,6 @@ final class Service: @unchecked Sendable {
 
     /// Runs until a stop request; returns the exit status.
     func run() -> Int32 {
-        installSignalHandlers()
         if settings.httpEnabled {
             do {
                 endpoint = try HTTPEndpoint(listen: settings.httpListen) { [self] path in respond(path) }
@@ -212,7 +213,7 @@ final class Service: @unchecked Sendable {
     /// The first SIGTERM/SIGINT asks the loop to stop (the loop then arms the shutdown timeout); a second
     /// exits at once. A plain handler that only touches an atomic is async-signal-safe and, unlike a dispatch
     /// signal source, does not depend on which of librdkafka's threads the kernel delivers the signal to.
-    private func installSignalHandlers() {
+    static func installSignalHandlers() {
         signal(SIGPIPE, SIG_IGN)
         unblockStopSignals()
         for number in [SIGTERM, SIGINT] {

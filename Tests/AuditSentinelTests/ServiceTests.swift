@@ -157,6 +157,7 @@ struct ServiceTests {
 
         // Restart: it resumes after the committed offsets and the restored state.
         let restarted = try ServiceProcess(brokers: cluster.bootstrapServers, applicationID: "svc")
+        try restarted.waitFor("readiness after the restart") { try restarted.get("/readyz").status == 200 }
         let total = first.events.count + second.events.count
         try restarted.waitFor("the rest") {
             let consumer = try KafkaConsumer(configuration: kafka.merging(["group.id": "svc"]), logger: silent)

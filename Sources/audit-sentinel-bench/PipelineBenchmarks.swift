@@ -1,0 +1,381 @@
+import AuditEvents
+import CHeapStatistics
+import Detection
+import Foundation
+import Kafka
+import Logging
+import Pipeline
+import Synchronization
+
+let benchLogger: Logger = {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .critical
+    return logger
+}()
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+func environmentInt(_ name: String, _ fallback: Int) -> Int { Int(ProcessInfo.processInfo.environment[name] ?? "") ?? fallback }
+
+/// A seeded corpus of audit events at a given match rate.
+func corpus(count: Int, matchRate: Double, seed: UInt64) -> [[UInt8]] {
+    var traffic = SyntheticAuditTraffic(seed: seed)
+    return (0..<count).map { _ in Array(traffic.next(traffic.nextKind(deniedFraction: matchRate)).json.utf8) }
+}
+
+// MARK: 1. Core, no Kafka
+
+/// The whole per-record path on one core — decode, normalize (lazy view; the full document for matches),
+/// evaluate, build the match, apply it to the suppression windows — beside a straightforward Foundation
+/// `JSONDecoder` implementation of the same rule and the same per-account windows.
+struct CoreBenchmark {
+    let rulePath: String
+
+    func run(report: inout BenchReport) throws {
+        let rule = try CompiledRule.load(file: rulePath)
+        let ruleSet = RuleSet([rule])
+        let count = environmentInt("BENCH_EVENTS", 20_000)
+        let groupBy = [FieldPath("kubernetes.audit.user.username")]
+        let decoder = AuditRecordDecoder()
+        let duration: Int64 = 5 * 60_000
+        for rate in [0.001, 0.01, 0.1] {
+            let records = corpus(count: count, matchRate: rate, seed: 21)
+            let bytes = Double(records.reduce(0) { $0 + $1.count })
+            let label = rate == 0.001 ? "0.1 %" : rate == 0.01 ? "1 %" : "10 %"
+
+            func ours(validateEveryRecord: Bool) -> (seconds: Double, matches: Int) {
+                best(rounds: 5) {
+                    var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000)
+                    var matches = 0
+                    for (index, record) in records.enumerated() {
+                        record.withUnsafeBytes { buffer in
+                            let candidate = ruleSet.prefilter.mightMatch(buffer)
+                            if !candidate && !validateEveryRecord { return }
+                            decoder.decode(buffer, ingestTime: 1_763_625_600_000 + Int64(index)) { result in
+                                guard candidate, case .success(let event) = result, rule.matches(event) else { return }
+                                let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
+                                for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
+                                    _ = state.apply(match, rule: rule.rule, now: 0)
+                                    matches += 1
+                                }
+                            }
+                        }
+                    }
+                    return matches
+                }
+            }
+
+            let foundation = best(rounds: 3) {
+                let jsonDecoder = JSONDecoder()
+                var windows: [String: (start: Int64, count: Int)] = [:]
+                var matches = 0
+                for (index, record) in records.enumerated() {
+                    guard let event = try? jsonDecoder.decode(DecodeBenchmark.CodableEvent.self, from: Data(record)),
+                          event.kind == "Event", let user = event.user?.username, user.hasPrefix("system:serviceaccount:"),
+                          event.annotations?["authorization.k8s.io/decision"] == "forbid"
+                    else { continue }
+                    let time = 1_763_625_600_000 + Int64(index)
+                    if let window = windows[user], time < window.start + duration {
+                        windows[user]?.count += 1
+                    } else {
+                        windows[user] = (time, 0)
+                    }
+                    matches += 1
+                }
+                return matches
+            }
+            let validating = ours(validateEveryRecord: true)
+            let fast = ours(validateEveryRecord: false)
+            precondition(validating.matches == foundation.matches && fast.matches == foundation.matches,
+                         "matches differ: ours \(validating.matches)/\(fast.matches), JSONDecoder \(foundation.matches)")
+            let events = Double(records.count)
+            report.add("core", "JSONDecoder + seed rule + windows, \(label) matches", events: events / foundation.seconds, bytes: bytes / foundation.seconds)
+            report.add("core", "ours, every record decoded, \(label) matches", events: events / validating.seconds, bytes: bytes / validating.seconds,
+                       ratio: foundation.seconds / validating.seconds, ratioName: "× JSONDecoder")
+            report.add("core", "ours, prefilter first, \(label) matches", events: events / fast.seconds, bytes: bytes / fast.seconds,
+                       ratio: foundation.seconds / fast.seconds, ratioName: "× JSONDecoder")
+        }
+        report.note("core: \(count) events per rate, one thread; 'every record decoded' is the default (malformed records reach the DLQ), 'prefilter first' is processing.validate_every_record = false")
+    }
+}
+
+/// Runs `body` `rounds` times and keeps the fastest (noise only ever slows down).
+func best(rounds: Int, _ body: () -> Int) -> (seconds: Double, matches: Int) {
+    var fastest = Double.infinity
+    var result = 0
+    for _ in 0..<rounds {
+        let start = ContinuousClock.now
+        result = body()
+        fastest = min(fastest, seconds(start.duration(to: .now)))
+    }
+    return (fastest, result)
+}
+
+// MARK: 4. Memory per open window
+
+/// Heap bytes in use (glibc's allocator statistics): exact, unlike RSS, which keeps freed pages.
+func heapInUse() -> Int { Int(heap_statistics_in_use()) }
+
+func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+          let pages = text.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+struct MemoryBenchmark {
+    let rulePath: String
+
+    func run(report: inout BenchReport) throws {
+        let rule = try CompiledRule.load(file: rulePath)
+        let groupBy = [FieldPath("kubernetes.audit.user.username")]
+        let decoder = AuditRecordDecoder()
+        let sizes = [1_000, 100_000, environmentInt("BENCH_MEMORY_MAX_WINDOWS", 1_000_000)]
+        var traffic = SyntheticAuditTraffic(seed: 5)
+        // A few hundred distinct denied events, each reused under many account names.
+        let templates = (0..<256).map { _ in traffic.next(.deniedServiceAccount, user: "system:serviceaccount:TEMPLATE:worker").json }
+        for size in sizes {
+            var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000)
+            let heapBefore = heapInUse()
+            for index in 0..<size {
+                let text = templates[index % templates.count].replacingOccurrences(of: "TEMPLATE", with: "ns-\(index)")
+                Array(text.utf8).withUnsafeBytes { buffer in
+                    decoder.decode(buffer, ingestTime: 1_763_625_600_000) { result in
+                        guard case .success(let event) = result, rule.matches(event) else { return }
+                        let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
+                        for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
+                            _ = state.apply(match, rule: rule.rule, now: 0)
+                        }
+                    }
+                }
+            }
+            precondition(state.suppressor.openWindowCount == size, "expected \(size) open windows, got \(state.suppressor.openWindowCount)")
+            let heapOpen = heapInUse()
+            let rssOpen = residentBytes()
+            // Stream time far beyond every window: all close.
+            _ = state.suppressor.tick(now: .max / 2)
+            _ = state.suppressor.closeAll()
+            heap_statistics_trim()
+            let heapClosed = heapInUse()
+            precondition(state.suppressor.openWindowCount == 0)
+            let perWindow = Double(heapOpen - heapBefore) / Double(size)
+            report.add("memory", "open windows: \(size) accounts", events: Double(size), ratio: perWindow, ratioName: " B/window")
+            report.note(String(format: "memory: %d windows: %.0f bytes each (heap in use), RSS %.0f MB; after they close: %.0f bytes retained per former window",
+                               size, perWindow, Double(rssOpen) / 1e6, Double(heapClosed - heapBefore) / Double(size)))
+        }
+        report.note("memory: peak RSS \(String(format: "%.0f", Double(residentBytes()) / 1e6)) MB (the process keeps freed pages; heap-in-use is the figure that matters)")
+    }
+}
+
+// MARK: 2, 3, 5. End to end on a broker
+
+/// A broker the end-to-end benchmarks run on.
+struct BenchBroker: @unchecked Sendable {
+    let name: String
+    let bootstrap: String
+    let createTopic: (String, Int32) throws -> Void
+    let owner: AnyObject?
+    let provisioner: any TopicProvisioner
+
+    static func mock() throws -> BenchBroker {
+        let cluster = try MockCluster(brokers: 1, logger: benchLogger)
+        return BenchBroker(name: "mock", bootstrap: cluster.bootstrapServers, createTopic: { try cluster.createTopic($0, partitions: $1) },
+                           owner: cluster, provisioner: MockTopicProvisioner(cluster: cluster))
+    }
+
+    static func tansu(_ bootstrap: String) throws -> BenchBroker {
+        let configuration = KafkaConfiguration(["bootstrap.servers": bootstrap])
+        let admin = try KafkaAdmin(configuration: configuration, logger: benchLogger)
+        return BenchBroker(name: "tansu", bootstrap: bootstrap,
+                           createTopic: { try admin.createTopics([NewTopic(name: $0, partitions: $1, replicationFactor: 1)]) },
+                           owner: nil, provisioner: try AdminTopicProvisioner(configuration: configuration, logger: benchLogger))
+    }
+
+    var kafka: KafkaConfiguration { KafkaConfiguration(["bootstrap.servers": bootstrap, "topic.metadata.refresh.interval.ms": "1000"]) }
+
+    /// Consumer settings shared by the raw consumer and the pipeline.
+    static let consumerProperties = [
+        "session.timeout.ms": "10000", "heartbeat.interval.ms": "1000", "fetch.wait.max.ms": "50",
+        "fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "10485760", "queued.min.messages": "200000",
+    ]
+
+    func produce(_ records: [[UInt8]], topic: String, partitions: Int32) throws {
+        let producer = try KafkaProducer(configuration: kafka.merging(["linger.ms": "20", "batch.size": "1000000", "queue.buffering.max.messages": "1000000"]),
+                                         logger: benchLogger)
+        for (index, record) in records.enumerated() {
+            try producer.send(ProducerMessage(topic: topic, partition: Int32(index) % partitions, key: nil, value: record))
+            if index % 50_000 == 0 { try producer.flush(timeout: .seconds(60)) }
+        }
+        try producer.flush(timeout: .seconds(120))
+    }
+}
+
+struct EndToEndBenchmark {
+    let broker: BenchBroker
+    let rules: RuleSet
+
+    /// (a) A raw librdkafka consumer in a fresh group that only touches each payload.
+    func rawConsumer(topic: String, count: Int) throws -> Double {
+        let consumer = try KafkaConsumer(configuration: broker.kafka.merging([
+            "group.id": "raw-\(UUID().uuidString)", "auto.offset.reset": "earliest", "enable.auto.commit": "false",
+        ]).merging(BenchBroker.consumerProperties), logger: benchLogger)
+        defer { try? consumer.close() }
+        try consumer.subscribe(topics: [topic])
+        var seen = 0
+        var checksum = 0
+        var started: ContinuousClock.Instant?
+        let deadline = ContinuousClock.now + .seconds(300)
+        while seen < count, ContinuousClock.now < deadline {
+            try consumer.poll(maxMessages: 1000, timeout: .milliseconds(100)) { batch in
+                if started == nil, !batch.isEmpty { started = .now }
+                for record in batch {
+                    let payload = record.payload
+                    checksum &+= Int(payload.first ?? 0) &+ Int(payload.last ?? 0) &+ payload.count
+                    seen += 1
+                }
+            }
+        }
+        precondition(seen >= count, "raw consumer read \(seen) of \(count) records on \(broker.name)")
+        precondition(checksum != 0)
+        return Double(count) / seconds(started!.duration(to: .now))
+    }
+
+    func pipelineConfiguration(applicationID: String, input: String) -> PipelineConfiguration {
+        var configuration = PipelineConfiguration(applicationID: applicationID, kafka: broker.kafka, inputTopics: [input], alertsTopic: "\(applicationID)-alerts")
+        configuration.consumerProperties = BenchBroker.consumerProperties
+        configuration.internalPartitions = 6
+        configuration.replicationFactor = broker.name == "tansu" ? 1 : -1
+        return configuration
+    }
+
+    /// (b) Pipeline instances (threads of this process, one group) until every input record is processed.
+    func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true) throws -> Double {
+        var configuration = pipelineConfiguration(applicationID: "bench-\(UUID().uuidString.prefix(8))", input: topic)
+        configuration.validateEveryRecord = validateEveryRecord
+        let runners = (0..<instances).map { _ in PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger) }
+        for runner in runners { try runner.start() }
+        func inputRecords() -> Int { runners.reduce(0) { $0 + $1.snapshot().inputRecords } }
+        let started = Mutex<ContinuousClock.Instant?>(nil)
+        let done = Atomic<Bool>(false)
+        let threads = runners.map { runner in
+            let thread = Thread {
+                while !done.load(ordering: .acquiring) {
+                    if (try? runner.runOnce()) ?? 0 > 0 { started.withLock { if $0 == nil { $0 = .now } } }
+                }
+            }
+            thread.start()
+            return thread
+        }
+        _ = threads
+        let deadline = ContinuousClock.now + .seconds(600)
+        while inputRecords() < count, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let end = ContinuousClock.now
+        done.store(true, ordering: .releasing)
+        Thread.sleep(forTimeInterval: 0.3)
+        let processed = inputRecords()
+        for runner in runners { try? runner.stop() }
+        precondition(processed >= count, "pipeline processed \(processed) of \(count) records on \(broker.name)")
+        return Double(count) / seconds(started.withLock { $0! }.duration(to: end))
+    }
+
+    func run(report: inout BenchReport) throws {
+        let count = environmentInt("BENCH_E2E_EVENTS", 100_000)
+        let input = "e2e-\(UUID().uuidString.prefix(8))"
+        let partitions: Int32 = 6
+        try broker.createTopic(input, partitions)
+        let records = corpus(count: count, matchRate: 0.01, seed: 31)
+        let bytes = Double(records.reduce(0) { $0 + $1.count })
+        try broker.produce(records, topic: input, partitions: partitions)
+        let raw = try rawConsumer(topic: input, count: count)
+        let validating = try pipeline(topic: input, count: count)
+        let fast = try pipeline(topic: input, count: count, validateEveryRecord: false)
+        let rawAgain = try rawConsumer(topic: input, count: count)
+        let limit = (raw + rawAgain) / 2
+        report.add("e2e", "\(broker.name): raw librdkafka consumer (limit)", events: limit, bytes: limit * bytes / Double(count))
+        report.add("e2e", "\(broker.name): pipeline, every record decoded", events: validating, bytes: validating * bytes / Double(count),
+                   ratio: validating / limit, ratioName: " of raw")
+        report.add("e2e", "\(broker.name): pipeline, prefilter first", events: fast, bytes: fast * bytes / Double(count),
+                   ratio: fast / limit, ratioName: " of raw")
+        report.note(String(format: "e2e %@: %d events (1 %% matches) on %d partitions; raw consumer %.0f and %.0f ev/s before and after the pipeline runs",
+                           broker.name, count, partitions, raw, rawAgain))
+    }
+
+    /// 5. Throughput with 1, 2 and 3 instances in one group on a 6-partition input.
+    func scaleOut(report: inout BenchReport) throws {
+        let count = environmentInt("BENCH_SCALE_EVENTS", 60_000)
+        let input = "scale-\(UUID().uuidString.prefix(8))"
+        try broker.createTopic(input, 6)
+        try broker.produce(corpus(count: count, matchRate: 0.01, seed: 41), topic: input, partitions: 6)
+        var single = 0.0
+        for instances in 1...3 {
+            let rate = try pipeline(topic: input, count: count, instances: instances)
+            if instances == 1 { single = rate }
+            report.add("scale", "\(broker.name): \(instances) instance(s), one group, 6 partitions", events: rate, ratio: rate / single, ratioName: "× one instance")
+        }
+        report.note("scale: instances are threads of one process on a 2-core machine: this measures coordination overhead, not speed-up")
+    }
+}
+
+// MARK: 3. Latency at a fixed offered rate
+
+struct LatencyBenchmark {
+    let broker: BenchBroker
+    let rules: RuleSet
+
+    /// Produces at `rate` events/s for `duration` seconds, 1 % of them denied requests of distinct service
+    /// accounts (each one a new alert), and measures each new alert's latency: record timestamp
+    /// (`event.ingested`) → alert acknowledged.
+    func run(rate: Int, duration: Int, report: inout BenchReport) throws {
+        let input = "latency-\(UUID().uuidString.prefix(8))"
+        try broker.createTopic(input, 6)
+        var configuration = EndToEndBenchmark(broker: broker, rules: rules).pipelineConfiguration(applicationID: "lat-\(UUID().uuidString.prefix(8))", input: input)
+        configuration.maxBatch = 1000
+        let runner = PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger)
+        let latencies = Mutex<[Int64]>([])
+        runner.alertLatencyObserver = { latency in latencies.withLock { $0.append(latency) } }
+        try runner.start()
+        // Join the group before traffic starts, so the join is not measured.
+        let joinDeadline = ContinuousClock.now + .seconds(30)
+        while !runner.isReady, ContinuousClock.now < joinDeadline { try runner.runOnce() }
+
+        let producing = Atomic<Bool>(true)
+        let produced = Atomic<Int>(0)
+        let producerThread = Thread { [broker] in
+            guard let producer = try? KafkaProducer(configuration: broker.kafka.merging(["linger.ms": "5"]), logger: benchLogger) else { return }
+            var traffic = SyntheticAuditTraffic(seed: 77)
+            let start = ContinuousClock.now
+            var sent = 0
+            let total = rate * duration
+            while sent < total {
+                let due = min(total, Int(seconds(start.duration(to: .now)) * Double(rate)))
+                while sent < due {
+                    traffic.clock = Int64(Date().timeIntervalSince1970 * 1000)
+                    let text = sent % 100 == 0
+                        ? traffic.next(.deniedServiceAccount, user: "system:serviceaccount:lat-\(sent):worker").json
+                        : traffic.next(traffic.nextKind(deniedFraction: 0)).json
+                    _ = try? producer.send(ProducerMessage(topic: input, partition: Int32(sent % 6), key: nil, value: text))
+                    sent += 1
+                }
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+            try? producer.flush(timeout: .seconds(30))
+            produced.store(sent, ordering: .releasing)
+            producing.store(false, ordering: .releasing)
+        }
+        producerThread.start()
+        let expectedAlerts = (rate * duration + 99) / 100
+        let deadline = ContinuousClock.now + .seconds(duration + 60)
+        while ContinuousClock.now < deadline, producing.load(ordering: .acquiring) || latencies.withLock({ $0.count }) < expectedAlerts {
+            try runner.runOnce()
+        }
+        try runner.stop()
+        let values = latencies.withLock { $0 }.sorted()
+        precondition(!values.isEmpty, "no alerts measured")
+        func percentile(_ p: Double) -> Int64 { values[min(values.count - 1, Int(Double(values.count) * p))] }
+        let achieved = Double(produced.load(ordering: .acquiring)) / Double(duration)
+        report.add("latency", "\(broker.name): \(rate / 1000)k ev/s offered, p50 / p99 / max ms", events: achieved,
+                   ratio: Double(percentile(0.99)), ratioName: " ms p99")
+        report.note("latency \(broker.name) @ \(rate) ev/s for \(duration) s: \(values.count) alerts of \(expectedAlerts); p50 \(percentile(0.5)) ms, p99 \(percentile(0.99)) ms, max \(values.last!) ms (exact, from every sample)")
+    }
+}
