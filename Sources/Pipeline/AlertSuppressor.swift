@@ -110,6 +110,9 @@ public struct SuppressionWindow: Sendable, Equatable {
     /// oldest of these and not among them, it was never applied and is counted.
     public var recent: [String: [Int64]] = [:]
     public static let recentCapacity = 64
+    /// Closed, its update published; kept for one more window length so that matches replayed after a crash
+    /// are still recognized (instead of opening the window again with fewer matches).
+    public var closed = false
 
     public var closesAt: Int64 { end }
 
@@ -175,7 +178,7 @@ public struct AlertSuppressor: Sendable {
         self.configuration = configuration
     }
 
-    public var openWindowCount: Int { windows.values.reduce(0) { $0 + $1.count } }
+    public var openWindowCount: Int { windows.values.reduce(0) { $0 + $1.count { !$0.closed } } }
 
     /// Applies one match at wall-clock time `now`.
     /// - Parameter offset: the match's position in its input partition (``RuleMatch/sourcePosition``);
@@ -207,8 +210,8 @@ public struct AlertSuppressor: Sendable {
         }
         // The window holding the event; an event slightly out of order (before its key's window, but close
         // enough that a window opened by it would hold that window's start) joins that window.
-        if let index = keyWindows.firstIndex(where: { match.eventTime >= $0.start && match.eventTime < $0.end })
-            ?? keyWindows.firstIndex(where: { match.eventTime < $0.start && match.eventTime + configuration.duration > $0.start })
+        if let index = keyWindows.firstIndex(where: { !$0.closed && match.eventTime >= $0.start && match.eventTime < $0.end })
+            ?? keyWindows.firstIndex(where: { !$0.closed && match.eventTime < $0.start && match.eventTime + configuration.duration > $0.start })
         {
             keyWindows[index].suppressed += 1
             keyWindows[index].summary.add(match)
@@ -216,8 +219,8 @@ public struct AlertSuppressor: Sendable {
             windows[key] = keyWindows
             return actions
         }
-        let late = keyWindows.contains { match.eventTime < $0.start }
-            || (keyWindows.isEmpty && streamTime != .min && match.eventTime + configuration.duration + configuration.grace < streamTime)
+        let late = keyWindows.contains { match.eventTime < $0.start || ($0.closed && match.eventTime < $0.end) }
+            || (!keyWindows.contains { !$0.closed } && streamTime != .min && match.eventTime + configuration.duration + configuration.grace < streamTime)
         var window = newWindow(for: match, key: key, offset: offset)
         if late {
             lateCount += 1
@@ -258,13 +261,16 @@ public struct AlertSuppressor: Sendable {
         for key in windows.keys.sorted() {
             var keyWindows = windows[key]!
             var kept: [SuppressionWindow] = []
-            for window in keyWindows {
-                if time == .max || window.end < horizon {
+            for var window in keyWindows {
+                if !window.closed, time == .max || window.end < horizon {
                     if window.suppressed > 0 { actions.append(AlertAction(kind: .update, window: window, late: false)) }
-                } else {
-                    kept.append(window)
-                    nextEnd = min(nextEnd, window.end)
+                    window.closed = true
                 }
+                // Closed windows stay one window length more (replay recognition), except at the very end.
+                let dropAt = window.closed ? window.end + configuration.duration : window.end
+                if time == .max || (window.closed && dropAt < horizon) { continue }
+                kept.append(window)
+                nextEnd = min(nextEnd, dropAt)
             }
             keyWindows = kept
             windows[key] = keyWindows.isEmpty ? nil : keyWindows
@@ -292,7 +298,7 @@ public struct AlertSuppressor: Sendable {
     public mutating func restore(key: String, windows restored: [SuppressionWindow]?) {
         windows[key] = restored
         for window in restored ?? [] {
-            earliestEnd = min(earliestEnd, window.end)
+            earliestEnd = min(earliestEnd, window.closed ? window.end + configuration.duration : window.end)
             streamTime = max(streamTime, window.summary.lastSeen == .min ? window.start : max(window.start, window.summary.lastSeen))
             recordTime = max(recordTime, streamTime)
         }

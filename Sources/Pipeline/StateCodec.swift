@@ -45,6 +45,7 @@ public enum StateCodec {
                     "start": .number(JSONNumber(window.start)),
                     "end": .number(JSONNumber(window.end)),
                     "suppressed": .number(JSONNumber(window.suppressed)),
+                    "closed": .bool(window.closed),
                     "applied": .object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) })),
                     "recent": .object(JSONObject(window.recent.sorted { $0.key < $1.key }.map {
                         ($0.key, JSONValue.array($0.value.map { JSONValue.number(JSONNumber($0)) }))
@@ -82,6 +83,7 @@ public enum StateCodec {
                 first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
                 suppressed: Int(suppressed), summary: summary,
                 applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) })
+            if case .bool(true)? = entry["closed"] { window.closed = true }
             for member in entry["recent"]?.objectValue ?? [:] {
                 window.recent[member.key] = member.value.arrayValue?.compactMap { int($0) }
             }

@@ -201,13 +201,27 @@ struct BenchBroker: @unchecked Sendable {
     ]
 
     func produce(_ records: [[UInt8]], topic: String, partitions: Int32) throws {
-        let producer = try KafkaProducer(configuration: kafka.merging(["linger.ms": "20", "batch.size": "1000000", "queue.buffering.max.messages": "1000000"]),
-                                         logger: benchLogger)
+        let failures = Atomic<Int>(0)
+        let producer = try KafkaProducer(configuration: kafka.merging(["linger.ms": "20", "queue.buffering.max.messages": "1000000"]),
+                                         logger: benchLogger) { report in
+            if report.error != nil { failures.add(1, ordering: .relaxed) }
+        }
         for (index, record) in records.enumerated() {
-            try producer.send(ProducerMessage(topic: topic, partition: Int32(index) % partitions, key: nil, value: record))
-            if index % 50_000 == 0 { try producer.flush(timeout: .seconds(60)) }
+            while true {
+                switch Result(catching: { () throws(KafkaError) in
+                    try producer.send(ProducerMessage(topic: topic, partition: Int32(index) % partitions, key: nil, value: record))
+                }) {
+                case .success: break
+                case .failure(let error) where error.code == .queueFull:
+                    producer.poll(timeout: .milliseconds(10))
+                    continue
+                case .failure(let error): throw error
+                }
+                break
+            }
         }
         try producer.flush(timeout: .seconds(120))
+        precondition(failures.load(ordering: .relaxed) == 0, "\(failures.load(ordering: .relaxed)) records not delivered to \(name)")
     }
 }
 
@@ -280,7 +294,7 @@ struct EndToEndBenchmark {
     }
 
     func run(report: inout BenchReport) throws {
-        let count = environmentInt("BENCH_E2E_EVENTS", 100_000)
+        let count = environmentInt("BENCH_E2E_EVENTS", 50_000)
         let input = "e2e-\(UUID().uuidString.prefix(8))"
         let partitions: Int32 = 6
         try broker.createTopic(input, partitions)
@@ -303,7 +317,7 @@ struct EndToEndBenchmark {
 
     /// 5. Throughput with 1, 2 and 3 instances in one group on a 6-partition input.
     func scaleOut(report: inout BenchReport) throws {
-        let count = environmentInt("BENCH_SCALE_EVENTS", 60_000)
+        let count = environmentInt("BENCH_SCALE_EVENTS", 30_000)
         let input = "scale-\(UUID().uuidString.prefix(8))"
         try broker.createTopic(input, 6)
         try broker.produce(corpus(count: count, matchRate: 0.01, seed: 41), topic: input, partitions: 6)
