@@ -1,5 +1,5 @@
 # Audit Sentinel. `make demo` and `make test` install what is missing themselves (see scripts/deps.sh).
-.PHONY: deps build test demo bench fuzz clean
+.PHONY: deps build test demo bench fuzz chaos clean
 
 FUZZ_SECONDS ?= 600
 
@@ -20,6 +20,11 @@ demo: deps
 # Benchmarks (release build, mock cluster and tansu); a table, and the figures in .bench/results.json.
 bench: deps
 	@bash scripts/bench.sh $(BENCH_SUITES)
+
+# The crash test in its long form: 20 random SIGKILLs of three instances (make test runs 3).
+chaos: deps
+	swift build --product audit-sentinel
+	@bash scripts/chaos.sh 20 6000
 
 # The libFuzzer targets for longer than `make test` runs them.
 fuzz: deps

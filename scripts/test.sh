@@ -3,7 +3,8 @@
 #  1. everything but the tansu suite, with Debian's librdkafka (mock cluster in-process);
 #  2. the tansu suite, with a real tansu broker on a free loopback port and the newer librdkafka that
 #     tansu needs (Debian's 2.0.2 cannot parse its ApiVersions answer; see README).
-#  3. the libFuzzer target over record decoding, for a bounded time.
+#  3. the crash test (scripts/chaos.sh), short form;
+#  4. the libFuzzer targets (record decoding, KQL, rule TOML), for a bounded time.
 # Fails if any suite fails or skips a test, or the fuzzer finds anything. tansu is stopped by its PID
 # however the run ends.
 set -euo pipefail
@@ -47,6 +48,9 @@ status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "test: suite 2 failed (exit $status)" >&2; exit 1; }
 check_run "$logs/suite-tansu.log" "suite 2 (tansu broker)"
-echo "== fuzz: record decoding, bounded (make fuzz runs longer)"
+stop_tansu
+echo "== crash test: three instances on tansu, random SIGKILLs (make chaos runs the long form)"
+bash scripts/chaos.sh "${AUDIT_SENTINEL_TEST_CHAOS_KILLS:-3}" 2000
+echo "== fuzz: record decoding, KQL, rule TOML, bounded (make fuzz runs longer)"
 bash scripts/fuzz.sh "${AUDIT_SENTINEL_TEST_FUZZ_SECONDS:-60}"
 echo "test: all suites passed"

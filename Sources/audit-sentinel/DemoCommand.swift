@@ -235,10 +235,22 @@ struct TerminalStyle {
 /// profile; load for trying a deployment).
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Produce simulated Kubernetes audit traffic (the demo's cluster) to a Kafka topic.")
+        abstract: "Produce simulated Kubernetes audit traffic (the demo's cluster) to a Kafka topic, or write a seeded log file.",
+        discussion: """
+            With --output, writes --count events (NDJSON, 2 ms apart in event time, seeded) to a file instead: the             reproducible input of the crash test and of `replay`.
+            """)
 
     @Option(name: .long, help: "Broker list.")
-    var brokers: String
+    var brokers: String?
+
+    @Option(name: .long, help: "Write this many events to --output instead of producing in real time.")
+    var count: Int = 10_000
+
+    @Option(name: .long, help: "NDJSON file to write (offline mode).")
+    var output: String?
+
+    @Option(name: .customLong("denied-fraction"), help: "Offline mode: fraction of denied service-account requests.")
+    var deniedFraction: Double = 0.02
 
     @Option(name: .long, help: "Topic to produce to.")
     var topic: String = "k8s-audit"
@@ -256,6 +268,20 @@ struct Generate: ParsableCommand {
     var properties: [String] = []
 
     func run() throws {
+        if let output {
+            var traffic = SyntheticAuditTraffic(seed: seed)
+            var text = ""
+            for _ in 0..<count { text += traffic.next(traffic.nextKind(deniedFraction: deniedFraction)).json + "\n" }
+            guard FileManager.default.createFile(atPath: output, contents: Data(text.utf8)) else {
+                printError("cannot write \(output)")
+                throw ExitCode(2)
+            }
+            return
+        }
+        guard let brokers else {
+            printError("--brokers is required (or --output for a file)")
+            throw ExitCode(2)
+        }
         var kafka = ["bootstrap.servers": brokers]
         for property in properties {
             guard let equals = property.firstIndex(of: "=") else {

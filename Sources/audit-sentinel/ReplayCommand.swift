@@ -31,6 +31,10 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Grace period for late events, in seconds.")
     var grace: Int = 30
 
+    @Option(name: .customLong("suppression-duration"),
+            help: "Suppression window of rules without their own alert_suppression (as run's suppression.duration), e.g. 5m.")
+    var suppressionDuration: String = "5m"
+
     @Argument(help: "Audit log files.")
     var files: [String]
 
@@ -48,7 +52,12 @@ struct Replay: ParsableCommand {
             }
             sink = handle
         }
-        let defaultSuppression = DetectionRule.AlertSuppression.pipelineDefault
+        var defaultSuppression = DetectionRule.AlertSuppression.pipelineDefault
+        guard let duration = SettingsLoader.parseDuration(suppressionDuration), duration > 0 else {
+            printError("--suppression-duration: expected a duration such as 30s or 5m, got \(suppressionDuration)")
+            throw ExitCode(2)
+        }
+        defaultSuppression.durationMilliseconds = duration
         var states = ruleSet.rules.map { rule in
             RuleState(rule: rule.rule, suppression: rule.rule.alertSuppression ?? defaultSuppression,
                       graceMilliseconds: Int64(grace) * 1000, idleTimeoutMilliseconds: .max / 4)
