@@ -294,7 +294,7 @@ struct EndToEndBenchmark {
     }
 
     func run(report: inout BenchReport) throws {
-        let count = environmentInt("BENCH_E2E_EVENTS", 50_000)
+        let count = environmentInt("BENCH_E2E_EVENTS", 20_000)
         let input = "e2e-\(UUID().uuidString.prefix(8))"
         let partitions: Int32 = 6
         try broker.createTopic(input, partitions)
@@ -317,7 +317,7 @@ struct EndToEndBenchmark {
 
     /// 5. Throughput with 1, 2 and 3 instances in one group on a 6-partition input.
     func scaleOut(report: inout BenchReport) throws {
-        let count = environmentInt("BENCH_SCALE_EVENTS", 30_000)
+        let count = environmentInt("BENCH_SCALE_EVENTS", 20_000)
         let input = "scale-\(UUID().uuidString.prefix(8))"
         try broker.createTopic(input, 6)
         try broker.produce(corpus(count: count, matchRate: 0.01, seed: 41), topic: input, partitions: 6)

@@ -11,7 +11,14 @@ let suites = arguments.isEmpty ? ["decode", "detect", "core", "memory", "e2e", "
 let rulePath = "Config/rules/kubernetes_denied_service_account_request.toml"
 let rules = try RuleSet.load(files: [rulePath])
 let tansu = ProcessInfo.processInfo.environment["BENCH_TANSU_BOOTSTRAP"].flatMap { $0.isEmpty ? nil : $0 }
-func brokers() throws -> [BenchBroker] { try [BenchBroker.mock()] + (tansu.map { [try BenchBroker.tansu($0)] } ?? []) }
+/// BENCH_BROKERS picks the brokers of the end-to-end suites: "mock", "tansu" or both (default).
+let brokerNames = (ProcessInfo.processInfo.environment["BENCH_BROKERS"] ?? "mock,tansu").split(separator: ",").map(String.init)
+func brokers() throws -> [BenchBroker] {
+    var result: [BenchBroker] = []
+    if brokerNames.contains("mock") { result.append(try BenchBroker.mock()) }
+    if brokerNames.contains("tansu"), let tansu { result.append(try BenchBroker.tansu(tansu)) }
+    return result
+}
 for suite in suites {
     FileHandle.standardError.write(Data("bench: \(suite)…\n".utf8))
     switch suite {
@@ -32,6 +39,6 @@ for suite in suites {
         exit(2)
     }
 }
-if tansu == nil { report.note("tansu: not measured (BENCH_TANSU_BOOTSTRAP unset; `make bench` starts one)") }
+if tansu == nil, brokerNames.contains("tansu") { report.note("tansu: not measured (BENCH_TANSU_BOOTSTRAP unset; `make bench` starts one)") }
 report.print()
-try report.write(to: URL(fileURLWithPath: ".bench/results.json"))
+try report.write(to: URL(fileURLWithPath: ProcessInfo.processInfo.environment["BENCH_OUTPUT"] ?? ".bench/results.json"))

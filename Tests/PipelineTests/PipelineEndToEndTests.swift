@@ -68,7 +68,7 @@ struct Scenario {
 struct PipelineBench {
     let broker: (bootstrap: String, provisioner: any TopicProvisioner, owner: (any Sendable)?)
     var app = "sentinel-\(UUID().uuidString.prefix(6).lowercased())"
-    let input: String
+    var input: String
     var alerts: String
     var rules: RuleSet
 
