@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+targets=${2:-decode kql rule}
 swift build --scratch-path .build-fuzz -c release --product audit-sentinel-fuzz \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -g -Xswiftc -DAUDIT_SENTINEL_FUZZ 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
 binary=.build-fuzz/release/audit-sentinel-fuzz
@@ -34,7 +35,7 @@ done
 
 # The time is split: half to decoding (the attack surface of every record), a quarter to each parser.
 status=0
-for target in decode kql rule; do
+for target in $targets; do
   case $target in decode) budget=$((seconds / 2)) ;; *) budget=$((seconds / 4)) ;; esac
   [ "$budget" -ge 1 ] || budget=1
   corpus=.build-fuzz/corpus-$target
