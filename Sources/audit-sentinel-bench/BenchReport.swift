@@ -1,11 +1,14 @@
+import AuditEvents
 import Foundation
+import Logging
 
 /// One table of results, printed and saved as JSON.
 struct BenchReport {
     struct Row: Codable {
         var suite: String
         var name: String
-        var eventsPerSecond: Double
+        /// nil for rows that measure something other than throughput (memory).
+        var eventsPerSecond: Double?
         var megabytesPerSecond: Double?
         var ratio: Double?
         var ratioName: String?
@@ -13,7 +16,7 @@ struct BenchReport {
     var rows: [Row] = []
     var notes: [String] = []
 
-    mutating func add(_ suite: String, _ name: String, events: Double, bytes: Double? = nil, ratio: Double? = nil, ratioName: String? = nil) {
+    mutating func add(_ suite: String, _ name: String, events: Double?, bytes: Double? = nil, ratio: Double? = nil, ratioName: String? = nil) {
         rows.append(Row(suite: suite, name: name, eventsPerSecond: events, megabytesPerSecond: bytes.map { $0 / 1e6 }, ratio: ratio, ratioName: ratioName))
     }
 
@@ -24,7 +27,7 @@ struct BenchReport {
         Swift.print("| suite  | \("benchmark".padding(toLength: nameWidth, withPad: " ", startingAt: 0)) |     events/s |       MB/s | ratio")
         Swift.print("|--------|-\(String(repeating: "-", count: nameWidth))-|--------------|------------|------")
         for row in rows {
-            let events = String(format: "%12.0f", row.eventsPerSecond)
+            let events = row.eventsPerSecond.map { String(format: "%12.0f", $0) } ?? String(repeating: " ", count: 12)
             let megabytes = row.megabytesPerSecond.map { String(format: "%10.1f", $0) } ?? String(repeating: " ", count: 10)
             let ratio = row.ratio.map { String(format: "%.1f%@", $0, row.ratioName ?? "") } ?? ""
             Swift.print("| \(row.suite.padding(toLength: 6, withPad: " ", startingAt: 0)) | \(row.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)) | \(events) | \(megabytes) | \(ratio)")
@@ -39,4 +42,36 @@ struct BenchReport {
         struct File: Codable { var rows: [Row]; var notes: [String] }
         try encoder.encode(File(rows: rows, notes: notes)).write(to: url)
     }
+}
+
+// MARK: Shared by every suite
+
+let benchLogger: Logger = {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .critical
+    return logger
+}()
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+func environmentInt(_ name: String, _ fallback: Int) -> Int { Int(ProcessInfo.processInfo.environment[name] ?? "") ?? fallback }
+
+/// A seeded corpus of audit events at a given match rate.
+func corpus(count: Int, matchRate: Double, seed: UInt64) -> [[UInt8]] {
+    var traffic = SyntheticAuditTraffic(seed: seed)
+    return (0..<count).map { _ in Array(traffic.next(traffic.nextKind(deniedFraction: matchRate)).json.utf8) }
+}
+
+/// Runs `body` `rounds` times and keeps the fastest (noise only ever slows down).
+func best(rounds: Int, _ body: () -> Int) -> (seconds: Double, result: Int) {
+    var fastest = Double.infinity
+    var result = 0
+    for _ in 0..<rounds {
+        let start = ContinuousClock.now
+        result = body()
+        fastest = min(fastest, seconds(start.duration(to: .now)))
+    }
+    return (fastest, result)
 }

@@ -30,28 +30,8 @@ struct DecodeBenchmark {
     let bytes: Int
 
     init(count: Int, deniedFraction: Double, seed: UInt64) {
-        var traffic = SyntheticAuditTraffic(seed: seed)
-        var records: [[UInt8]] = []
-        records.reserveCapacity(count)
-        for _ in 0..<count {
-            let kind = traffic.nextKind(deniedFraction: deniedFraction)
-            records.append(Array(traffic.next(kind).json.utf8))
-        }
-        self.records = records
+        records = corpus(count: count, matchRate: deniedFraction, seed: seed)
         bytes = records.reduce(0) { $0 + $1.count }
-    }
-
-    /// Runs `body` over the corpus `rounds` times and keeps the fastest round (noise only ever slows down).
-    func measure(rounds: Int = 5, _ body: () -> Int) -> (seconds: Double, result: Int) {
-        var best = Double.infinity
-        var result = 0
-        for _ in 0..<rounds {
-            let start = ContinuousClock.now
-            result = body()
-            let elapsed = start.duration(to: .now)
-            best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        }
-        return (best, result)
     }
 
     func run(report: inout BenchReport) {
@@ -60,7 +40,7 @@ struct DecodeBenchmark {
         let dataset = FieldPath("event.dataset")
         let decoder = AuditRecordDecoder()
 
-        let foundation = measure {
+        let foundation = best(rounds: 5) {
             let jsonDecoder = JSONDecoder()
             var matches = 0
             for record in records {
@@ -72,7 +52,7 @@ struct DecodeBenchmark {
             return matches
         }
 
-        let lazy = measure {
+        let lazy = best(rounds: 5) {
             var matches = 0
             for record in records {
                 record.withUnsafeBytes { buffer in
@@ -94,7 +74,7 @@ struct DecodeBenchmark {
             return matches
         }
 
-        let full = measure(rounds: 3) {
+        let full = best(rounds: 3) {
             var fields = 0
             for record in records {
                 record.withUnsafeBytes { buffer in
@@ -109,7 +89,7 @@ struct DecodeBenchmark {
         let prefilter = Prefilter(requirements: [["forbid"], ["system:serviceaccount:"]])
         let allowOnly = records.filter { record in record.withUnsafeBytes { !prefilter.mightMatch($0) } }
         let allowBytes = allowOnly.reduce(0) { $0 + $1.count }
-        let rejected = measure {
+        let rejected = best(rounds: 5) {
             var passed = 0
             for _ in 0..<10 {
                 for record in allowOnly where record.withUnsafeBytes({ prefilter.mightMatch($0) }) { passed += 1 }

@@ -9,9 +9,7 @@ struct DetectionBenchmark {
 
     func run(report: inout BenchReport) throws {
         let rule = try CompiledRule.load(file: rulePath)
-        var traffic = SyntheticAuditTraffic(seed: 11)
-        let count = Int(ProcessInfo.processInfo.environment["BENCH_EVENTS"] ?? "") ?? 20_000
-        let texts = (0..<count).map { _ in Array(traffic.next(traffic.nextKind(deniedFraction: 0.01)).json.utf8) }
+        let texts = corpus(count: environmentInt("BENCH_EVENTS", 20_000), matchRate: 0.01, seed: 11)
 
         // One buffer that outlives the events, so their views stay valid after decoding.
         let total = texts.reduce(0) { $0 + $1.count }
@@ -29,48 +27,37 @@ struct DetectionBenchmark {
         // evaluations per event, minus decoding alone, over K.
         let decoder = AuditRecordDecoder()
         let repeats = 50
-        func pass(evaluations: Int) -> (seconds: Double, matches: Int) {
-            var best = Double.infinity
-            var matches = 0
-            for _ in 0..<5 {
-                matches = 0
-                let start = ContinuousClock.now
+        func pass(evaluations: Int) -> (seconds: Double, result: Int) {
+            best(rounds: 5) {
+                var matches = 0
                 for record in records {
                     decoder.decode(record, ingestTime: 1_763_625_600_000) { result in
                         guard case .success(let event) = result else { return }
                         for _ in 0..<evaluations where rule.matches(event) { matches += 1 }
                     }
                 }
-                best = min(best, seconds(start.duration(to: .now)))
+                return matches
             }
-            return (best, matches)
         }
         let decodeOnly = pass(evaluations: 0)
         let withRule = pass(evaluations: repeats)
         let evaluationSeconds = max(withRule.seconds - decodeOnly.seconds, 1e-9)
-        let matches = withRule.matches / repeats
+        let matches = withRule.result / repeats
         report.add("detect", "seed rule on decoded events (evaluations)", events: Double(records.count * repeats) / evaluationSeconds)
         report.note("detect: \(matches) of \(records.count) events match the seed rule; evaluation time = (decode + \(repeats) evaluations) − decode")
 
         // The per-record path at 1 % matches: prefilter, then decode and evaluate what passes.
         let prefilter = RuleSet([rule]).prefilter
-        var bestFull = Double.infinity
-        var fullMatches = 0
-        for _ in 0..<5 {
-            let start = ContinuousClock.now
-            fullMatches = 0
+        let full = best(rounds: 5) {
+            var found = 0
             for record in records where prefilter.mightMatch(record) {
                 decoder.decode(record, ingestTime: 1_763_625_600_000) { result in
-                    if case .success(let event) = result, rule.matches(event) { fullMatches += 1 }
+                    if case .success(let event) = result, rule.matches(event) { found += 1 }
                 }
             }
-            bestFull = min(bestFull, seconds(start.duration(to: .now)))
+            return found
         }
-        precondition(fullMatches == matches, "prefiltered path found \(fullMatches), full evaluation \(matches)")
-        report.add("detect", "prefilter + decode + seed rule, 1 % matches", events: Double(records.count) / bestFull, bytes: Double(total) / bestFull)
-    }
-
-    func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        precondition(full.result == matches, "prefiltered path found \(full.result), full evaluation \(matches)")
+        report.add("detect", "prefilter + decode + seed rule, 1 % matches", events: Double(records.count) / full.seconds, bytes: Double(total) / full.seconds)
     }
 }

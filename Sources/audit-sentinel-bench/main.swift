@@ -39,6 +39,6 @@ for suite in suites {
         exit(2)
     }
 }
-if tansu == nil, brokerNames.contains("tansu") { report.note("tansu: not measured (BENCH_TANSU_BOOTSTRAP unset; `make bench` starts one)") }
+if tansu == nil, brokerNames.contains("tansu"), suites.contains(where: { $0 == "e2e" || $0 == "latency" }) { report.note("tansu: not measured (BENCH_TANSU_BOOTSTRAP unset; `make bench` starts one)") }
 report.print()
 try report.write(to: URL(fileURLWithPath: ProcessInfo.processInfo.environment["BENCH_OUTPUT"] ?? ".bench/results.json"))
