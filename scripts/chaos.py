@@ -60,23 +60,30 @@ def produce(bootstrap, topic, events_path, replay_path):
     print(f"chaos: produced {len(produced)} records to {topic}")
 
 
-def end_offsets(bootstrap, topic):
-    """Each partition's end, from the end-of-partition event of a fetch (tansu's ListOffsets is not reliable)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-ends", "enable.auto.commit": False,
+def read_topic(bootstrap, topic):
+    """Every record of the topic and each partition's end, from the end-of-partition events of a fetch
+    (tansu's ListOffsets is not reliable)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-reader", "enable.auto.commit": False,
                          "enable.partition.eof": True})
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-    ends = {}
+    records, ends = [], {}
     idle = 0
     while len(ends) < len(metadata.partitions) and idle < 100:
         message = consumer.poll(0.2)
         if message is None:
             idle += 1
             continue
-        if message.error() and message.error().code() == -191:
-            ends[message.partition()] = message.offset()
+        idle = 0
+        if message.error():
+            if message.error().code() == -191:  # _PARTITION_EOF
+                ends[message.partition()] = message.offset()
+                continue
+            sys.exit(f"chaos: reading {topic}: {message.error()}")
+        ends.pop(message.partition(), None)
+        records.append((message.partition(), message.offset(), message.key(), message.value()))
     consumer.close()
-    return ends
+    return records, ends
 
 
 def drained(bootstrap, group, topics):
@@ -84,7 +91,7 @@ def drained(bootstrap, group, topics):
     try:
         behind = 0
         for topic in topics:
-            ends = end_offsets(bootstrap, topic)
+            _, ends = read_topic(bootstrap, topic)
             partitions = [TopicPartition(topic, p) for p in sorted(ends)]
             for committed in consumer.committed(partitions, timeout=10):
                 behind += ends[committed.partition] - max(committed.offset, 0)
@@ -92,30 +99,6 @@ def drained(bootstrap, group, topics):
         sys.exit(0 if behind == 0 else 1)
     finally:
         consumer.close()
-
-
-def read_all(bootstrap, topic):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-verifier", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-    remaining = set(metadata.partitions)
-    records = []
-    idle = 0
-    while remaining and idle < 100:
-        message = consumer.poll(0.2)
-        if message is None:
-            idle += 1
-            continue
-        if message.error():
-            if message.error().code() == -191:  # _PARTITION_EOF
-                remaining.discard(message.partition())
-                continue
-            sys.exit(f"chaos: reading {topic}: {message.error()}")
-        idle = 0
-        records.append((message.partition(), message.offset(), message.key().decode(), json.loads(message.value())))
-    consumer.close()
-    return records
 
 
 def comparable(document):
@@ -138,20 +121,16 @@ def verify(bootstrap, topic, expected_path):
         if line.strip():
             document = json.loads(line)
             expected[document["kibana"]["alert"]["uuid"]] = document  # the last version wins
-    records = read_all(bootstrap, topic)
+    records, _ = read_topic(bootstrap, topic)
     last = {}
     versions = {}
-    for partition, offset, key, document in sorted(records, key=lambda r: (r[0], r[1])):
+    for partition, offset, raw_key, value in sorted(records, key=lambda r: (r[0], r[1])):
+        key, document = raw_key.decode(), json.loads(value)
         last[key] = document
         versions.setdefault(key, []).append(json.dumps(comparable(document), sort_keys=True))
     missing = sorted(set(expected) - set(last))
     unexpected = sorted(set(last) - set(expected))
     mismatched = [key for key in expected if key in last and comparable(last[key]) != comparable(expected[key])]
-    expected_versions = {}
-    for line in open(expected_path):
-        if line.strip():
-            key = json.loads(line)["kibana"]["alert"]["uuid"]
-            expected_versions[key] = expected_versions.get(key, 0) + 1
     duplicates = sum(len(v) - len(set(v)) for v in versions.values())
     ok = not missing and not unexpected and not mismatched
     verdict = "PASS" if ok else "FAIL"

@@ -415,18 +415,12 @@ public struct AuditEvent: @unchecked Sendable {
         for key: RootKey in [.annotations, .objectRef, .responseStatus] {
             if let problem = check(index[key], .object, "\(key)") { return problem }
         }
-        if let annotations = index[.annotations], document.kind(annotations) == .object {
+        // Annotations and objectRef members are all strings.
+        for key: RootKey in [.annotations, .objectRef] {
+            guard let object = index[key], document.kind(object) == .object else { continue }
             var problem: (String, Int)?
-            document.forEachMember(of: annotations) { key, value in
-                problem = check(value, .string, "annotations.\(document.string(key))")
-                return problem == nil
-            }
-            if let problem { return problem }
-        }
-        if let objectRef = index[.objectRef], document.kind(objectRef) == .object {
-            var problem: (String, Int)?
-            document.forEachMember(of: objectRef) { key, value in
-                problem = check(value, .string, "objectRef.\(document.string(key))")
+            document.forEachMember(of: object) { member, value in
+                problem = check(value, .string, "\(key).\(document.string(member))")
                 return problem == nil
             }
             if let problem { return problem }

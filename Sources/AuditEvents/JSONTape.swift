@@ -117,17 +117,22 @@ struct JSONScanner {
         return "unexpected byte 0x\(String(byte, radix: 16)), expected \(expected)"
     }
 
-    private mutating func scanObject(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
+    /// Opens an object or array at `position`: its tape index, or nil when it was empty (and is closed).
+    @inline(__always)
+    private mutating func open(_ kind: JSONTape.Kind, closedBy close: UInt8, into tape: JSONTape, depth: Int) throws(JSONSyntaxError) -> Int? {
         guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
         let index = tape.count
-        tape.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .object, flags: 0))
+        tape.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: kind, flags: 0))
         position += 1
         skipWhitespace()
-        if position < count, bytes[position] == UInt8(ascii: "}") {
-            position += 1
-            tape.setEnd(of: index)
-            return
-        }
+        guard position < count, bytes[position] == close else { return index }
+        position += 1
+        tape.setEnd(of: index)
+        return nil
+    }
+
+    private mutating func scanObject(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
+        guard let index = try open(.object, closedBy: UInt8(ascii: "}"), into: tape, depth: depth) else { return }
         while true {
             skipWhitespace()
             guard position < count else { throw fail("unexpected end of input in an object") }
@@ -151,16 +156,7 @@ struct JSONScanner {
     }
 
     private mutating func scanArray(into tape: JSONTape, depth: Int) throws(JSONSyntaxError) {
-        guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth) levels", kind: .tooDeep) }
-        let index = tape.count
-        tape.append(JSONTape.Entry(start: UInt32(position), end: 0, kind: .array, flags: 0))
-        position += 1
-        skipWhitespace()
-        if position < count, bytes[position] == UInt8(ascii: "]") {
-            position += 1
-            tape.setEnd(of: index)
-            return
-        }
+        guard let index = try open(.array, closedBy: UInt8(ascii: "]"), into: tape, depth: depth) else { return }
         while true {
             try scanValue(into: tape, depth: depth)
             skipWhitespace()

@@ -163,6 +163,8 @@ public final class PipelineRunner: @unchecked Sendable {
     private let rulesByID: [String: CompiledRule]
     private let groupFields: [String: [FieldPath]]
     private let matchTopics: [String: String]  // topic → rule id
+    /// Rule id → its repartition topic (none when the hop is skipped).
+    private let matchesTopicByRule: [String: String]
     /// Suppression state per rule and partition (of the rule's matches topic, or of the input when the
     /// repartition hop is skipped); the same partition of the rule's changelog backs it.
     private let state = Mutex<[StateKey: RuleState]>([:])
@@ -199,8 +201,9 @@ public final class PipelineRunner: @unchecked Sendable {
         groupFields = Dictionary(uniqueKeysWithValues: rules.rules.map { rule in
             (rule.id, configuration.suppression(for: rule.rule).groupBy.map(FieldPath.init))
         })
-        matchTopics = configuration.skipRepartition
-            ? [:] : Dictionary(uniqueKeysWithValues: rules.rules.map { (configuration.matchesTopic($0.id), $0.id) })
+        matchesTopicByRule = configuration.skipRepartition
+            ? [:] : Dictionary(uniqueKeysWithValues: rules.rules.map { ($0.id, configuration.matchesTopic($0.id)) })
+        matchTopics = Dictionary(uniqueKeysWithValues: matchesTopicByRule.map { ($0.value, $0.key) })
     }
 
     // MARK: Lifecycle
@@ -262,12 +265,12 @@ public final class PipelineRunner: @unchecked Sendable {
         var outputs: [Output] = []
         var offsets: [TopicPartition: Int64] = [:]
         // Per-record counts are kept here and merged once per batch: no lock per record.
-        var counts = DetectCounts()
+        var counts = BatchCounts()
         let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout) { batch in
             for record in batch {
                 offsets[record.topicPartition] = record.offset + 1
                 if let ruleID = matchTopics[record.topic] {
-                    aggregate(record, ruleID: ruleID, into: &outputs)
+                    aggregate(record, ruleID: ruleID, counts: &counts, into: &outputs)
                 } else {
                     detect(record, counts: &counts, into: &outputs)
                 }
@@ -278,12 +281,7 @@ public final class PipelineRunner: @unchecked Sendable {
         outputs += changelogRecords()
         update { totals in
             totals.recordsConsumed += processed
-            totals.inputRecords += counts.inputRecords
-            totals.eventsDecoded += counts.eventsDecoded
-            totals.prefilterRejected += counts.prefilterRejected
-            totals.deadLettered += counts.deadLettered
-            for (reason, count) in counts.decodeErrors { totals.decodeErrors[reason, default: 0] += count }
-            for (rule, count) in counts.matches { totals.matches[rule, default: 0] += count }
+            counts.add(to: &totals)
         }
         refreshLag(consumer)
         if outputs.isEmpty && offsets.isEmpty {
@@ -326,7 +324,7 @@ public final class PipelineRunner: @unchecked Sendable {
 
     /// Ready: this member has joined its group and restored the state of every partition it was given.
     public var isReady: Bool { readiness.withLock { $0.joined && !$0.restoring && $0.failedRestores.isEmpty } }
-    private let readiness = Mutex<(joined: Bool, restoring: Bool, failedRestores: Set<String>)>((false, false, []))
+    private let readiness = Mutex<(joined: Bool, restoring: Bool, failedRestores: Set<StateKey>)>((false, false, []))
 
     /// Runs until `shouldStop` says so.
     public func run(until shouldStop: () -> Bool) throws {
@@ -361,16 +359,34 @@ public final class PipelineRunner: @unchecked Sendable {
         var lastWriteWins = false
     }
 
-    struct DetectCounts {
+    /// What one batch did, added to the totals once per batch.
+    struct BatchCounts {
         var inputRecords = 0
         var eventsDecoded = 0
         var prefilterRejected = 0
         var deadLettered = 0
         var decodeErrors: [String: Int] = [:]
         var matches: [String: Int] = [:]
+        var matchesAggregated = 0
+        var lateMatches = 0
+        var duplicateMatches = 0
+        var suppressedMatches = 0
+
+        func add(to totals: inout PipelineCounters) {
+            totals.inputRecords += inputRecords
+            totals.eventsDecoded += eventsDecoded
+            totals.prefilterRejected += prefilterRejected
+            totals.deadLettered += deadLettered
+            for (reason, count) in decodeErrors { totals.decodeErrors[reason, default: 0] += count }
+            for (rule, count) in matches { totals.matches[rule, default: 0] += count }
+            totals.matchesAggregated += matchesAggregated
+            totals.lateMatches += lateMatches
+            totals.duplicateMatches += duplicateMatches
+            totals.suppressedMatches += suppressedMatches
+        }
     }
 
-    private func detect(_ record: ConsumerRecord, counts: inout DetectCounts, into outputs: inout [Output]) {
+    private func detect(_ record: ConsumerRecord, counts: inout BatchCounts, into outputs: inout [Output]) {
         let payload = record.payload
         counts.inputRecords += 1
         let candidate = prefilter.mightMatch(payload)
@@ -392,7 +408,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 for rule in rules where rule.matches(event) {
                     counts.matches[rule.id, default: 0] += emitMatches(
                         rule, event, source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),
-                        sequence: events - 1, into: &outputs)
+                        sequence: events - 1, ingestTime: ingest, counts: &counts, into: &outputs)
                 }
             }
         }
@@ -412,14 +428,17 @@ public final class PipelineRunner: @unchecked Sendable {
     }
 
     /// - Returns: how many matches the event brought.
-    private func emitMatches(_ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, into outputs: inout [Output]) -> Int {
-        let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, ingestTime: clock())
+    private func emitMatches(
+        _ rule: CompiledRule, _ event: AuditEvent, source: RecordPosition, sequence: Int, ingestTime: Int64,
+        counts: inout BatchCounts, into outputs: inout [Output]
+    ) -> Int {
+        let matches = rule.ruleMatches(for: event, groupBy: groupFields[rule.id]!, source: source, sequence: sequence, ingestTime: ingestTime)
         for match in matches {
-            if configuration.skipRepartition {
-                apply(match, rule: rule, key: StateKey(ruleID: rule.id, partition: source.partition), into: &outputs)
+            guard let matchesTopic = matchesTopicByRule[rule.id] else {
+                apply(match, rule: rule, key: StateKey(ruleID: rule.id, partition: source.partition), counts: &counts, into: &outputs)
                 continue
             }
-            outputs.append(Output(topic: configuration.matchesTopic(rule.id), partition: nil, key: Array(match.groupKey.utf8),
+            outputs.append(Output(topic: matchesTopic, partition: nil, key: Array(match.groupKey.utf8),
                                   value: StateCodec.encode(match, ruleID: rule.id), headers: [KafkaHeader("rule_id", rule.id)]))
         }
         return matches.count
@@ -427,7 +446,7 @@ public final class PipelineRunner: @unchecked Sendable {
 
     // MARK: Aggregate stage
 
-    private func aggregate(_ record: ConsumerRecord, ruleID: String, into outputs: inout [Output]) {
+    private func aggregate(_ record: ConsumerRecord, ruleID: String, counts: inout BatchCounts, into outputs: inout [Output]) {
         guard let rule = rulesByID[ruleID] else { return }
         let decoded: (ruleID: String, match: RuleMatch)
         do {
@@ -436,29 +455,24 @@ public final class PipelineRunner: @unchecked Sendable {
             logger.error("unreadable match record", metadata: ["topic": "\(record.topic)", "offset": "\(record.offset)"])
             return
         }
-        apply(decoded.match, rule: rule, key: StateKey(ruleID: ruleID, partition: record.partition), into: &outputs)
+        apply(decoded.match, rule: rule, key: StateKey(ruleID: ruleID, partition: record.partition), counts: &counts, into: &outputs)
     }
 
     /// Applies one match to its partition's suppression (and, for `new_terms` rules, history) state.
-    private func apply(_ match: RuleMatch, rule: CompiledRule, key stateKey: StateKey, into outputs: inout [Output]) {
+    private func apply(_ match: RuleMatch, rule: CompiledRule, key stateKey: StateKey, counts: inout BatchCounts, into outputs: inout [Output]) {
         guard let builder = builders[rule.id] else { return }
         let now = clock()
-        update { $0.matchesAggregated += 1 }
-        let actions: [AlertAction] = state.withLock { states in
+        counts.matchesAggregated += 1
+        let (actions, late, duplicate): ([AlertAction], Int, Int) = state.withLock { states in
             var partitionState = states[stateKey] ?? makeState(for: rule)
             defer { states[stateKey] = partitionState }
             let before = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
             let actions = partitionState.apply(match, rule: rule.rule, now: now)
-            let after = (partitionState.suppressor.lateCount, partitionState.suppressor.duplicateCount)
-            let duplicate = after.1 > before.1
-            let alerted = actions.contains { $0.kind == .new }
-            update {
-                $0.lateMatches += after.0 - before.0
-                $0.duplicateMatches += after.1 - before.1
-                if !duplicate && !alerted { $0.suppressedMatches += 1 }
-            }
-            return actions
+            return (actions, partitionState.suppressor.lateCount - before.0, partitionState.suppressor.duplicateCount - before.1)
         }
+        counts.lateMatches += late
+        counts.duplicateMatches += duplicate
+        if duplicate == 0 && !actions.contains(where: { $0.kind == .new }) { counts.suppressedMatches += 1 }
         outputs += actions.map { alertOutput($0, builder: builder) }
     }
 
@@ -553,8 +567,7 @@ public final class PipelineRunner: @unchecked Sendable {
     /// Sends outputs under a tracked batch (non-transactional path).
     private func send(_ outputs: [Output], batch: UInt64, producer: KafkaProducer) throws {
         for output in outputs {
-            let id = tracker.nextID()
-            tracker.register(id: id, output: output, batch: batch)
+            let id = tracker.register(output, batch: batch)
             if let error = try enqueue(output, id: id, producer: producer) {
                 // Refused before it was queued (e.g. a topic error librdkafka remembers): retried by `settle`.
                 logger.warning("output refused: \(error)", metadata: ["topic": "\(output.topic)"])
@@ -677,11 +690,11 @@ public final class PipelineRunner: @unchecked Sendable {
             for stateKey in owned {
                 do {
                     try restore(stateKey)
-                    readiness.withLock { _ = $0.failedRestores.remove(stateKey.description) }
+                    readiness.withLock { _ = $0.failedRestores.remove(stateKey) }
                 } catch {
                     logger.error("restoring \(stateKey) failed: \(error)")
                     update { $0.restoreFailures += 1 }
-                    readiness.withLock { _ = $0.failedRestores.insert(stateKey.description) }
+                    readiness.withLock { _ = $0.failedRestores.insert(stateKey) }
                 }
             }
             readiness.withLock { $0.joined = true; $0.restoring = false }
@@ -697,7 +710,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 }
             }
             state.withLock { states in for stateKey in owned { states.removeValue(forKey: stateKey) } }
-            readiness.withLock { for stateKey in owned { $0.failedRestores.remove(stateKey.description) } }
+            readiness.withLock { for stateKey in owned { $0.failedRestores.remove(stateKey) } }
         }
     }
 
@@ -788,13 +801,15 @@ final class DeliveryTracker: @unchecked Sendable {
         }
     }
 
-    func nextID() -> UInt64 { locked { defer { nextOutputID += 1 }; return nextOutputID } }
-
-    func register(id: UInt64, output: PipelineRunner.Output, batch: UInt64) {
+    /// Tracks an output about to be sent; returns the id its delivery report will carry.
+    func register(_ output: PipelineRunner.Output, batch: UInt64) -> UInt64 {
         locked {
+            let id = nextOutputID
+            nextOutputID += 1
             pending[id] = (batch, output)
             batches[batch]?.unacknowledged += 1
             if let key = Self.replacementKey(output) { newest[key] = id }
+            return id
         }
     }
 

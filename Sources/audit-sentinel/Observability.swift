@@ -199,7 +199,7 @@ final class HTTPEndpoint: @unchecked Sendable {
                 write(client, Response(status: 431, body: Array("request too large\n".utf8)), head: false)
                 return
             }
-            if request.count >= 4, request.suffix(4).elementsEqual(end) || request.firstRange(of: end) != nil { break }
+            if request.firstRange(of: end) != nil { break }
         }
         let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
         let parts = line.split(separator: " ")

@@ -94,9 +94,11 @@ struct Run: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         var loader: SettingsLoader
         let settings: Settings
-        switch Result(catching: { () throws(SettingsError) -> SettingsLoader in
-            try SettingsLoader(file: Self.configFile(config, environment: environment), environment: environment, overrides: overrides())
-        }).flatMap({ loaded in Result { () throws(SettingsError) in (loaded, try loaded.settings()) } }) {
+        // (A Result, not do/catch: Swift 6.3.1 crashes compiling typed catches here.)
+        switch Result(catching: { () throws(SettingsError) in
+            let loader = try SettingsLoader(file: Self.configFile(config, environment: environment), environment: environment, overrides: overrides())
+            return (loader, try loader.settings())
+        }) {
         case .success(let loaded):
             (loader, settings) = loaded
         case .failure(let error):

@@ -146,7 +146,15 @@ enum SettingValue: Equatable, CustomStringConvertible {
 struct SettingSpec {
     var key: String
     var kind: SettingKind
-    var help: String
+    /// nil: required, no default.
+    var defaultValue: SettingValue?
+
+    init(_ key: String, _ kind: SettingKind, _ defaultValue: SettingValue?) {
+        self.key = key
+        self.kind = kind
+        self.defaultValue = defaultValue
+    }
+
     var environmentName: String { SettingsLoader.environmentPrefix + key.uppercased().replacingOccurrences(of: ".", with: "_") }
 }
 
@@ -156,33 +164,38 @@ struct SettingsLoader {
     /// Environment variables of ours that are not settings (the config file's path, test harness variables).
     static let nonSettingVariables: Set<String> = ["AUDIT_SENTINEL_CONFIG"]
 
-    static let specs: [SettingSpec] = [
-        .init(key: "application_id", kind: .string, help: "consumer group and prefix of the internal topics"),
-        .init(key: "kafka.bootstrap_servers", kind: .string, help: "broker list, host:port[,host:port…] (required)"),
-        .init(key: "topics.input", kind: .strings, help: "audit-event topics to read"),
-        .init(key: "topics.alerts", kind: .string, help: "where alert documents go"),
-        .init(key: "topics.dead_letter", kind: .string, help: "dead-letter topic; empty = <input>.dlq"),
-        .init(key: "rules.paths", kind: .strings, help: "rule files or directories (Elastic TOML)"),
-        .init(key: "suppression.group_by", kind: .strings, help: "default group-by of rules with no alert_suppression"),
-        .init(key: "suppression.duration", kind: .duration, help: "default suppression window"),
-        .init(key: "output.format", kind: .choice(AlertFormat.allCases.map(\.rawValue)), help: "alert schema"),
-        .init(key: "processing.guarantee", kind: .choice(["at_least_once", "exactly_once"]), help: "delivery guarantee"),
-        .init(key: "processing.grace", kind: .duration, help: "how late an event may arrive and still join its window"),
-        .init(key: "processing.idle_timeout", kind: .duration, help: "wall-clock time after which a quiet window closes"),
-        .init(key: "processing.skip_repartition", kind: .bool, help: "input already keyed by account: aggregate in place"),
-        .init(key: "processing.create_topics", kind: .bool, help: "create missing topics at start (false: they must exist)"),
-        .init(key: "processing.internal_partitions", kind: .int, help: "partitions of the matches and state topics"),
-        .init(key: "processing.replication_factor", kind: .int, help: "of created topics; -1 = broker default"),
-        .init(key: "processing.max_batch", kind: .int, help: "records per poll"),
-        .init(key: "processing.validate_every_record", kind: .bool, help: "decode every record so malformed ones are dead-lettered"),
-        .init(key: "limits.max_record_bytes", kind: .int, help: "larger records are dead-lettered unread"),
-        .init(key: "limits.max_depth", kind: .int, help: "deeper JSON nesting is dead-lettered"),
-        .init(key: "http.enabled", kind: .bool, help: "serve /metrics, /healthz, /readyz"),
-        .init(key: "http.listen", kind: .string, help: "host:port of the HTTP endpoint ([::1]:port for IPv6)"),
-        .init(key: "log.level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), help: "log level"),
-        .init(key: "log.format", kind: .choice(["text", "json"]), help: "text or JSON lines on standard error"),
-        .init(key: "shutdown.timeout", kind: .duration, help: "how long a graceful stop may take"),
-    ]
+    /// Every key, its kind and its default (taken from ``Settings``'s own defaults, so they cannot drift).
+    /// What each key means is documented in the shipped Config/audit-sentinel.toml.
+    static let specs: [SettingSpec] = {
+        let d = Settings()
+        return [
+            .init("application_id", .string, .string(d.applicationID)),
+            .init("kafka.bootstrap_servers", .string, nil),
+            .init("topics.input", .strings, .strings(d.inputTopics)),
+            .init("topics.alerts", .string, .string(d.alertsTopic)),
+            .init("topics.dead_letter", .string, .string(d.deadLetterTopic)),
+            .init("rules.paths", .strings, .strings(d.rulePaths)),
+            .init("suppression.group_by", .strings, .strings(d.defaultSuppression.groupBy)),
+            .init("suppression.duration", .duration, .duration(d.defaultSuppression.durationMilliseconds)),
+            .init("output.format", .choice(AlertFormat.allCases.map(\.rawValue)), .string(d.format.rawValue)),
+            .init("processing.guarantee", .choice(["at_least_once", "exactly_once"]), .string(d.guarantee.rawValue)),
+            .init("processing.grace", .duration, .duration(d.graceMilliseconds)),
+            .init("processing.idle_timeout", .duration, .duration(d.idleTimeoutMilliseconds)),
+            .init("processing.skip_repartition", .bool, .bool(d.skipRepartition)),
+            .init("processing.create_topics", .bool, .bool(d.createTopics)),
+            .init("processing.internal_partitions", .int, .int(d.internalPartitions)),
+            .init("processing.replication_factor", .int, .int(d.replicationFactor)),
+            .init("processing.max_batch", .int, .int(d.maxBatch)),
+            .init("processing.validate_every_record", .bool, .bool(d.validateEveryRecord)),
+            .init("limits.max_record_bytes", .int, .int(d.maxRecordBytes)),
+            .init("limits.max_depth", .int, .int(d.maxDepth)),
+            .init("http.enabled", .bool, .bool(d.httpEnabled)),
+            .init("http.listen", .string, .string(d.httpListen)),
+            .init("log.level", .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), .string(d.logLevel)),
+            .init("log.format", .choice(["text", "json"]), .string(d.logFormat)),
+            .init("shutdown.timeout", .duration, .duration(d.shutdownTimeoutMilliseconds)),
+        ]
+    }()
     static let specsByKey = Dictionary(uniqueKeysWithValues: specs.map { ($0.key, $0) })
     /// Tables whose keys pass through to librdkafka.
     static let passThroughTables = ["kafka.common", "kafka.consumer", "kafka.producer", "kafka.secret_files"]
@@ -466,23 +479,9 @@ struct SettingsLoader {
 
     /// Adds every default to the values not set, so that --print-config shows the whole configuration.
     mutating func fillDefaults() {
-        let defaults = Settings()
-        let known: [String: SettingValue] = [
-            "application_id": .string(defaults.applicationID), "topics.input": .strings(defaults.inputTopics),
-            "topics.alerts": .string(defaults.alertsTopic), "topics.dead_letter": .string(""),
-            "rules.paths": .strings(defaults.rulePaths), "suppression.group_by": .strings(defaults.defaultSuppression.groupBy),
-            "suppression.duration": .duration(defaults.defaultSuppression.durationMilliseconds),
-            "output.format": .string(defaults.format.rawValue), "processing.guarantee": .string(defaults.guarantee.rawValue),
-            "processing.grace": .duration(defaults.graceMilliseconds), "processing.idle_timeout": .duration(defaults.idleTimeoutMilliseconds),
-            "processing.skip_repartition": .bool(defaults.skipRepartition), "processing.internal_partitions": .int(defaults.internalPartitions),
-            "processing.create_topics": .bool(defaults.createTopics),
-            "processing.replication_factor": .int(defaults.replicationFactor), "processing.max_batch": .int(defaults.maxBatch),
-            "processing.validate_every_record": .bool(defaults.validateEveryRecord), "limits.max_record_bytes": .int(defaults.maxRecordBytes),
-            "limits.max_depth": .int(defaults.maxDepth), "http.enabled": .bool(defaults.httpEnabled), "http.listen": .string(defaults.httpListen),
-            "log.level": .string(defaults.logLevel), "log.format": .string(defaults.logFormat),
-            "shutdown.timeout": .duration(defaults.shutdownTimeoutMilliseconds),
-        ]
-        for (key, value) in known where values[key] == nil { values[key] = (value, "default") }
+        for spec in Self.specs where values[spec.key] == nil {
+            if let value = spec.defaultValue { values[spec.key] = (value, "default") }
+        }
     }
 
     // MARK: Helpers

@@ -118,6 +118,7 @@ struct DeploymentFilesTests {
         let environment = (container["env"]?.arrayValue ?? []).compactMap(\.objectValue).reduce(into: [String: String]()) {
             $0[$1["name"]?.stringValue ?? ""] = $1["value"]?.stringValue
         }
+        #expect(environment.keys.filter { $0.hasPrefix(SettingsLoader.environmentPrefix) }.count >= 3)
         try checkEnvironment(Array(environment.keys), in: "deployment.yaml")
         #expect(container[path: "readinessProbe.httpGet.path"]?.stringValue == "/readyz")
         #expect(container[path: "livenessProbe.httpGet.path"]?.stringValue == "/healthz")

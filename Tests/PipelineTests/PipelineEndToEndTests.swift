@@ -174,6 +174,14 @@ func drive(_ runners: [PipelineRunner], clock: ManualClock, until done: () -> Bo
     }
 }
 
+/// Drives until `consumed`, then lets the windows' time pass (their ends and the idle timeout, by the
+/// injected clock) and drives until `updated`: the updates of the windows that suppressed matches.
+func driveThroughWindows(_ runners: [PipelineRunner], clock: ManualClock, consumed: () -> Bool, updated: () -> Bool) throws {
+    try drive(runners, clock: clock, until: consumed)
+    clock.advance(by: 10 * 60_000)
+    try drive(runners, clock: clock, until: updated)
+}
+
 /// The scenarios, run on either broker.
 enum PipelineScenarios {
     static func scenarioAlertsSuppressesAndUpdates(_ bench: PipelineBench) throws {
@@ -182,11 +190,10 @@ enum PipelineScenarios {
         let clock = ManualClock()
         let runner = bench.runner(clock)
         try runner.start()
-        // Consume everything: three new alerts (thief, operator's two windows) at once.
-        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 })
-        // The partitions go quiet; once the idle timeout and the windows' ends have passed, updates follow.
-        clock.advance(by: 10 * 60_000)
-        try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 3 })
+        // Consume everything: three new alerts (thief, operator's two windows) at once. The partitions then
+        // go quiet; once the idle timeout and the windows' ends have passed, updates follow.
+        try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
         let counters = runner.snapshot()
         try runner.stop()
 
@@ -228,9 +235,8 @@ enum PipelineScenarios {
         try bench.produce(Array(records[half...]))
         let second = bench.runner(clock)
         try second.start()
-        try drive([second], clock: clock, until: { first.snapshot().matchesAggregated + second.snapshot().matchesAggregated >= 68 })
-        clock.advance(by: 10 * 60_000)
-        try drive([second], clock: clock, until: { second.snapshot().alertsUpdated >= 3 })
+        try driveThroughWindows([second], clock: clock, consumed: { first.snapshot().matchesAggregated + second.snapshot().matchesAggregated >= 68 },
+                                updated: { second.snapshot().alertsUpdated >= 3 })
         #expect(second.snapshot().restoredKeys > 0)
         try second.stop()
 
@@ -254,9 +260,8 @@ enum PipelineScenarios {
             let clock = ManualClock()
             let runner = bench.runner(clock)
             try runner.start()
-            try drive([runner], clock: clock, until: { runner.snapshot().alertsNew >= 2 })
-            clock.advance(by: 10 * 60_000)
-            try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 2 })
+            try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().alertsNew >= 2 },
+                                    updated: { runner.snapshot().alertsUpdated >= 2 })
             try runner.stop()
             var documents: [String: [UInt8]] = [:]
             for record in try bench.read(bench.alerts, atLeast: 4) {
@@ -287,11 +292,10 @@ enum PipelineScenarios {
         try a.stop()
         try bench.produce(Array(records[(2 * third)...]))
         // Every match of the scenario aggregated (by one instance or the other) before time jumps ahead.
-        try drive([b], clock: clock, until: {
-            b.ownedStatePartitions == partitions && a.snapshot().matchesAggregated + b.snapshot().matchesAggregated >= 68
-        })
-        clock.advance(by: 10 * 60_000)
-        try drive([b], clock: clock, until: { a.snapshot().alertsUpdated + b.snapshot().alertsUpdated >= 3 })
+        try driveThroughWindows(
+            [b], clock: clock,
+            consumed: { b.ownedStatePartitions == partitions && a.snapshot().matchesAggregated + b.snapshot().matchesAggregated >= 68 },
+            updated: { a.snapshot().alertsUpdated + b.snapshot().alertsUpdated >= 3 })
         try b.stop()
 
         let alerts = try bench.alerts(atLeast: 6)
@@ -372,9 +376,8 @@ struct PipelineFaultTests {
         let runner = PipelineRunner(configuration: configuration, rules: bench.rules, provisioner: bench.broker.provisioner, logger: quiet, clock: { clock.now })
         try runner.start()
         cluster.pushRequestErrors(apiKey: MockCluster.ApiKey.produce, Array(repeating: .topicAuthorizationFailed, count: 4))
-        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 })
-        clock.advance(by: 10 * 60_000)
-        try drive([runner], clock: clock, until: { runner.snapshot().alertsUpdated >= 3 })
+        try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
         let counters = runner.snapshot()
         try runner.stop()
         #expect(counters.produceRetries > 0, "the injected failures were retried")
