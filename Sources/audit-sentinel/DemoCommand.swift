@@ -293,17 +293,11 @@ struct Generate: ParsableCommand {
         var logger = Logger(label: "audit-sentinel.generate")
         logger.logLevel = .warning
         let generator = TrafficGenerator(kafka: KafkaConfiguration(kafka), topic: topic, rate: rate, seed: seed, logger: logger)
-        let stop = DispatchSemaphore(value: 0)
-        unblockStopSignals()
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stop.signal() }
-            source.resume()
-        }
+        StopSignals.install()
         printError("generating \(rate) audit events/s into \(topic) at \(brokers)")
         generator.start()
-        _ = stop.wait(timeout: duration > 0 ? .now() + .seconds(duration) : .distantFuture)
+        let end = duration > 0 ? ContinuousClock.now + .seconds(duration) : nil
+        while !StopSignals.requested, end.map({ ContinuousClock.now < $0 }) ?? true { Thread.sleep(forTimeInterval: 0.1) }
         generator.stop()
         printError("produced \(generator.produced) events")
     }

@@ -111,7 +111,7 @@ struct Run: ParsableCommand {
             return
         }
         // Before anything slow (rules, broker connections), so that a stop request is never lost.
-        Service.installSignalHandlers()
+        StopSignals.install()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         let format = SentinelLogHandler.Format(rawValue: settings.logFormat) ?? .text
         LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
@@ -212,27 +212,12 @@ final class Service: @unchecked Sendable {
         return status
     }
 
-    /// The first SIGTERM/SIGINT asks the loop to stop (the loop then arms the shutdown timeout); a second
-    /// exits at once. A plain handler that only touches an atomic is async-signal-safe and, unlike a dispatch
-    /// signal source, does not depend on which of librdkafka's threads the kernel delivers the signal to.
-    static func installSignalHandlers() {
-        signal(SIGPIPE, SIG_IGN)
-        unblockStopSignals()
-        for number in [SIGTERM, SIGINT] {
-            signal(number) { received in
-                if pendingStopSignals.add(1, ordering: .acquiringAndReleasing).oldValue > 0 { _exit(130) }
-                lastStopSignal.store(received, ordering: .releasing)
-            }
-        }
-    }
-
-    private var stopRequested: Bool { pendingStopSignals.load(ordering: .acquiring) > 0 }
+    private var stopRequested: Bool { StopSignals.requested }
 
     /// Logs the signal and exits the process if stopping takes longer than the configured timeout.
     private func armShutdownTimeout() {
-        let number = lastStopSignal.load(ordering: .acquiring)
         let timeout = settings.shutdownTimeoutMilliseconds
-        logger.notice("\(number == SIGINT ? "SIGINT" : "SIGTERM"): stopping within \(SettingsLoader.formatDuration(timeout))")
+        logger.notice("\(StopSignals.lastName): stopping within \(SettingsLoader.formatDuration(timeout))")
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
             FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
             _exit(1)
@@ -246,7 +231,7 @@ final class Service: @unchecked Sendable {
             metrics.update(runner.snapshot(), openWindows: runner.openWindows, ready: runner.isReady)
             return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
         case "/healthz":
-            // Alive while the loop turns: a batch (or a restore) may take long, a minute without one is not.
+            // Alive while the loop turns: a batch (or a restore) may take long, two minutes without one is not.
             let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
             return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
         case "/readyz":
@@ -258,16 +243,32 @@ final class Service: @unchecked Sendable {
     }
 }
 
-/// Stop signals received (process-wide: signal handlers cannot capture context).
+/// SIGTERM and SIGINT for the long-running commands (`run`, `generate`): the first asks the process to stop
+/// (its loop reads ``requested``), a second exits at once (130). A plain handler that only touches an atomic
+/// is async-signal-safe and, unlike a dispatch signal source, does not depend on which of librdkafka's
+/// threads the kernel delivers the signal to.
+enum StopSignals {
+    static func install() {
+        signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with these blocked (the mask is inherited): unblock them on this
+        // thread before librdkafka starts its own threads (which block every signal).
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        for number in [SIGTERM, SIGINT] {
+            signal(number) { received in
+                if pendingStopSignals.add(1, ordering: .acquiringAndReleasing).oldValue > 0 { _exit(130) }
+                lastStopSignal.store(received, ordering: .releasing)
+            }
+        }
+    }
+
+    static var requested: Bool { pendingStopSignals.load(ordering: .acquiring) > 0 }
+    static var lastName: String { lastStopSignal.load(ordering: .acquiring) == SIGINT ? "SIGINT" : "SIGTERM" }
+}
+
+/// Process-wide: signal handlers cannot capture context.
 private let pendingStopSignals = Atomic<Int>(0)
 private let lastStopSignal = Atomic<Int32>(0)
-
-/// A parent may have started us with SIGTERM and SIGINT blocked (the mask is inherited): unblock them on this
-/// thread before librdkafka starts its own threads (which block every signal).
-func unblockStopSignals() {
-    var unblock = sigset_t()
-    sigemptyset(&unblock)
-    sigaddset(&unblock, SIGTERM)
-    sigaddset(&unblock, SIGINT)
-    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
-}
