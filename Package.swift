@@ -12,7 +12,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
@@ -33,8 +32,8 @@ let package = Package(
         // The scanner's tape is a class whose storage the hot loop touches on every value: dynamic
         // exclusivity checks on it cost more than the scan itself (measured with perf), so they are off.
         .target(name: "AuditEvents", swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
-        // Elastic detection rules from TOML, KQL parser and evaluator, rule types. Pure Swift, no Kafka.
-        .target(name: "Detection", dependencies: ["AuditEvents", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // Elastic detection rules from TOML (our own TOML 1.0 reader), KQL parser and evaluator, rule types. Pure Swift, no Kafka.
+        .target(name: "Detection", dependencies: ["AuditEvents"]),
         // Windows, suppression, state, alert documents, the consume→detect→produce loop.
         .target(name: "Pipeline", dependencies: ["Kafka", "AuditEvents", "Detection", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
@@ -46,7 +45,6 @@ let package = Package(
                 "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),

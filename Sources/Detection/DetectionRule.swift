@@ -1,6 +1,5 @@
 import AuditEvents
 import Foundation
-import TOMLKit
 
 /// An Elastic detection rule, read unchanged from its TOML file (elastic/detection-rules format).
 public struct DetectionRule: Sendable {
@@ -116,12 +115,10 @@ extension DetectionRule {
     /// Parses a rule from TOML text.
     public static func parse(toml text: String, file: String = "<rule>") throws(RuleLoadError) -> DetectionRule {
         let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw RuleLoadError(file: file, line: error.source.begin.line, message: "malformed TOML: \(error.description)")
+        do throws(TOMLParseError) {
+            root = try TOMLTable(parsing: text)
         } catch {
-            throw RuleLoadError(file: file, message: "malformed TOML: \(error)")
+            throw RuleLoadError(file: file, line: error.line, message: "malformed TOML: \(error.message)")
         }
         var reader = TableReader(file: file)
         let metadata = root["metadata"]?.table
@@ -240,9 +237,9 @@ private struct TableReader {
                 return .init(id: id, name: name, reference: table["reference"]?.string ?? "")
             }
             guard let tactic = entry(table["tactic"]?.table) else { throw failure("rule.threat needs a tactic with id and name") }
-            let techniques = (table["technique"]?.array ?? TOMLArray()).compactMap { value -> DetectionRule.Threat.Technique? in
+            let techniques = (table["technique"]?.array ?? [TOMLValue]()).compactMap { value -> DetectionRule.Threat.Technique? in
                 guard let technique = entry(value.table) else { return nil }
-                let subtechniques = (value.table?["subtechnique"]?.array ?? TOMLArray()).compactMap { entry($0.table) }
+                let subtechniques = (value.table?["subtechnique"]?.array ?? [TOMLValue]()).compactMap { entry($0.table) }
                 return .init(id: technique.id, name: technique.name, reference: technique.reference, subtechnique: subtechniques)
             }
             threats.append(.init(framework: table["framework"]?.string ?? "MITRE ATT&CK", tactic: tactic, technique: techniques))

@@ -2,7 +2,6 @@ import Detection
 import Foundation
 import Kafka
 import Pipeline
-import TOMLKit
 
 /// The service's configuration, from three layers in rising precedence: a TOML file, `AUDIT_SENTINEL_…`
 /// environment variables, and command-line flags. Every setting has one dotted key (`processing.grace`);
@@ -236,12 +235,10 @@ struct SettingsLoader {
             throw SettingsError(key: "--config", message: "cannot read \(path)")
         }
         let table: TOMLTable
-        do {
-            table = try TOMLTable(string: String(decoding: data, as: UTF8.self))
-        } catch let error as TOMLParseError {
-            throw SettingsError(key: path, message: "line \(error.source.begin.line): \(error.description)")
+        do throws(TOMLParseError) {
+            table = try TOMLTable(parsing: String(decoding: data, as: UTF8.self))
         } catch {
-            throw SettingsError(key: path, message: "\(error)")
+            throw SettingsError(key: path, message: error.description)
         }
         try walk(table, prefix: "", file: path)
     }
@@ -299,7 +296,7 @@ struct SettingsLoader {
         throw unknownKey(key, source: source)
     }
 
-    private mutating func set(_ key: String, typed value: any TOMLValueConvertible, source: String) throws(SettingsError) {
+    private mutating func set(_ key: String, typed value: TOMLValue, source: String) throws(SettingsError) {
         let kind = try kind(of: key, source: source)
         let wrong = SettingsError(key: key, message: "expected \(kind.name)", source: source)
         switch kind {

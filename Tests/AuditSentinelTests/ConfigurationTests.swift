@@ -89,6 +89,8 @@ struct ConfigurationTests {
         #expect(error(file: "application_id = [1]\n", environment: brokers)?.key == "application_id")
         let malformed = error(file: "[kafka\n", environment: brokers)
         #expect(malformed?.message.hasPrefix("line 1") == true)
+        // A header toml++ would assert on (fuzz finding) is an error naming the line, not an abort.
+        #expect(error(file: "[kafka]\n[ \u{FFFD}]\n", environment: brokers)?.message.hasPrefix("line 2: expected a key") == true)
     }
 
     @Test func passThroughPropertiesPerClientAndPerRuleSuppression() throws {
