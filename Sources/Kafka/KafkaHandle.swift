@@ -43,6 +43,10 @@ final class KafkaHandle: @unchecked Sendable {
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
         rd_kafka_conf_set_log_cb(conf, kafkaLogCallback)
         rd_kafka_conf_set_error_cb(conf, kafkaErrorCallback)
+        if configuration["security.protocol"]?.lowercased().hasSuffix("ssl") == true {
+            // OpenSSL's verdict is kept; the callback only names the reason (RD_KAFKA_CONF_INVALID: no SSL here).
+            _ = rd_kafka_conf_set_ssl_cert_verify_cb(conf, kafkaCertificateVerifyCallback)
+        }
         prepare(conf)
 
         var errstr = [CChar](repeating: 0, count: 512)
@@ -121,6 +125,38 @@ private let kafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     let transient = err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN
     callbacks.logger.log(level: transient ? .warning : .error, "\(error)", source: "librdkafka")
     callbacks.onError?(error)
+}
+
+/// librdkafka reports every failed broker-certificate check as "certificate verify failed: broker
+/// certificate could not be verified, verify that ssl.ca.location is correctly configured" — also when the
+/// CA is right and the host name is wrong. This keeps OpenSSL's decision and says which check failed.
+private let kafkaCertificateVerifyCallback: @convention(c) (
+    OpaquePointer?, UnsafePointer<CChar>?, Int32, UnsafeMutablePointer<Int32>?, Int32, UnsafePointer<CChar>?, Int,
+    UnsafeMutablePointer<CChar>?, Int, UnsafeMutableRawPointer?
+) -> Int32 = { _, brokerName, _, x509Error, depth, _, _, errstr, errstrSize, _ in
+    guard let code = x509Error?.pointee, code != 0 else { return 1 }
+    let broker = brokerName.map { String(cString: $0) } ?? "the broker"
+    let host = broker.split(separator: "/").first.map { $0.split(separator: ":").dropLast().joined(separator: ":") } ?? broker
+    let reason = switch code {
+    case 2, 20: "was not issued by a CA in ssl.ca.location"
+    case 9: "is not valid yet"
+    case 10: "has expired"
+    case 18: "is self-signed and not in ssl.ca.location"
+    case 19: "chains to a self-signed CA that is not in ssl.ca.location"
+    case 21: "cannot be verified against ssl.ca.location"
+    case 62: "does not name the host \(host) (host name mismatch: the certificate's subjectAltName must contain the broker's advertised host)"
+    case 64: "does not name the IP address \(host) (IP address mismatch)"
+    default: "failed OpenSSL's verification"
+    }
+    let message = "certificate of \(broker) (chain depth \(depth)) \(reason); OpenSSL X509 error \(code)"
+    if let errstr, errstrSize > 0 {
+        let bytes = Array(message.utf8.prefix(errstrSize - 1))
+        bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { errstr.update(from: $0.baseAddress!, count: buffer.count) }
+        }
+        errstr[bytes.count] = 0
+    }
+    return 0
 }
 
 // MARK: Topics, partitions, offsets
