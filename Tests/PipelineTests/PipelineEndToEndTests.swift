@@ -182,8 +182,113 @@ func driveThroughWindows(_ runners: [PipelineRunner], clock: ManualClock, consum
     try drive(runners, clock: clock, until: updated)
 }
 
+/// Ten thousand malformed records of every kind the issue names, seeded and reproducible.
+enum MalformedRecords {
+    static let limits = DecoderLimits(maxRecordBytes: 8 * 1024, maxDepth: 100)
+
+    static func make(count: Int, seed: UInt64 = 8) -> [[UInt8]] {
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        var traffic = SyntheticAuditTraffic(seed: seed, startMilliseconds: Scenario.start, spacingMilliseconds: 0)
+        let denied = Array(traffic.next(.deniedServiceAccount).json.utf8)
+        var records: [[UInt8]] = []
+        for index in 0..<count {
+            switch index % 7 {
+            case 0:  // truncated JSON
+                records.append(Array(denied.prefix(Int.random(in: 1..<(denied.count - 1), using: &random))))
+            case 1:  // binary
+                records.append((0..<Int.random(in: 1...256, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) })
+            case 2:  // wrong types where the rule and the ECS view read
+                let variants = [
+                    #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":5,"user":{"username":"system:serviceaccount:a:b"},"annotations":{"authorization.k8s.io/decision":"forbid"}}"#,
+                    #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"get","user":"system:serviceaccount:a:b","annotations":{"authorization.k8s.io/decision":"forbid"}}"#,
+                    #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"get","user":{"username":["x"]},"annotations":["forbid"]}"#,
+                ]
+                records.append(Array(variants[index / 7 % variants.count].utf8))
+            case 3:  // over the record size limit, every 350th record: librdkafka's mock broker keeps only the
+                     // newest 5 MB of a partition, and the whole input must stay within that
+                if index % 350 == 3 {
+                    records.append(Array(#"{"kind":"Event","padding":""#.utf8) + Array(repeating: UInt8(ascii: "a"), count: limits.maxRecordBytes) + Array(#""}"#.utf8))
+                } else {
+                    records.append(Array("{\"kind\":\"Event\"".utf8))   // unterminated object
+                }
+            case 4:  // nesting beyond the depth limit
+                let depth = limits.maxDepth + 1 + index % 50
+                records.append(Array(#"{"kind":"Event","requestObject":"#.utf8) + Array(repeating: UInt8(ascii: "["), count: depth)
+                               + Array(repeating: UInt8(ascii: "]"), count: depth) + [UInt8(ascii: "}")])
+            case 5:  // invalid UTF-8 inside an otherwise valid event
+                var bytes = denied
+                let position = bytes.firstIndex(of: UInt8(ascii: "s"))!   // inside the first string that has an s
+                bytes[position] = [0xFF, 0xC3, 0xED][index / 7 % 3]
+                records.append(bytes)
+            default:  // empty
+                records.append([])
+            }
+        }
+        return records
+    }
+}
+
 /// The scenarios, run on either broker.
 enum PipelineScenarios {
+    /// 10 000 malformed records interleaved with the scenario: each is dead-lettered with its original bytes
+    /// and a reason, every valid record is processed (the same alerts as without them), nothing stalls.
+    static func malformedRecordsAreDeadLetteredAndNothingElseIsLost(_ bench: PipelineBench, malformedCount: Int = 10_000) throws {
+        let valid = Scenario.records()
+        let malformed = MalformedRecords.make(count: malformedCount)
+        // Interleave: the valid records keep their order, malformed ones fall between them.
+        var input: [(value: [UInt8], timestamp: Int64, isValid: Bool)] = []
+        var next = 0
+        for (index, record) in valid.enumerated() {
+            let share = (index + 1) * malformed.count / valid.count
+            while next < share { input.append((malformed[next], record.timestamp, false)); next += 1 }
+            input.append((record.value, record.timestamp, true))
+        }
+        let producer = try KafkaProducer(configuration: bench.kafka, logger: quiet)
+        for record in input {
+            try producer.send(ProducerMessage(topic: bench.input, key: Array("node".utf8), value: record.value, timestamp: record.timestamp))
+        }
+        try producer.flush(timeout: .seconds(60))
+
+        var configuration = bench.configuration()
+        configuration.decoderLimits = MalformedRecords.limits
+        let clock = ManualClock()
+        let runner = PipelineRunner(configuration: configuration, rules: bench.rules, provisioner: bench.broker.provisioner, logger: quiet, clock: { clock.now })
+        try runner.start()
+        try driveThroughWindows([runner], clock: clock,
+                                consumed: { runner.snapshot().inputRecords >= input.count && runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
+        let counters = runner.snapshot()
+        try runner.stop()
+
+        // The input partition was read to its end and committed there: no record held it up.
+        #expect(counters.inputRecords == input.count)
+        #expect(counters.deadLettered == malformed.count)
+        // Errors are counted per event: a record of several broken events counts each.
+        #expect(counters.decodeErrors.values.reduce(0, +) >= malformed.count, "\(counters.decodeErrors)")
+        #expect(counters.matches[try #require(bench.rules.rules.first).id] == 68)
+        let reasons = Set(counters.decodeErrors.keys)
+        #expect(reasons.isSuperset(of: ["invalid_json", "wrong_field_type", "record_too_large", "nesting_too_deep", "invalid_utf8", "empty_record"]), "\(counters.decodeErrors)")
+
+        // Every malformed record is in the DLQ, byte for byte, with its reason and source offset.
+        let expected = Dictionary(uniqueKeysWithValues: input.enumerated().filter { !$0.element.isValid }.map { (Int64($0.offset), $0.element.value) })
+        let dead = try bench.read(configuration.deadLetterTopic(bench.input), atLeast: malformed.count, timeout: .seconds(90))
+        var seen = Set<Int64>()
+        for record in dead {
+            func header(_ name: String) -> String? { record.headers.first { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) } }
+            let offset = try #require(header("source.offset").flatMap { Int64($0) })
+            #expect(record.value == expected[offset], "DLQ record for offset \(offset) differs from the input")
+            #expect(header("error.reason").map(reasons.contains) == true)
+            #expect(header("error.message")?.isEmpty == false)
+            seen.insert(offset)
+        }
+        #expect(seen == Set(expected.keys), "\(dead.count) DLQ records read; \(expected.count - seen.count) malformed records missing from the DLQ, e.g. \(Set(expected.keys).subtracting(seen).sorted().prefix(10)); \(seen.subtracting(expected.keys).count) unexpected")
+
+        // The valid records gave exactly the alerts of the clean scenario.
+        let alerts = try bench.alerts(atLeast: 6)
+        #expect(Set(alerts.map(\.id)).count == 3)
+        #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
+    }
+
     static func scenarioAlertsSuppressesAndUpdates(_ bench: PipelineBench) throws {
         let records = Scenario.records()
         try bench.produce(records, malformed: Scenario.malformed)
@@ -333,6 +438,11 @@ struct PipelineEndToEndTests {
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
     @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
     @Test func exactlyOnceUsesTheTransactionCallSequence() throws { try PipelineScenarios.exactlyOnceUsesTheTransactionCallSequence(bench()) }
+    /// 3 000 here: librdkafka's mock broker keeps only the newest 5 MB of a partition, and the one-partition
+    /// dead-letter topic of 10 000 records (with their headers) is more; the tansu suite runs 10 000.
+    @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws {
+        try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench(), malformedCount: 3_000)
+    }
 
     /// Without the repartition hop (input already partitioned by account): the same alerts, and a restart
     /// restores the state from the changelog partition of the input partition.
@@ -359,6 +469,7 @@ struct TansuPipelineTests {
     @Test func restartMidWindowRestoresStateFromTheChangelog() throws { try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(bench()) }
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
     @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
+    @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws { try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench()) }
 }
 
 @Suite("Pipeline under faults and with new_terms rules (mock cluster)", .serialized)
