@@ -72,7 +72,14 @@ while [ "$SECONDS" -lt "$deadline" ]; do
   fi
 done
 "$python" scripts/chaos.py drained "$bootstrap" "$app" "$input" "$app-$rule_id-matches" || { echo "chaos: input not drained in time" >&2; exit 1; }
-sleep $((idle + 8))  # quiet partitions close their windows; their updates are published
+# Quiet partitions close their windows after the idle timeout, counted from the last restore: after the
+# last kill the group first waits out the dead member's session (6 s), then restores, then idles. Verify
+# until the alerts match or that has had ample time (the final verdict below is the one that counts).
+settle_deadline=$((SECONDS + idle + 60))
+sleep $((idle + 8))
+while [ "$SECONDS" -lt "$settle_deadline" ] && ! "$python" scripts/chaos.py verify "$bootstrap" "$alerts" "$work/expected.ndjson" > "$work/settle.log" 2>&1; do
+  sleep 5
+done
 stop_all
 pids=(0 0 0)
 echo "chaos: seed $seed, $events events, $done_kills kills (SIGKILL) survived; expected: $(tail -n 1 "$work/replay.log")"

@@ -72,6 +72,11 @@ public final class MockCluster: @unchecked Sendable {
         try KafkaError.check(rd_kafka_mock_partition_set_leader(cluster, topic, partition, broker), "mock leader")
     }
 
+    /// Makes `broker` the coordinator of a consumer group (`type` "group") or transactional id ("transaction").
+    public func setCoordinator(_ type: String = "group", key: String, broker: Int32) throws(KafkaError) {
+        try KafkaError.check(rd_kafka_mock_coordinator_set(cluster, type, key, broker), "mock coordinator")
+    }
+
     /// Kafka API keys the mock understands, for ``pushRequestErrors(apiKey:_:)``.
     public enum ApiKey {
         public static let produce: Int16 = 0

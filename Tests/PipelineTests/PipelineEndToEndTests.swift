@@ -497,6 +497,93 @@ struct PipelineFaultTests {
         #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
     }
 
+    /// Every broker goes down mid-stream for a few seconds: the pipeline keeps polling without failing,
+    /// resumes when the brokers are back, and the alerts are exactly those of an undisturbed run.
+    @Test func brokersGoingDownMidStreamPauseAndResumeLosingNothing() throws {
+        let cluster = try MockCluster(brokers: 3, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Scenario.records()
+        let half = records.count / 2
+        try bench.produce(Array(records[..<half]))
+        let clock = ManualClock()
+        var configuration = bench.configuration()
+        configuration.producerProperties = ["message.timeout.ms": "3000"]
+        let runner = PipelineRunner(configuration: configuration, rules: bench.rules, provisioner: bench.broker.provisioner, logger: quiet, clock: { clock.now })
+        try runner.start()
+        try drive([runner], clock: clock, until: { runner.snapshot().alertsNew >= 2 })
+
+        try cluster.setBrokerDown()
+        let producer = try KafkaProducer(configuration: bench.kafka.merging(["message.timeout.ms": "60000"]), logger: quiet)
+        for record in records[half...] {
+            try producer.send(ProducerMessage(topic: bench.input, key: Array(record.key.utf8), value: record.value, timestamp: record.timestamp))
+        }
+        let outage = ContinuousClock.now + .seconds(4)
+        var processedDuringOutage = 0
+        while ContinuousClock.now < outage { processedDuringOutage += try runner.runOnce() }
+        #expect(processedDuringOutage == 0, "nothing can be read while every broker is down")
+        try cluster.setBrokerUp()
+        try producer.flush(timeout: .seconds(30))
+
+        try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().inputRecords >= records.count && runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
+        let counters = runner.snapshot()
+        try runner.stop()
+        #expect(counters.inputRecords >= records.count)
+        #expect(counters.deadLettered == 0)
+        let alerts = try bench.alerts(atLeast: 6)
+        #expect(Set(alerts.map(\.id)).count == 3)
+        #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
+    }
+
+    /// The alerts topic alone becomes unwritable (its leader's broker is down): the instance commits no
+    /// match offset past an unacknowledged alert, and when the broker returns every alert is delivered.
+    @Test func anUnwritableAlertsTopicHoldsCommitsBackUntilItRecovers() throws {
+        let cluster = try MockCluster(brokers: 3, logger: quiet)
+        let bench = try PipelineBench(mock: cluster)
+        let records = Scenario.records()
+        try bench.produce(records)
+        let clock = ManualClock()
+        var configuration = bench.configuration()
+        configuration.producerProperties = ["message.timeout.ms": "1500"]
+        try cluster.setCoordinator(key: configuration.applicationID, broker: 1)
+        try cluster.setCoordinator(key: "\(configuration.applicationID)-restore", broker: 1)
+        try cluster.createTopic(bench.alerts, partitions: 3)
+        for partition in 0..<3 { try cluster.setPartitionLeader(topic: bench.alerts, partition: Int32(partition), broker: 3) }
+        try cluster.setBrokerDown(3)
+        let runner = PipelineRunner(configuration: configuration, rules: bench.rules, provisioner: bench.broker.provisioner, logger: quiet, clock: { clock.now })
+        try runner.start()
+        // Everything on broker 1 except the alerts topic, which broker 3 — down — leads.
+        let rule = try #require(bench.rules.rules.first).id
+        for (topic, partitions) in [(bench.input, 1), (configuration.matchesTopic(rule), Int(configuration.internalPartitions)),
+                                    (configuration.stateTopic(rule), Int(configuration.internalPartitions)), (configuration.deadLetterTopic(bench.input), 1)] {
+            for partition in 0..<partitions { try cluster.setPartitionLeader(topic: topic, partition: Int32(partition), broker: 1) }
+        }
+
+        // Every match aggregated and every alert raised — none can be acknowledged.
+        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 && runner.snapshot().alertsNew >= 3 })
+        let extra = ContinuousClock.now + .seconds(3)   // time for a (wrong) commit to happen
+        while ContinuousClock.now < extra { _ = try runner.runOnce() }
+        #expect(runner.snapshot().alertsNew >= 3, "the alerts were raised: \(runner.snapshot())")
+        // The first match of every matches partition raised an alert (a new account) that is not acknowledged:
+        // no matches partition may have a committed offset past 0.
+        let reader = try KafkaConsumer(configuration: bench.kafka.merging(["group.id": configuration.applicationID]), logger: quiet)
+        let matchesPartitions = (0..<configuration.internalPartitions).map { TopicPartition(configuration.matchesTopic(rule), $0) }
+        let committed = try reader.committed(matchesPartitions)
+        #expect(committed.count == matchesPartitions.count)
+        #expect(committed.allSatisfy { $0.offset <= 0 }, "committed past an unacknowledged alert: \(committed)")
+        // Meanwhile the input, whose outputs (the matches) were acknowledged, was committed to its end.
+        #expect(try reader.committed([TopicPartition(bench.input, 0)]).first?.offset == Int64(records.count))
+        try reader.close()
+
+        try cluster.setBrokerUp(3)
+        try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
+        try runner.stop()
+        let alerts = try bench.alerts(atLeast: 6)
+        #expect(Set(alerts.map(\.id)).count == 3)
+        #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
+    }
+
     /// A `new_terms` rule alerts once per new combination of its terms, keyed and remembered per partition.
     @Test func newTermsRulesAlertOncePerNewCombination() throws {
         let cluster = try MockCluster(brokers: 1, logger: quiet)
