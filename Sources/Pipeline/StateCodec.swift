@@ -80,7 +80,7 @@ public enum StateCodec {
             let values = group.map(\.stringValue)
             var window = SuppressionWindow(
                 groupKey: key, groupValues: values, start: start, end: end,
-                first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
+                first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source).compacted(),
                 suppressed: Int(suppressed), summary: summary,
                 applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) })
             if case .bool(true)? = entry["closed"] { window.closed = true }
