@@ -91,6 +91,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        CrashReports.limitBeforeSecretsAreRead()
         let environment = ProcessInfo.processInfo.environment
         var loader: SettingsLoader
         let settings: Settings
@@ -247,6 +248,29 @@ final class Service: @unchecked Sendable {
 /// (its loop reads ``requested``), a second exits at once (130). A plain handler that only touches an atomic
 /// is async-signal-safe and, unlike a dispatch signal source, does not depend on which of librdkafka's
 /// threads the kernel delivers the signal to.
+/// The Swift runtime's crash report lists every register with the 16 bytes it points at: memory that can
+/// hold a SASL password or a key passphrase. The service's report is limited to the symbolicated stack of
+/// the crashed thread. The runtime reads its setting when the process starts, so `run` re-executes itself
+/// once with it set (an operator's own `SWIFT_BACKTRACE` is left alone).
+enum CrashReports {
+    static let setting = "enable=yes,registers=none,images=none,threads=crashed,sanitize=yes,interactive=no"
+
+    static func limitBeforeSecretsAreRead() {
+        // A parent's blocked signals are inherited: a blocked SIGSEGV from a fault skips the report altogether.
+        var crashSignals = sigset_t()
+        sigemptyset(&crashSignals)
+        for number in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP] { sigaddset(&crashSignals, number) }
+        pthread_sigmask(SIG_UNBLOCK, &crashSignals, nil)
+        guard getenv("SWIFT_BACKTRACE") == nil else { return }
+        setenv("SWIFT_BACKTRACE", setting, 1)
+        // The executable's own path (not /proc/self/exe) keeps the process and thread names.
+        var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        if readlink("/proc/self/exe", &path, path.count - 1) > 0 { execv(path, CommandLine.unsafeArgv) }
+        // Only a failed exec returns: run on, with the runtime's default report.
+        unsetenv("SWIFT_BACKTRACE")
+    }
+}
+
 enum StopSignals {
     static func install() {
         signal(SIGPIPE, SIG_IGN)

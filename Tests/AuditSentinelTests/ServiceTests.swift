@@ -32,6 +32,7 @@ struct ServiceTests {
                                  "--set", "kafka.consumer.fetch.wait.max.ms=50", "--set", "kafka.common.topic.metadata.refresh.interval.ms=1000",
                                  "--set", "processing.internal_partitions=2", "--set", "processing.create_topics=false", "--set", "shutdown.timeout=40s"] + extra
             var inherited = ProcessInfo.processInfo.environment
+            inherited.removeValue(forKey: "SWIFT_BACKTRACE")   // the service sets its own
             inherited.merge(environment) { $1 }
             process.environment = inherited
             process.standardOutput = FileHandle.nullDevice
@@ -181,6 +182,31 @@ struct ServiceTests {
         let newAlerts = alerts.filter { $0.headers.contains { $0.name == "alert.kind" && $0.value.map { String(decoding: $0, as: UTF8.self) } == "new" } }
         #expect(newAlerts.count == accounts)
         #expect(Set(newAlerts.map(\.key)).count == accounts)
+    }
+
+    /// A crash report (here forced with SIGSEGV) shows the stack, not registers or the memory they point
+    /// at, where a secret could be.
+    @Test func aCrashReportShowsNoRegistersMemoryOrSecrets() throws {
+        let cluster = try MockCluster(brokers: 1, logger: silent)
+        let ruleID = try #require(try loadRuleSet([packageRoot.appendingPathComponent("Config/rules").path]).rules.first).id
+        for (topic, partitions) in [(input, 1), ("crash-\(ruleID)-matches", 2), ("crash-\(ruleID)-state", 2), ("\(input).dlq", 1), (alertsTopic, 3)] {
+            try cluster.createTopic(topic, partitions: Int32(partitions))
+        }
+        let secret = "hunter2-in-a-crash"
+        let service = try ServiceProcess(brokers: cluster.bootstrapServers, applicationID: "crash",
+                                         environment: ["AUDIT_SENTINEL_KAFKA_COMMON_SASL_USERNAME": "sentinel", "AUDIT_SENTINEL_KAFKA_COMMON_SASL_PASSWORD": secret])
+        try service.waitFor("readiness") { try service.get("/readyz").status == 200 }
+        // Sent from outside, the signal gets the full crash report; the runtime then returns to the program
+        // (a real fault would fault again and end it).
+        kill(service.process.processIdentifier, SIGSEGV)
+        try service.waitFor("the crash report") { service.log.contains("Backtrace took") }
+        _ = service.terminate()
+        let log = service.log
+        #expect(log.contains("Program crashed"), "no crash report at all: \(log.suffix(2000))")
+        #expect(log.contains("Thread 0"), "the report shows the stack")
+        #expect(!log.contains("Registers:"), "\(log.suffix(3000))")
+        #expect(!log.contains("Images ("))
+        #expect(!log.contains(secret))
     }
 
     @Test func invalidConfigurationExitsWithOneLineNamingTheKey() throws {
