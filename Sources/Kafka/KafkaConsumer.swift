@@ -40,6 +40,9 @@ public struct ConsumerRecord: @unchecked Sendable {
     let message: UnsafeMutablePointer<rd_kafka_message_t>
 
     public var topic: String { String(cString: rd_kafka_topic_name(message.pointee.rkt)) }
+    /// The same for every record of one topic from this consumer: tells topics apart without building
+    /// the name (`topic` makes a String each time).
+    public var topicIdentity: Int { Int(bitPattern: message.pointee.rkt.map { UnsafeRawPointer($0) }) }
     public var partition: Int32 { message.pointee.partition }
     public var offset: Int64 { message.pointee.offset }
     public var topicPartition: TopicPartition { TopicPartition(topic, partition) }

@@ -267,14 +267,24 @@ public final class PipelineRunner: @unchecked Sendable {
         // Per-record counts are kept here and merged once per batch: no lock per record.
         var counts = BatchCounts()
         let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout) { batch in
+            // Records come in runs of one partition: the topic's name, its rule and the offset map are
+            // touched once per run, not per record.
+            var run: (topic: Int, name: String, ruleID: String?, partition: Int32, next: Int64)?
             for record in batch {
-                offsets[record.topicPartition] = record.offset + 1
-                if let ruleID = matchTopics[record.topic] {
+                if run?.topic != record.topicIdentity || run?.partition != record.partition {
+                    if let run { offsets[TopicPartition(run.name, run.partition)] = run.next }
+                    let name = run?.topic == record.topicIdentity ? run!.name : record.topic
+                    let ruleID = run?.topic == record.topicIdentity ? run!.ruleID : matchTopics[name]
+                    run = (record.topicIdentity, name, ruleID, record.partition, 0)
+                }
+                run!.next = record.offset + 1
+                if let ruleID = run!.ruleID {
                     aggregate(record, ruleID: ruleID, counts: &counts, into: &outputs)
                 } else {
                     detect(record, counts: &counts, into: &outputs)
                 }
             }
+            if let run { offsets[TopicPartition(run.name, run.partition)] = run.next }
             return batch.count
         }
         outputs += closeIdleWindows()

@@ -535,8 +535,10 @@ struct PipelineFaultTests {
         #expect(Set(alerts.filter { $0.kind == "update" }.map { $0.document[path: "kibana.alert.suppression.docs_count"] }) == [19, 29, 17])
     }
 
-    /// The alerts topic alone becomes unwritable (its leader's broker is down): the instance commits no
-    /// match offset past an unacknowledged alert, and when the broker returns every alert is delivered.
+    /// The alerts topic alone becomes unwritable (its leader's broker is down): the instance pauses its
+    /// partitions and resends with backoff, commits no match offset past an unacknowledged alert (while the
+    /// input, whose matches were acknowledged, commits on), and when the broker returns every alert is
+    /// delivered.
     @Test func anUnwritableAlertsTopicHoldsCommitsBackUntilItRecovers() throws {
         let cluster = try MockCluster(brokers: 3, logger: quiet)
         let bench = try PipelineBench(mock: cluster)
@@ -559,11 +561,19 @@ struct PipelineFaultTests {
             for partition in 0..<partitions { try cluster.setPartitionLeader(topic: topic, partition: Int32(partition), broker: 1) }
         }
 
-        // Every match aggregated and every alert raised — none can be acknowledged.
-        try drive([runner], clock: clock, until: { runner.snapshot().matchesAggregated >= 68 && runner.snapshot().alertsNew >= 3 })
-        let extra = ContinuousClock.now + .seconds(3)   // time for a (wrong) commit to happen
-        while ContinuousClock.now < extra { _ = try runner.runOnce() }
-        #expect(runner.snapshot().alertsNew >= 3, "the alerts were raised: \(runner.snapshot())")
+        // The instance runs on its own thread: with its alerts failing it stays inside its delivery loop,
+        // resending with backoff and its partitions paused, until they are acknowledged.
+        let running = Atomic<Bool>(true)
+        let loop = Thread {
+            while running.load(ordering: .acquiring) { _ = try? runner.runOnce() }
+        }
+        loop.start()
+        let raised = ContinuousClock.now + .seconds(60)
+        while runner.snapshot().alertsNew < 3 && ContinuousClock.now < raised { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 4)   // past message.timeout.ms: the alerts fail and are retried
+        let during = runner.snapshot()
+        #expect(during.alertsNew >= 3, "the alerts were raised: \(during)")
+        #expect(during.produceRetries > 0, "the failed alerts are being retried: \(during)")
         // The first match of every matches partition raised an alert (a new account) that is not acknowledged:
         // no matches partition may have a committed offset past 0.
         let reader = try KafkaConsumer(configuration: bench.kafka.merging(["group.id": configuration.applicationID]), logger: quiet)
@@ -575,7 +585,12 @@ struct PipelineFaultTests {
         #expect(try reader.committed([TopicPartition(bench.input, 0)]).first?.offset == Int64(records.count))
         try reader.close()
 
+        // Back: the resent alerts are acknowledged and the loop returns.
         try cluster.setBrokerUp(3)
+        running.store(false, ordering: .releasing)
+        let recovered = ContinuousClock.now + .seconds(60)
+        while !loop.isFinished && ContinuousClock.now < recovered { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(loop.isFinished, "the delivery loop did not come back after the broker did")
         try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().matchesAggregated >= 68 },
                                 updated: { runner.snapshot().alertsUpdated >= 3 })
         try runner.stop()
