@@ -201,8 +201,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         try KafkaError.check(rd_kafka_unsubscribe(handle.pointer), "unsubscribe")
     }
 
-    /// Hands the records already fetched (up to `maxMessages`) to `body` in one batch, waiting up to
-    /// `timeout` only when there are none, serving rebalances and errors on the way. Records are borrowed: see ``ConsumerRecord``.
+    /// Waits up to `timeout` for records and hands up to `maxMessages` of them to `body` in one batch,
+    /// serving rebalances and errors on the way. Records are borrowed: see ``ConsumerRecord``.
     public func poll<R>(
         maxMessages: Int = 1024, timeout: Duration, _ body: (MessageBatch) throws -> R
     ) throws -> R {
@@ -214,17 +214,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             buffer.deallocate()
             buffer = .allocate(capacity: maxMessages)
         }
-        // librdkafka's batch call waits until the batch is full or the timeout passes: at 10 000 records/s a
-        // batch of 1 000 would sit for 100 ms. Take what is there; only when nothing is, wait for the first
-        // record, then take what came with it.
-        var received = rd_kafka_consume_batch_queue(queue, 0, buffer.baseAddress, maxMessages)
-        if received == 0 && timeout > .zero {
-            received = rd_kafka_consume_batch_queue(queue, timeout.milliseconds, buffer.baseAddress, 1)
-            if received == 1 && maxMessages > 1 {
-                let more = rd_kafka_consume_batch_queue(queue, 0, buffer.baseAddress! + 1, maxMessages - 1)
-                if more > 0 { received += more }
-            }
-        }
+        let received = rd_kafka_consume_batch_queue(queue, timeout.milliseconds, buffer.baseAddress, maxMessages)
         guard received >= 0 else {
             throw KafkaError(code: .init(rd_kafka_last_error()), message: "consume failed")
         }

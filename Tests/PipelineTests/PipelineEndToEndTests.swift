@@ -570,7 +570,10 @@ struct PipelineFaultTests {
         loop.start()
         let raised = ContinuousClock.now + .seconds(60)
         while runner.snapshot().alertsNew < 3 && ContinuousClock.now < raised { Thread.sleep(forTimeInterval: 0.05) }
-        Thread.sleep(forTimeInterval: 4)   // past message.timeout.ms: the alerts fail and are retried
+        // Past message.timeout.ms the alerts fail and are resent.
+        let failing = ContinuousClock.now + .seconds(60)
+        while runner.snapshot().produceRetries == 0 && ContinuousClock.now < failing { Thread.sleep(forTimeInterval: 0.1) }
+        Thread.sleep(forTimeInterval: 1)   // time for a (wrong) commit to happen
         let during = runner.snapshot()
         #expect(during.alertsNew >= 3, "the alerts were raised: \(during)")
         #expect(during.produceRetries > 0, "the failed alerts are being retried: \(during)")
