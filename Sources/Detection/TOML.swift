@@ -19,7 +19,6 @@ public enum TOMLValue: Sendable, Equatable {
 
     public var string: String? { if case .string(let value) = self { value } else { nil } }
     public var int: Int? { if case .integer(let value) = self { value } else { nil } }
-    public var double: Double? { if case .float(let value) = self { value } else { nil } }
     public var bool: Bool? { if case .boolean(let value) = self { value } else { nil } }
     public var array: [TOMLValue]? { if case .array(let value) = self { value } else { nil } }
     public var table: TOMLTable? { if case .table(let value) = self { value } else { nil } }
