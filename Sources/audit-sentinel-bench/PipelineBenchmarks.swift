@@ -242,10 +242,13 @@ struct EndToEndBenchmark {
         configuration.validateEveryRecord = validateEveryRecord
         let runners = (0..<instances).map { _ in PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger) }
         for runner in runners { try runner.start() }
-        func inputRecords() -> Int { runners.reduce(0) { $0 + $1.snapshot().inputRecords } }
+        let statuses = runners.map(\.status)
+        func inputRecords() -> Int { statuses.reduce(0) { $0 + $1.counterSnapshot.inputRecords } }
         let started = Mutex<ContinuousClock.Instant?>(nil)
         let done = Atomic<Bool>(false)
         let threads = runners.map { runner in
+            // Handed to its thread: from here until `done`, only that thread touches the runner.
+            nonisolated(unsafe) let runner = runner
             let thread = Thread {
                 while !done.load(ordering: .acquiring) {
                     if (try? runner.runOnce()) ?? 0 > 0 { started.withLock { if $0 == nil { $0 = .now } } }

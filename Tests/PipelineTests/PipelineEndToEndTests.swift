@@ -564,8 +564,10 @@ struct PipelineFaultTests {
         // The instance runs on its own thread: with its alerts failing it stays inside its delivery loop,
         // resending with backoff and its partitions paused, until they are acknowledged.
         let running = Atomic<Bool>(true)
+        // Driven by the loop thread alone until it has finished; this thread reads only `status` meanwhile.
+        nonisolated(unsafe) let driven = runner
         let loop = Thread {
-            while running.load(ordering: .acquiring) { _ = try? runner.runOnce() }
+            while running.load(ordering: .acquiring) { _ = try? driven.runOnce() }
         }
         loop.start()
         let raised = ContinuousClock.now + .seconds(60)

@@ -1,0 +1,55 @@
+// The aggregate processor: a match → its state store's suppression → alert records.
+import AuditEvents
+import Detection
+import Kafka
+
+/// Applies matches to state stores and turns the resulting alert actions into alert records (keyed by
+/// alert id, last write wins). Deterministic: the same matches in the same order give the same bytes.
+struct AggregateProcessor {
+    let topology: Topology
+    let builders: [AlertDocumentBuilder]
+
+    init(topology: Topology) {
+        self.topology = topology
+        builders = topology.rules.map { AlertDocumentBuilder(rule: $0.rule, productVersion: topology.configuration.productVersion) }
+    }
+
+    func emptyState(ruleIndex: Int) -> RuleState {
+        let configuration = topology.configuration
+        let rule = topology.rules[ruleIndex].rule
+        return RuleState(rule: rule, suppression: configuration.suppression(for: rule),
+                         graceMilliseconds: configuration.graceMilliseconds, idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds)
+    }
+
+    /// Applies one match of a record the store does not hold yet (the caller checks
+    /// ``StateStore/covers(offset:)`` once per record, then moves the position past it).
+    func apply(_ match: RuleMatch, to store: inout StateStore, now: Int64, counts: inout TaskCounts, output: inout [OutputRecord]) {
+        counts.matchesAggregated += 1
+        let before = (store.state.suppressor.lateCount, store.state.suppressor.duplicateCount)
+        let actions = store.state.apply(match, rule: topology.rules[store.id.ruleIndex].rule, now: now)
+        let late = store.state.suppressor.lateCount - before.0
+        let duplicate = store.state.suppressor.duplicateCount - before.1
+        counts.lateMatches += late
+        counts.duplicateMatches += duplicate
+        if duplicate == 0 && !actions.contains(where: { $0.kind == .new }) { counts.suppressedMatches += 1 }
+        for action in actions { output.append(alertRecord(action, ruleIndex: store.id.ruleIndex, counts: &counts)) }
+    }
+
+    func alertRecord(_ action: AlertAction, ruleIndex: Int, counts: inout TaskCounts) -> OutputRecord {
+        let builder = builders[ruleIndex]
+        let ruleID = topology.rules[ruleIndex].id
+        if action.kind == .new {
+            counts.alertsNew += 1
+            counts.alertsNewByRule[ruleID, default: 0] += 1
+        } else {
+            counts.alertsUpdated += 1
+            counts.alertsUpdatedByRule[ruleID, default: 0] += 1
+        }
+        let format = topology.configuration.alertFormat
+        return OutputRecord(
+            topic: topology.configuration.alertsTopic, key: Array(builder.alertID(for: action.window).utf8),
+            value: builder.serialized(action, format: format),
+            headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) } + [KafkaHeader("alert.kind", action.kind.rawValue)],
+            latencyOrigin: action.kind == .new ? action.window.first.eventTime : nil, lastWriteWins: true)
+    }
+}

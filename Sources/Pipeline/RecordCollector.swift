@@ -1,0 +1,155 @@
+// The record collector: output records, their delivery tracking, and the offsets that become committable.
+import Foundation
+import Kafka
+
+/// One record the topology writes: a repartitioned match, a dead letter, a changelog entry or an alert.
+public struct OutputRecord: Sendable {
+    public var topic: String
+    /// Chosen by the topology (repartition and changelog records); nil lets the producer's partitioner
+    /// choose by key.
+    public var partition: Int32?
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [KafkaHeader]
+    /// For a new alert: the `event.ingested` of the match that raised it (alert latency is measured from it).
+    public var latencyOrigin: Int64?
+    /// A later output with the same topic and key replaces this one (alert versions, changelog state): if
+    /// this one fails after a later one was sent, it is not sent again, so the newest stays the last.
+    public var lastWriteWins: Bool
+
+    public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader] = [],
+                latencyOrigin: Int64? = nil, lastWriteWins: Bool = false) {
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.latencyOrigin = latencyOrigin
+        self.lastWriteWins = lastWriteWins
+    }
+}
+
+/// Outputs in flight and the input offsets that wait for them, in batch order. Delivery reports arrive on the
+/// producer's poll thread; everything else runs on the pipeline's thread.
+///
+/// Thread-safe (every member behind one condition lock), hence `@unchecked Sendable`: the producer's
+/// delivery callback acknowledges from librdkafka's thread while the poll loop registers and takes.
+final class DeliveryTracker: @unchecked Sendable {
+    private struct Batch {
+        var offsets: [TopicPartition: Int64]
+        var unacknowledged = 0
+        var sealed = false
+        var alerts: [OutputRecord] = []
+    }
+    private let condition = NSCondition()
+    private var nextOutputID: UInt64 = 1
+    private var nextBatch: UInt64 = 1
+    private var oldestBatch: UInt64 = 1
+    private var batches: [UInt64: Batch] = [:]
+    private var pending: [UInt64: (batch: UInt64, output: OutputRecord)] = [:]
+    private var failed: [(id: UInt64, batch: UInt64, output: OutputRecord)] = []
+    /// For last-write-wins outputs: the newest output id per topic and key.
+    private var newest: [String: UInt64] = [:]
+
+    private static func replacementKey(_ output: OutputRecord) -> String? {
+        guard output.lastWriteWins else { return nil }
+        return output.topic + "\u{0}" + String(decoding: output.key ?? [], as: UTF8.self)
+    }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        condition.lock()
+        defer { condition.unlock() }
+        return body()
+    }
+
+    func open(offsets: [TopicPartition: Int64]) -> UInt64 {
+        locked {
+            defer { nextBatch += 1 }
+            batches[nextBatch] = Batch(offsets: offsets)
+            return nextBatch
+        }
+    }
+
+    /// Tracks an output about to be sent; returns the id its delivery report will carry.
+    func register(_ output: OutputRecord, batch: UInt64) -> UInt64 {
+        locked {
+            let id = nextOutputID
+            nextOutputID += 1
+            pending[id] = (batch, output)
+            batches[batch]?.unacknowledged += 1
+            if let key = Self.replacementKey(output) { newest[key] = id }
+            return id
+        }
+    }
+
+    /// Every output of the batch is registered: it may complete.
+    func close(_ batch: UInt64) { locked { batches[batch]?.sealed = true } }
+
+    func acknowledge(id: UInt64, failed isFailure: Bool) {
+        locked {
+            guard let entry = pending.removeValue(forKey: id) else { return }
+            if isFailure {
+                failed.append((id, entry.batch, entry.output))
+            } else {
+                batches[entry.batch]?.unacknowledged -= 1
+                if entry.output.latencyOrigin != nil { batches[entry.batch]?.alerts.append(entry.output) }
+                if let key = Self.replacementKey(entry.output), newest[key] == id { newest.removeValue(forKey: key) }
+            }
+            condition.broadcast()
+        }
+    }
+
+    /// Failed outputs to send again, in their original order, registered again under their batches. One
+    /// that a later output with the same topic and key replaces counts as delivered: sending it now would
+    /// put an old version after the new one.
+    func takeFailed() -> [(UInt64, OutputRecord)] {
+        locked {
+            defer { failed.removeAll() }
+            var resend: [(UInt64, OutputRecord)] = []
+            for entry in failed.sorted(by: { $0.id < $1.id }) {
+                if let key = Self.replacementKey(entry.output), let latest = newest[key], latest != entry.id {
+                    batches[entry.batch]?.unacknowledged -= 1
+                    continue
+                }
+                pending[entry.id] = (entry.batch, entry.output)
+                resend.append((entry.id, entry.output))
+            }
+            return resend
+        }
+    }
+
+    /// The offsets of the leading batches whose outputs are all acknowledged (highest per partition), and
+    /// their new alerts.
+    func takeCompleted() -> (offsets: [TopicPartition: Int64], alerts: [OutputRecord]) {
+        locked {
+            var offsets: [TopicPartition: Int64] = [:]
+            var alerts: [OutputRecord] = []
+            while let batch = batches[oldestBatch], batch.sealed, batch.unacknowledged == 0 {
+                offsets.merge(batch.offsets, uniquingKeysWith: max)
+                alerts += batch.alerts
+                batches.removeValue(forKey: oldestBatch)
+                oldestBatch += 1
+            }
+            return (offsets, alerts)
+        }
+    }
+
+    /// Partitions this member no longer owns: their offsets are never committed by it.
+    func forget(_ partitions: Set<TopicPartition>) {
+        locked {
+            for id in batches.keys { batches[id]!.offsets = batches[id]!.offsets.filter { !partitions.contains($0.key) } }
+        }
+    }
+
+    /// Outputs sent and not yet acknowledged (or failed and not yet resent).
+    var outstanding: Int { locked { pending.count + failed.count } }
+
+    /// Whether a batch is complete but not yet committed.
+    var hasCompleted: Bool { locked { batches[oldestBatch].map { $0.sealed && $0.unacknowledged == 0 } ?? false } }
+
+    func waitForReports(timeout: Duration) {
+        condition.lock()
+        defer { condition.unlock() }
+        _ = condition.wait(until: Date().addingTimeInterval(Double(timeout.components.attoseconds) / 1e18 + Double(timeout.components.seconds)))
+    }
+}

@@ -1,0 +1,202 @@
+// The stream task: one member's processors and state stores, from record bytes to output records, with no broker.
+import AuditEvents
+import Detection
+import Kafka
+
+/// Everything between a consumed record and the records to produce, for the partitions one member owns:
+/// the detect processor, the aggregate processor over the state stores, the window punctuator, and the
+/// changelog writes. The Kafka runtime (``PipelineRunner``) and the in-memory driver (``InMemoryDriver``)
+/// drive the same task, so live and replay share every line from record bytes to alert document.
+///
+/// Ownership is explicit, and it is what keeps a handover exact: a store exists only for a partition this
+/// member was assigned and restored; a record of a partition it does not own is dropped, never applied to
+/// a fresh store; and a record handed over by the poll in which its partition's assignment changed is
+/// dropped too, since it may have been fetched under the previous assignment (librdkafka serves the
+/// rebalance from the same queue as the records, in the middle of a batch). Such a partition is read again
+/// from its start position: ``startOffset(of:committed:)``.
+///
+/// Confined to the thread of the loop that drives it: not `Sendable`.
+final class StreamTask {
+    let topology: Topology
+    private let detect: DetectProcessor
+    private let aggregate: AggregateProcessor
+    private let punctuator: WindowPunctuator
+    private let clock: @Sendable () -> Int64
+
+    private(set) var stores: [StatePartition: StateStore] = [:]
+    /// Owned partitions, with the epoch in which each was assigned.
+    private var owned: [TopicPartition: UInt64] = [:]
+    private var epoch: UInt64 = 0
+    private var pollEpoch: UInt64 = 0
+    private var output: [OutputRecord] = []
+    private var offsets: [TopicPartition: Int64] = [:]
+    private(set) var counts = TaskCounts()
+
+    init(topology: Topology, prefilter: PrefilterSet, clock: @escaping @Sendable () -> Int64) {
+        self.topology = topology
+        self.clock = clock
+        detect = DetectProcessor(topology: topology, prefilter: prefilter, clock: clock)
+        aggregate = AggregateProcessor(topology: topology)
+        punctuator = WindowPunctuator(interval: topology.configuration.interimUpdateMilliseconds)
+    }
+
+    // MARK: Assignment
+
+    /// Partitions given to this member. Their stores, if they carry any, come with ``install(_:)`` once
+    /// restored; until then their records are dropped.
+    func assign(_ partitions: [TopicPartition]) {
+        epoch += 1
+        for partition in partitions { owned[partition] = epoch }
+    }
+
+    /// Partitions taken away (revoked or lost): their stores go; their next owner restores them.
+    func revoke(_ partitions: [TopicPartition]) {
+        epoch += 1
+        for partition in partitions {
+            owned.removeValue(forKey: partition)
+            offsets.removeValue(forKey: partition)
+            for id in topology.statePartitions(carriedBy: partition) { stores.removeValue(forKey: id) }
+        }
+    }
+
+    func owns(_ partition: TopicPartition) -> Bool { owned[partition] != nil }
+    var ownedPartitions: [TopicPartition] { Array(owned.keys) }
+
+    func emptyStore(_ id: StatePartition) -> StateStore { StateStore(id: id, state: aggregate.emptyState(ruleIndex: id.ruleIndex)) }
+
+    func restoreStore(_ id: StatePartition, latest: [[UInt8]: [UInt8]?]) throws -> StateStore {
+        try StateStore.restore(id: id, empty: aggregate.emptyState(ruleIndex: id.ruleIndex), latest: latest, now: clock())
+    }
+
+    /// A restored store, for a partition still owned.
+    func install(_ store: StateStore) {
+        guard owned.keys.contains(where: { topology.statePartitions(carriedBy: $0).contains(store.id) }) else { return }
+        stores[store.id] = store
+    }
+
+    /// Where consumption of an owned partition starts: past everything its stores already hold, and never
+    /// before the committed offset.
+    func startOffset(of partition: TopicPartition, committed: Int64?) -> Int64? {
+        let positions = topology.statePartitions(carriedBy: partition).map { stores[$0]?.position }
+        let held: Int64? = positions.contains(where: { $0 == nil }) ? nil : positions.compactMap { $0 }.min()
+        switch (held, committed) {
+        case let (held?, committed?): return max(held, committed)
+        case let (held?, nil): return held
+        case let (nil, committed): return committed
+        }
+    }
+
+    // MARK: Processing
+
+    /// Marks the start of a poll: records of partitions assigned after this call are fenced.
+    func beginPoll() { pollEpoch = epoch }
+
+    /// Owned partitions assigned during the current poll: their records were dropped and they are to be
+    /// read again from ``startOffset(of:committed:)``.
+    var assignedDuringPoll: [TopicPartition] { owned.filter { $0.value > pollEpoch }.map(\.key).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) } }
+
+    /// Processes one record; returns false when it was fenced (dropped).
+    @discardableResult
+    func process(_ record: RecordView) -> Bool {
+        let partition = record.topicPartition
+        guard let assignedIn = owned[partition], assignedIn <= pollEpoch else {
+            counts.fencedRecords += 1
+            return false
+        }
+        switch topology.source(of: record.topic) {
+        case .matches(let ruleIndex)?:
+            let id = StatePartition(ruleIndex: ruleIndex, ruleID: topology.rules[ruleIndex].id, partition: record.partition)
+            guard var store = stores.removeValue(forKey: id) else {
+                counts.fencedRecords += 1  // not restored yet: read again once it is
+                return false
+            }
+            defer { stores[id] = store }
+            offsets[partition] = record.offset + 1
+            if store.covers(offset: record.offset) {
+                counts.duplicateMatches += 1  // already in the restored state
+                return true
+            }
+            store.advance(pastOffset: record.offset)
+            do {
+                let decoded = try StateCodec.decodeMatch(record.payload)
+                aggregate.apply(decoded.match, to: &store, now: clock(), counts: &counts, output: &output)
+            } catch {
+                // Our own records: unreadable only if something else wrote them. Skipped, counted.
+                counts.decodeErrors["unreadable_match", default: 0] += 1
+            }
+            return true
+        case .input?:
+            var found: [(ruleIndex: Int, match: RuleMatch)] = []
+            if topology.configuration.skipRepartition {
+                let ids = topology.statePartitions(carriedBy: partition)
+                guard ids.allSatisfy({ stores[$0] != nil }) else {
+                    counts.fencedRecords += 1
+                    return false
+                }
+                // Each store applies the record once: not if it already holds it (restored past it).
+                let fresh = ids.map { !stores[$0]!.covers(offset: record.offset) }
+                guard fresh.contains(true) else {
+                    offsets[partition] = record.offset + 1
+                    return true
+                }
+                detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
+                let now = clock()
+                for (ruleIndex, match) in found where fresh[ruleIndex] {
+                    aggregate.apply(match, to: &stores[ids[ruleIndex]]!, now: now, counts: &counts, output: &output)
+                }
+                for (index, id) in ids.enumerated() where fresh[index] { stores[id]!.advance(pastOffset: record.offset) }
+            } else {
+                detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
+                for (ruleIndex, match) in found {
+                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex) { output.append(repartitioned) }
+                }
+            }
+        case nil:
+            counts.fencedRecords += 1
+            return false
+        }
+        offsets[partition] = record.offset + 1
+        return true
+    }
+
+    /// Idle closes and interim updates, by the wall clock.
+    func punctuate() {
+        let now = clock()
+        for id in stores.keys.sorted() {
+            let actions = punctuator.punctuate(&stores[id]!, now: now)
+            for action in actions { output.append(aggregate.alertRecord(action, ruleIndex: id.ruleIndex, counts: &counts)) }
+        }
+    }
+
+    /// Closes every open window now (the end of a replay or a demo; a live instance leaves its windows to
+    /// the changelog instead).
+    func closeAllWindows() {
+        for id in stores.keys.sorted() {
+            var store = stores[id]!
+            let actions = store.state.suppressor.closeAll()
+            for action in actions { store.state.dirtyKeys.insert(action.window.groupKey) }
+            stores[id] = store
+            for action in actions { output.append(aggregate.alertRecord(action, ruleIndex: id.ruleIndex, counts: &counts)) }
+        }
+    }
+
+    /// The batch so far: its output records (the changelog writes of every store changed, last) and the next
+    /// offset of every partition it read. Starts the next batch.
+    func takeBatch() -> (records: [OutputRecord], offsets: [TopicPartition: Int64]) {
+        for id in stores.keys.sorted() {
+            output += stores[id]!.changelogRecords(topic: topology.changelogTopics[id.ruleIndex])
+        }
+        defer {
+            output.removeAll(keepingCapacity: true)
+            offsets.removeAll(keepingCapacity: true)
+        }
+        return (output, offsets)
+    }
+
+    func takeCounts() -> TaskCounts {
+        defer { counts = TaskCounts() }
+        return counts
+    }
+
+    var openWindows: Int { stores.values.reduce(0) { $0 + $1.state.suppressor.openWindowCount } }
+}

@@ -1,0 +1,42 @@
+// The window punctuator: wall-clock punctuation of the state stores — idle closes and interim updates.
+import AuditEvents
+import Detection
+
+/// Runs on every poll of the loop, records or not, with the injected wall clock:
+/// - a store whose partition has been quiet longer than the idle timeout moves its stream time on by the
+///   idle time, closing the windows that leaves behind (their final updates);
+/// - every `interimUpdateMilliseconds`, an open window that suppressed matches since its last published
+///   version is published again with its counts so far (same alert id, `update`), as Elastic refreshes a
+///   suppressed alert on every rule run. The final version at the close is always published as well.
+struct WindowPunctuator {
+    let interval: Int64
+
+    /// The alert actions due at `now`, for one store, in a deterministic order.
+    func punctuate(_ store: inout StateStore, now: Int64) -> [AlertAction] {
+        var actions = store.state.tick(now: now)
+        for action in actions where action.kind == .update { store.publishedSuppressed.removeValue(forKey: Self.key(action.window)) }
+        guard interval > 0 else { return actions }
+        if store.lastInterim == .min { store.lastInterim = now }
+        guard now - store.lastInterim >= interval else { return actions }
+        store.lastInterim = now
+        var open: [String: Int] = [:]
+        var interim: [SuppressionWindow] = []
+        for (_, windows) in store.state.suppressor.windows {
+            for window in windows where !window.closed {
+                let key = Self.key(window)
+                open[key] = store.publishedSuppressed[key] ?? 0
+                if window.suppressed > (store.publishedSuppressed[key] ?? 0) {
+                    interim.append(window)
+                    open[key] = window.suppressed
+                }
+            }
+        }
+        // Only open windows are remembered: a closed one has had its final version.
+        store.publishedSuppressed = open
+        interim.sort { ($0.start, $0.groupKey) < ($1.start, $1.groupKey) }
+        actions += interim.map { AlertAction(kind: .update, window: $0, late: false) }
+        return actions
+    }
+
+    static func key(_ window: SuppressionWindow) -> String { "\(window.groupKey)@\(window.start)" }
+}
