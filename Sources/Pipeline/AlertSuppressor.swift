@@ -213,12 +213,12 @@ public struct AlertSuppressor: Sendable {
     ///   replays at or below the last applied position of the key are ignored.
     /// - Returns: the alerts to publish, in order: closed windows' updates first, then this match's alert.
     public mutating func apply(_ match: RuleMatch, offset: Int64, now: Int64) -> [AlertAction] {
-        lastActivity = now
         recordTime = max(recordTime, match.eventTime)
         var actions = advance(to: max(streamTime, match.eventTime))
         let key = match.groupKey
 
         if match.hasMissingFields, configuration.missingFieldsStrategy == .doNotSuppress {
+            lastActivity = now
             // Every such event alerts on its own: a window of its own that is never retained.
             var window = newWindow(for: match, key: key, offset: offset)
             window.groupKey = key + "#\(match.source.topic)/\(match.source.partition)/\(match.source.offset)"
@@ -231,11 +231,13 @@ public struct AlertSuppressor: Sendable {
         if let applied = keyWindows.compactMap({ $0.applied[source] }).max(), offset <= applied {
             let recent = keyWindows.flatMap { $0.recent[source] ?? [] }
             if recent.isEmpty || offset < recent.min()! || recent.contains(offset) {
-                // Replayed after a restart: this record is already in the state.
+                // Replayed after a restart: this record is already in the state (nor does it count as
+                // activity: idle time runs from the last new record, wherever it was read).
                 duplicateCount += 1
                 return actions
             }
         }
+        lastActivity = now
         // The window holding the event; an event slightly out of order (before its key's window, but close
         // enough that a window opened by it would hold that window's start) joins that window.
         if let index = keyWindows.firstIndex(where: { !$0.closed && match.eventTime >= $0.start && match.eventTime < $0.end })
@@ -332,9 +334,28 @@ public struct AlertSuppressor: Sendable {
         }
     }
 
-    /// Starts the idle clock (after a restore: a partition that stays quiet closes its windows in time).
+    /// Starts the idle clock after a restore whose changelog did not say when the partition was last active
+    /// (a partition that stays quiet still closes its windows in time).
     public mutating func markActive(now: Int64) {
-        lastActivity = max(lastActivity, now)
+        if lastActivity == .min { lastActivity = now }
+    }
+
+    /// The partition's clocks: stream time, the records' own highest time, and the wall-clock time of the
+    /// last new record. Persisted with the store's position, so that a restored store closes and judges
+    /// lateness exactly as its previous owner would have.
+    public struct Clocks: Sendable, Equatable {
+        public var streamTime: Int64
+        public var recordTime: Int64
+        public var lastActivity: Int64
+    }
+
+    public var clocks: Clocks { Clocks(streamTime: streamTime, recordTime: recordTime, lastActivity: lastActivity) }
+
+    /// Sets the clocks restored from the changelog (after the windows, which only bound them from below).
+    public mutating func restore(clocks: Clocks) {
+        streamTime = max(streamTime, clocks.streamTime)
+        recordTime = clocks.recordTime
+        lastActivity = clocks.lastActivity
     }
 
     /// Restores stream time (persisted alongside the windows).

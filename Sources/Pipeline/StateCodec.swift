@@ -92,6 +92,27 @@ public enum StateCodec {
         return (windows, streamTime)
     }
 
+    // MARK: A store's position and clocks (changelog key `p|`)
+
+    public static func encode(position: Int64?, clocks: AlertSuppressor.Clocks) -> [UInt8] {
+        var object: JSONObject = [
+            "stream_time": .number(JSONNumber(clocks.streamTime)), "record_time": .number(JSONNumber(clocks.recordTime)),
+            "last_activity": .number(JSONNumber(clocks.lastActivity)),
+        ]
+        if let position { object["next_offset"] = .number(JSONNumber(position)) }
+        var bytes: [UInt8] = []
+        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    public static func decodePosition(_ bytes: UnsafeRawBufferPointer) throws -> (position: Int64?, clocks: AlertSuppressor.Clocks) {
+        let object = try parseObject(bytes)
+        guard let stream = int(object["stream_time"]), let record = int(object["record_time"]), let activity = int(object["last_activity"]) else {
+            throw DecodingError(description: "not a position record")
+        }
+        return (int(object["next_offset"]), AlertSuppressor.Clocks(streamTime: stream, recordTime: record, lastActivity: activity))
+    }
+
     // MARK: Pieces
 
     static func position(_ position: RecordPosition) -> JSONValue {

@@ -5,16 +5,17 @@ import Kafka
 
 /// The aggregation state of one ``StatePartition``, and what it writes to (and reads back from) its
 /// changelog partition. Changelog keys: `w|<group key>` → the key's windows (tombstone when it has none),
-/// `t|<terms>` → a `new_terms` combination's last sighting, `p|` → the store's position: the next offset of
-/// the partition that carries it. The position is written after the state it covers, in the same batch, so
-/// a restored store knows exactly which records are already in it: those below its position are skipped,
-/// and consumption resumes there, whatever the committed offset says.
+/// `t|<terms>` → a `new_terms` combination's last sighting, `p|` → the store's position (the next offset of
+/// the partition that carries it) and its clocks (stream time, last activity). The position is written after the state it covers, in the same batch, so
+/// a restored store knows which records are already in it: those below its position are skipped, and
+/// consumption resumes there when that is past the committed offset (a commit refused in a rebalance).
 struct StateStore {
     let id: StatePartition
     var state: RuleState
     /// The next offset of the carrying partition to apply; nil before the first record.
     private(set) var position: Int64?
     private var writtenPosition: Int64?
+    private var writtenClocks: AlertSuppressor.Clocks?
     /// Interim updates: the suppressed count last published per open window, and when.
     var publishedSuppressed: [String: Int] = [:]
     var lastInterim: Int64 = .min
@@ -29,30 +30,41 @@ struct StateStore {
 
     mutating func advance(pastOffset offset: Int64) { position = max(position ?? .min, offset + 1) }
 
-    /// One record per key changed since the last call, then the position when the state or it moved.
+    /// The changelog writes since the last call, in an order that keeps every prefix of them consistent
+    /// (the producer is idempotent: a partition's records land in send order, or a suffix of them fails):
+    /// the keys that have windows, then the position, then the tombstones of keys whose windows are gone.
+    /// A restore that sees a tombstone therefore sees the position past every record of that key, and a key
+    /// written after the last position is recognized on replay by its matches' input positions.
     mutating func changelogRecords(topic: String) -> [OutputRecord] {
-        var records: [OutputRecord] = []
+        var upserts: [OutputRecord] = []
+        var tombstones: [OutputRecord] = []
         let partition = id.partition
         for key in state.dirtyKeys.sorted() {
-            let windows = state.suppressor.state(of: key)
-            records.append(OutputRecord(
-                topic: topic, partition: partition, key: Array("w|\(key)".utf8),
-                value: windows.map { StateCodec.encode(windows: $0, streamTime: state.suppressor.streamTime) }, lastWriteWins: true))
+            if let windows = state.suppressor.state(of: key) {
+                upserts.append(OutputRecord(
+                    topic: topic, partition: partition, key: Array("w|\(key)".utf8),
+                    value: StateCodec.encode(windows: windows, streamTime: state.suppressor.streamTime), lastWriteWins: true))
+            } else {
+                tombstones.append(OutputRecord(topic: topic, partition: partition, key: Array("w|\(key)".utf8), value: nil, lastWriteWins: true))
+            }
         }
         for key in state.dirtyTerms.sorted(by: { $0.values.lexicographicallyPrecedes($1.values) }) {
             let seen = state.history.lastSeen(key) ?? 0
-            records.append(OutputRecord(
+            upserts.append(OutputRecord(
                 topic: topic, partition: partition, key: Array(("t|" + key.values.joined(separator: "\u{1F}")).utf8),
                 value: Array("{\"last_seen\":\(seen)}".utf8), lastWriteWins: true))
         }
         state.dirtyKeys.removeAll()
         state.dirtyTerms.removeAll()
-        if let position, !records.isEmpty || position != writtenPosition {
+        var records = upserts
+        let clocks = state.suppressor.clocks
+        if !upserts.isEmpty || !tombstones.isEmpty || position != writtenPosition || clocks != writtenClocks {
             records.append(OutputRecord(topic: topic, partition: partition, key: Self.positionKey,
-                                        value: Array("{\"next_offset\":\(position)}".utf8), lastWriteWins: true))
+                                        value: StateCodec.encode(position: position, clocks: clocks), lastWriteWins: true))
             writtenPosition = position
+            writtenClocks = clocks
         }
-        return records
+        return records + tombstones
     }
 
     static let positionKey = Array("p|".utf8)
@@ -60,6 +72,7 @@ struct StateStore {
     /// Rebuilds a store from its changelog partition read to its end: the latest value of every key.
     static func restore(id: StatePartition, empty: RuleState, latest: [[UInt8]: [UInt8]?], now: Int64) throws -> StateStore {
         var store = StateStore(id: id, state: empty)
+        var clocks: AlertSuppressor.Clocks?
         for (rawKey, value) in latest {
             let key = String(decoding: rawKey, as: UTF8.self)
             if key.hasPrefix("w|") {
@@ -72,12 +85,16 @@ struct StateStore {
             {
                 let terms = String(key.dropFirst(2)).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
                 store.state.history.record(TermsKey(terms), at: time)
-            } else if rawKey == positionKey, let value, let object = try? JSONValue.parse(value).objectValue,
-                case .number(let next)? = object["next_offset"], let offset = next.intValue
-            {
-                store.position = offset
-                store.writtenPosition = offset
+            } else if rawKey == positionKey, let value {
+                let decoded = try value.withUnsafeBytes { try StateCodec.decodePosition($0) }
+                store.position = decoded.position
+                store.writtenPosition = decoded.position
+                clocks = decoded.clocks
             }
+        }
+        if let clocks {
+            store.state.suppressor.restore(clocks: clocks)
+            store.writtenClocks = store.state.suppressor.clocks
         }
         store.state.suppressor.markActive(now: now)
         return store
