@@ -276,6 +276,20 @@ public struct AlertSuppressor: Sendable {
         return advance(to: recordTime + (now - lastActivity))
     }
 
+    /// The stream time an idle tick at `now` would move to, when that would close or retire a window; nil
+    /// when the partition is not idle or nothing would change.
+    public func idleTarget(now: Int64) -> Int64? {
+        guard lastActivity != .min, recordTime != .min, now - lastActivity > configuration.idleTimeout else { return nil }
+        let target = recordTime + (now - lastActivity)
+        return earliestEnd < target - configuration.grace ? target : nil
+    }
+
+    /// Moves stream time to a watermark read back from the partition's log (an idle tick made durable):
+    /// closes what it leaves behind, as a record with that time would, without counting as activity.
+    public mutating func advance(toWatermark time: Int64) -> [AlertAction] {
+        advance(to: max(streamTime, time))
+    }
+
     /// Closes every window (end of input, shutdown of a replay).
     public mutating func closeAll() -> [AlertAction] {
         advance(to: .max)

@@ -94,11 +94,11 @@ struct DetectProcessor {
     }
 
     /// The repartition record of a match: keyed by its group key, in the partition the topology chooses.
-    func repartitionRecord(_ match: RuleMatch, ruleIndex: Int) -> OutputRecord? {
+    func repartitionRecord(_ match: RuleMatch, ruleIndex: Int, floor: Int64?) -> OutputRecord? {
         guard let topic = topology.matchesTopics[ruleIndex] else { return nil }
         let key = Array(match.groupKey.utf8)
         let rule = topology.rules[ruleIndex]
         return OutputRecord(topic: topic, partition: topology.matchesPartition(forKey: key), key: key,
-                            value: StateCodec.encode(match, ruleID: rule.id), headers: [KafkaHeader("rule_id", rule.id)])
+                            value: StateCodec.encode(match, ruleID: rule.id, floor: floor), headers: [KafkaHeader("rule_id", rule.id)])
     }
 }

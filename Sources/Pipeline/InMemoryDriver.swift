@@ -174,7 +174,9 @@ public final class InMemoryDriver {
                 member.task.install(try! member.task.restoreStore(id, latest: latest))
                 counters.restoredKeys += latest.count
             }
-            member.fetch[partition] = member.task.startOffset(of: partition, committed: committed[partition]) ?? logs[partition]?.base ?? 0
+            let start = member.task.startOffset(of: partition, committed: committed[partition]) ?? logs[partition]?.base ?? 0
+            member.fetch[partition] = start
+            member.task.floor(partition, at: start)
         }
     }
 
@@ -225,7 +227,7 @@ public final class InMemoryDriver {
         }
         if debugTrace { print("  poll \(id): fetched \(order.count) processed \(processed) fetch \(member.fetch.sorted { $0.key.description < $1.key.description }.map { "\($0.key.topic.suffix(9))[\($0.key.partition)]@\($0.value)" })") }
         settleAssignment(member)
-        member.task.punctuate()
+        member.task.punctuate { [logs] partition in member.fetch[partition].map { $0 >= (logs[partition]?.end ?? 0) } ?? false }
         send(member, member.task.takeBatch())
         counters.recordsConsumed += processed
         member.task.takeCounts().add(to: &counters)
@@ -324,6 +326,7 @@ public final class InMemoryDriver {
         }
         for (partition, offset) in completed.offsets where member.task.owns(partition) {
             committed[partition] = offset  // as a broker does: the last commit wins, even a lower one
+            member.task.floor(partition, at: offset)
         }
     }
 

@@ -32,6 +32,8 @@ public final class PipelineRunner {
     /// Partitions assigned whose stores still have to be restored (kept across polls until they are).
     private var pendingRestores: Set<StatePartition> = []
     private var lagRefreshed = ContinuousClock.now - .seconds(60)
+    /// The next offset to read per owned partition: where it was positioned, then past each record read.
+    private var nextOffsets: [TopicPartition: Int64] = [:]
 
     /// Called with each new alert's latency in milliseconds once it is acknowledged (metrics, benchmarks).
     public var alertLatencyObserver: (@Sendable (Int64) -> Void)?
@@ -113,7 +115,7 @@ public final class PipelineRunner {
             return processed
         }
         try settleAssignment(consumer)
-        task.punctuate()
+        task.punctuate { partition in caughtUp(partition, consumer) }
         let counts = task.takeCounts()
         status.update { totals in
             totals.recordsConsumed += processed
@@ -122,6 +124,7 @@ public final class PipelineRunner {
         status.setStores(owned: task.stores.count, openWindows: task.openWindows)
         refreshLag(consumer)
         let (records, offsets) = task.takeBatch()
+        nextOffsets.merge(offsets) { max($0, $1) }
         if records.isEmpty && offsets.isEmpty {
             // Nothing new: commit what has been acknowledged since.
             if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: false) }
@@ -171,6 +174,7 @@ public final class PipelineRunner {
             }
             task.revoke(event.partitions)
             tracker.forget(Set(event.partitions))
+            for partition in event.partitions { nextOffsets.removeValue(forKey: partition) }
             let gone = Set(event.partitions.flatMap(topology.statePartitions(carriedBy:)))
             pendingRestores.subtract(gone)
             status.updateReadiness { $0.failedRestores.subtract(gone); $0.restoring = !pendingRestores.isEmpty }
@@ -209,6 +213,10 @@ public final class PipelineRunner {
                                             offset: task.startOffset(of: partition, committed: committedOffset) ?? KafkaOffset.beginning)
             }
             try consumer.seek(positions)
+            for position in positions {
+                task.floor(position.topicPartition, at: position.offset >= 0 ? position.offset : (try? consumer.watermarks(position.topicPartition))??.low ?? .min)
+                if position.offset >= 0 { nextOffsets[position.topicPartition] = position.offset } else { nextOffsets.removeValue(forKey: position.topicPartition) }
+            }
             try consumer.resume(ready)
             logger.debug("partitions positioned", metadata: ["positions": "\(positions)"])
         }
@@ -260,6 +268,13 @@ public final class PipelineRunner {
             stores.append(store)
         }
         return stores
+    }
+
+    /// Whether this member has read the partition to the high watermark of the last fetch response (no
+    /// broker request; unknown counts as behind).
+    private func caughtUp(_ partition: TopicPartition, _ consumer: KafkaConsumer) -> Bool {
+        guard let marks = try? consumer.watermarks(partition) else { return false }
+        return (nextOffsets[partition] ?? marks.low) >= marks.high
     }
 
     /// Lag of every assigned partition, from the last fetch responses (no broker request), every few seconds.
@@ -376,6 +391,9 @@ public final class PipelineRunner {
         let committed = Result { () throws(KafkaError) in
             if synchronously { try consumer.commit(list) } else { try consumer.commitAsync(list) }
         }
+        // Issued is enough: a commit that fails leaves a lower committed offset, and records between it and
+        // this one were acknowledged before it was issued, so a replay of them is recognized anyway.
+        for entry in list { task.floor(entry.topicPartition, at: entry.offset) }
         if case .failure(let error) = committed {
             // The outputs are acknowledged; only the commit was refused (a rebalance is under way). The next
             // owner starts at the stores' positions, which cover these records, or reads them again and

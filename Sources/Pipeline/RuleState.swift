@@ -65,6 +65,12 @@ public struct RuleState: Sendable {
         return actions
     }
 
+    mutating func advance(toWatermark time: Int64) -> [AlertAction] {
+        let actions = suppressor.advance(toWatermark: time)
+        for action in actions { dirtyKeys.insert(action.window.groupKey) }
+        return actions
+    }
+
     mutating func tick(now: Int64) -> [AlertAction] {
         let actions = suppressor.tick(now: now)
         for action in actions { dirtyKeys.insert(action.window.groupKey) }

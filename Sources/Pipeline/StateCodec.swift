@@ -9,8 +9,10 @@ public enum StateCodec {
 
     // MARK: Matches (repartition topic)
 
-    public static func encode(_ match: RuleMatch, ruleID: String) -> [UInt8] {
-        let object: JSONObject = [
+    /// - Parameter floor: the detect side's replay floor for the match's input partition: no record below
+    ///   it will be read (and repartitioned) again, so the aggregate side may forget positions below it.
+    public static func encode(_ match: RuleMatch, ruleID: String, floor: Int64? = nil) -> [UInt8] {
+        var object: JSONObject = [
             "rule_id": .string(ruleID),
             "group": .array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }),
             "time": .number(JSONNumber(match.eventTime)),
@@ -18,19 +20,37 @@ public enum StateCodec {
             "sequence": .number(JSONNumber(match.sequence)),
             "event": .object(match.document),
         ]
+        if let floor { object["floor"] = .number(JSONNumber(floor)) }
         var bytes: [UInt8] = []
         JSONValue.object(object).write(to: &bytes, sortedKeys: true)
         return bytes
     }
 
-    public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch) {
+    public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
         let object = try parseObject(bytes)
         guard let ruleID = object["rule_id"]?.stringValue, let group = object["group"]?.arrayValue,
             case .number(let time)? = object["time"], let time = time.intValue,
             let source = object["source"].flatMap(position), let event = object["event"]?.objectValue
         else { throw DecodingError(description: "not a match record") }
         let sequence = Int(int(object["sequence"]) ?? 0)
-        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source, sequence: sequence))
+        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source, sequence: sequence),
+                int(object["floor"]))
+    }
+
+    // MARK: Watermarks (repartition topic)
+
+    /// The key of a watermark record: no group key starts with a control character.
+    public static let watermarkKey: [UInt8] = Array("\u{1}watermark".utf8)
+
+    public static func encode(watermark: Int64, ruleID: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        JSONValue.object(["rule_id": .string(ruleID), "watermark": .number(JSONNumber(watermark))]).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    public static func decodeWatermark(_ bytes: UnsafeRawBufferPointer) throws -> Int64 {
+        guard let time = int(try parseObject(bytes)["watermark"]) else { throw DecodingError(description: "not a watermark record") }
+        return time
     }
 
     // MARK: Window state (changelog topic)
@@ -94,23 +114,33 @@ public enum StateCodec {
 
     // MARK: A store's position and clocks (changelog key `p|`)
 
-    public static func encode(position: Int64?, clocks: AlertSuppressor.Clocks) -> [UInt8] {
+    public static func encode(position: Int64?, clocks: AlertSuppressor.Clocks, sources: [String: SourceLedger] = [:]) -> [UInt8] {
         var object: JSONObject = [
             "stream_time": .number(JSONNumber(clocks.streamTime)), "record_time": .number(JSONNumber(clocks.recordTime)),
             "last_activity": .number(JSONNumber(clocks.lastActivity)),
         ]
+        if !sources.isEmpty {
+            object["sources"] = .object(JSONObject(sources.sorted { $0.key < $1.key }.map { source, ledger in
+                (source, ["floor": .number(JSONNumber(ledger.floor)), "applied": .array(ledger.applied.sorted().map { .number(JSONNumber($0)) })])
+            }))
+        }
         if let position { object["next_offset"] = .number(JSONNumber(position)) }
         var bytes: [UInt8] = []
         JSONValue.object(object).write(to: &bytes, sortedKeys: true)
         return bytes
     }
 
-    public static func decodePosition(_ bytes: UnsafeRawBufferPointer) throws -> (position: Int64?, clocks: AlertSuppressor.Clocks) {
+    public static func decodePosition(_ bytes: UnsafeRawBufferPointer) throws -> (position: Int64?, clocks: AlertSuppressor.Clocks, sources: [String: SourceLedger]) {
         let object = try parseObject(bytes)
         guard let stream = int(object["stream_time"]), let record = int(object["record_time"]), let activity = int(object["last_activity"]) else {
             throw DecodingError(description: "not a position record")
         }
-        return (int(object["next_offset"]), AlertSuppressor.Clocks(streamTime: stream, recordTime: record, lastActivity: activity))
+        var sources: [String: SourceLedger] = [:]
+        for member in object["sources"]?.objectValue ?? [:] {
+            guard let entry = member.value.objectValue, let floor = int(entry["floor"]) else { continue }
+            sources[member.key] = SourceLedger(floor: floor, applied: Set((entry["applied"]?.arrayValue ?? []).compactMap { int($0) }))
+        }
+        return (int(object["next_offset"]), AlertSuppressor.Clocks(streamTime: stream, recordTime: record, lastActivity: activity), sources)
     }
 
     // MARK: Pieces

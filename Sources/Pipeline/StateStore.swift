@@ -3,6 +3,25 @@ import AuditEvents
 import Detection
 import Kafka
 
+/// Which matches of one input partition a store has applied: every position at or above the floor it was
+/// told (by the detect side, in the match records) that nothing below it will be read again. Exact: a
+/// match read twice (its input record re-read after a crash) is recognized whatever became of its key's
+/// windows since, and a match resent out of order after a failed delivery is not mistaken for one.
+public struct SourceLedger: Sendable, Equatable {
+    public var floor: Int64
+    public var applied: Set<Int64>
+
+    func contains(_ position: Int64) -> Bool { position < floor || applied.contains(position) }
+
+    mutating func insert(_ position: Int64, floor newFloor: Int64?) {
+        applied.insert(position)
+        if let newFloor, newFloor > floor {
+            floor = newFloor
+            applied = applied.filter { $0 >= newFloor }
+        }
+    }
+}
+
 /// The aggregation state of one ``StatePartition``, and what it writes to (and reads back from) its
 /// changelog partition. Changelog keys: `w|<group key>` → the key's windows (tombstone when it has none),
 /// `t|<terms>` → a `new_terms` combination's last sighting, `p|` → the store's position (the next offset of
@@ -16,6 +35,12 @@ struct StateStore {
     private(set) var position: Int64?
     private var writtenPosition: Int64?
     private var writtenClocks: AlertSuppressor.Clocks?
+    /// Per input partition (`topic/partition`): the matches applied from it.
+    var sources: [String: SourceLedger] = [:]
+    private var sourcesWritten = false
+    /// A watermark this store sent to its own partition and has not read back yet (not persisted: a new
+    /// owner that finds none in the log sends its own).
+    var pendingWatermark: Int64?
     /// Interim updates: the suppressed count last published per open window, and when.
     var publishedSuppressed: [String: Int] = [:]
     var lastInterim: Int64 = .min
@@ -29,6 +54,17 @@ struct StateStore {
     func covers(offset: Int64) -> Bool { position.map { offset < $0 } ?? false }
 
     mutating func advance(pastOffset offset: Int64) { position = max(position ?? .min, offset + 1) }
+
+    /// Records a match about to be applied; false when the store has applied it already.
+    mutating func admit(_ match: RuleMatch, floor: Int64?) -> Bool {
+        let source = "\(match.source.topic)/\(match.source.partition)"
+        var ledger = sources[source] ?? SourceLedger(floor: .min, applied: [])
+        guard !ledger.contains(match.sourcePosition) else { return false }
+        ledger.insert(match.sourcePosition, floor: floor.map { $0 << 20 })
+        sources[source] = ledger
+        sourcesWritten = false
+        return true
+    }
 
     /// The changelog writes since the last call, in an order that keeps every prefix of them consistent
     /// (the producer is idempotent: a partition's records land in send order, or a suffix of them fails):
@@ -58,11 +94,12 @@ struct StateStore {
         state.dirtyTerms.removeAll()
         var records = upserts
         let clocks = state.suppressor.clocks
-        if !upserts.isEmpty || !tombstones.isEmpty || position != writtenPosition || clocks != writtenClocks {
+        if !upserts.isEmpty || !tombstones.isEmpty || position != writtenPosition || clocks != writtenClocks || !sourcesWritten {
             records.append(OutputRecord(topic: topic, partition: partition, key: Self.positionKey,
-                                        value: StateCodec.encode(position: position, clocks: clocks), lastWriteWins: true))
+                                        value: StateCodec.encode(position: position, clocks: clocks, sources: sources), lastWriteWins: true))
             writtenPosition = position
             writtenClocks = clocks
+            sourcesWritten = true
         }
         return records + tombstones
     }
@@ -89,6 +126,8 @@ struct StateStore {
                 let decoded = try value.withUnsafeBytes { try StateCodec.decodePosition($0) }
                 store.position = decoded.position
                 store.writtenPosition = decoded.position
+                store.sources = decoded.sources
+                store.sourcesWritten = true
                 clocks = decoded.clocks
             }
         }

@@ -31,6 +31,9 @@ final class StreamTask {
     private var output: [OutputRecord] = []
     private var offsets: [TopicPartition: Int64] = [:]
     private(set) var counts = TaskCounts()
+    /// Per owned input partition: the offset below which it will never be read again (where this member
+    /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
+    private var replayFloors: [TopicPartition: Int64] = [:]
 
     init(topology: Topology, prefilter: PrefilterSet, clock: @escaping @Sendable () -> Int64) {
         self.topology = topology
@@ -55,11 +58,18 @@ final class StreamTask {
         for partition in partitions {
             owned.removeValue(forKey: partition)
             offsets.removeValue(forKey: partition)
+            replayFloors.removeValue(forKey: partition)
             for id in topology.statePartitions(carriedBy: partition) { stores.removeValue(forKey: id) }
         }
     }
 
     func owns(_ partition: TopicPartition) -> Bool { owned[partition] != nil }
+
+    /// The member positioned an owned partition at `offset`, or committed it there.
+    func floor(_ partition: TopicPartition, at offset: Int64) {
+        guard owned[partition] != nil, topology.source(of: partition.topic) == .input else { return }
+        replayFloors[partition] = max(replayFloors[partition] ?? .min, offset)
+    }
     var ownedPartitions: [TopicPartition] { Array(owned.keys) }
 
     func emptyStore(_ id: StatePartition) -> StateStore { StateStore(id: id, state: aggregate.emptyState(ruleIndex: id.ruleIndex)) }
@@ -117,9 +127,22 @@ final class StreamTask {
                 return true
             }
             store.advance(pastOffset: record.offset)
+            if let key = record.key, key.elementsEqual(StateCodec.watermarkKey) {
+                if let time = try? StateCodec.decodeWatermark(record.payload) {
+                    for action in punctuator.apply(watermark: time, to: &store) {
+                        output.append(aggregate.alertRecord(action, ruleIndex: ruleIndex, counts: &counts))
+                    }
+                }
+                return true
+            }
             do {
                 let decoded = try StateCodec.decodeMatch(record.payload)
-                aggregate.apply(decoded.match, to: &store, now: clock(), counts: &counts, output: &output)
+                if store.admit(decoded.match, floor: decoded.floor) {
+                    aggregate.apply(decoded.match, to: &store, now: clock(), counts: &counts, output: &output)
+                } else {
+                    counts.matchesAggregated += 1
+                    counts.duplicateMatches += 1
+                }
             } catch {
                 // Our own records: unreadable only if something else wrote them. Skipped, counted.
                 counts.decodeErrors["unreadable_match", default: 0] += 1
@@ -148,7 +171,7 @@ final class StreamTask {
             } else {
                 detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
                 for (ruleIndex, match) in found {
-                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex) { output.append(repartitioned) }
+                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: replayFloors[partition]) { output.append(repartitioned) }
                 }
             }
         case nil:
@@ -160,11 +183,20 @@ final class StreamTask {
     }
 
     /// Idle closes and interim updates, by the wall clock.
-    func punctuate() {
+    /// - Parameter caughtUp: whether the member has read this partition to its end (a store catching up is
+    ///   not idle).
+    func punctuate(caughtUp: (TopicPartition) -> Bool) {
         let now = clock()
         for id in stores.keys.sorted() {
-            let actions = punctuator.punctuate(&stores[id]!, now: now)
+            let matchesTopic = topology.matchesTopics[id.ruleIndex]
+            let carrier = TopicPartition(matchesTopic ?? topology.configuration.inputTopics[0], id.partition)
+            let (actions, watermark) = punctuator.punctuate(&stores[id]!, now: now, caughtUp: caughtUp(carrier), durable: matchesTopic != nil)
             for action in actions { output.append(aggregate.alertRecord(action, ruleIndex: id.ruleIndex, counts: &counts)) }
+            if let watermark, let matchesTopic {
+                output.append(OutputRecord(topic: matchesTopic, partition: id.partition, key: StateCodec.watermarkKey,
+                                           value: StateCodec.encode(watermark: watermark, ruleID: id.ruleID),
+                                           headers: [KafkaHeader("rule_id", id.ruleID)]))
+            }
         }
     }
 

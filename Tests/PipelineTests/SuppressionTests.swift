@@ -237,7 +237,7 @@ struct StateCodecTests {
     @Test func matchesRoundTrip() throws {
         let original = match("system:serviceaccount:a:b", at: t0, offset: 42)
         let bytes = StateCodec.encode(original, ruleID: "rule-1")
-        let (ruleID, decoded) = try bytes.withUnsafeBytes { try StateCodec.decodeMatch($0) }
+        let (ruleID, decoded, _) = try bytes.withUnsafeBytes { try StateCodec.decodeMatch($0) }
         #expect(ruleID == "rule-1")
         #expect(decoded == original)
     }
