@@ -130,6 +130,7 @@ public final class InMemoryDriver {
     public func crash(_ id: Int, persisted: Int) {
         guard let member = member(id) else { return }
         for entry in member.inFlight.prefix(persisted) { append(entry.record, to: entry.target) }
+        if debugTrace { print("  crash \(id): persisted \(persisted) of \(member.inFlight.count): \(member.inFlight.prefix(persisted).map { "\($0.target.topic.suffix(7))[\($0.target.partition)]" })") }
         members.removeAll { $0.id == id }
         absorb(member)
         rebalance()
@@ -156,8 +157,11 @@ public final class InMemoryDriver {
     private func revokeAll(_ member: Member, refuseCommit: Bool) {
         let owned = member.task.ownedPartitions
         guard !owned.isEmpty else { return }
-        deliver(member, count: member.inFlight.count)
-        settle(member, refuseCommit: refuseCommit)
+        // Settles as the Kafka runtime does before giving partitions up: until nothing is outstanding.
+        while !member.inFlight.isEmpty {
+            deliver(member, count: member.inFlight.count)
+            settle(member, refuseCommit: refuseCommit)
+        }
         member.task.revoke(owned)
         member.tracker.forget(Set(owned))
         for partition in owned { member.fetch.removeValue(forKey: partition) }
@@ -171,7 +175,9 @@ public final class InMemoryDriver {
                 var latest: [[UInt8]: [UInt8]?] = [:]
                 for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.value } }
                 // The driver's own records: a decoding failure here is a bug in the codec, worth a crash.
-                member.task.install(try! member.task.restoreStore(id, latest: latest))
+                let restored = try! member.task.restoreStore(id, latest: latest)
+                if debugTrace { print("  restore \(member.id) \(id): position \(restored.position.map(String.init) ?? "-") windows \(restored.state.suppressor.windows.values.flatMap { $0 }.map { "\($0.groupKey.suffix(6))@\($0.start % 1_000_000) n=\($0.suppressed)\($0.closed ? " closed" : "")" }) changelog \(logs[changelog]?.records.count ?? 0)") }
+                member.task.install(restored)
                 counters.restoredKeys += latest.count
             }
             let start = member.task.startOffset(of: partition, committed: committed[partition]) ?? logs[partition]?.base ?? 0
@@ -238,7 +244,9 @@ public final class InMemoryDriver {
     public func closeAllWindows() {
         for member in members {
             member.task.closeAllWindows()
-            send(member, (member.task.takeBatch().records, [:]))
+            var batch = member.task.takeBatch()
+            batch.offsets = [:]
+            send(member, batch)
             member.task.takeCounts().add(to: &counters)
         }
     }
@@ -270,14 +278,19 @@ public final class InMemoryDriver {
         }
     }
 
-    private func send(_ member: Member, _ batch: (records: [OutputRecord], offsets: [TopicPartition: Int64])) {
-        guard !batch.records.isEmpty || !batch.offsets.isEmpty else { return }
-        let id = member.tracker.open(offsets: batch.offsets)
+    private func send(_ member: Member, _ batch: StreamTask.Batch) {
+        guard !batch.isEmpty else { return }
+        let id = member.tracker.open(offsets: batch.offsets, deferred: batch.changelog)
         for record in batch.records {
             let outputID = member.tracker.register(record, batch: id)
             member.inFlight.append((outputID, record, target(of: record)))
         }
         member.tracker.close(id)
+        release(member)
+    }
+
+    private func release(_ member: Member) {
+        for (id, record) in member.tracker.releaseDeferred() { member.inFlight.append((id, record, target(of: record))) }
     }
 
     private func target(of record: OutputRecord) -> TopicPartition {
@@ -319,6 +332,7 @@ public final class InMemoryDriver {
             member.inFlight.append((id, record, target(of: record)))
             counters.produceRetries += 1
         }
+        release(member)
         let completed = member.tracker.takeCompleted()
         guard !refuseCommit else {
             if !completed.offsets.isEmpty { counters.commitRetries += 1 }

@@ -123,14 +123,14 @@ public final class PipelineRunner {
         }
         status.setStores(owned: task.stores.count, openWindows: task.openWindows)
         refreshLag(consumer)
-        let (records, offsets) = task.takeBatch()
-        nextOffsets.merge(offsets) { max($0, $1) }
-        if records.isEmpty && offsets.isEmpty {
+        let batch = task.takeBatch()
+        nextOffsets.merge(batch.offsets) { max($0, $1) }
+        if batch.isEmpty {
             // Nothing new: commit what has been acknowledged since.
             if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: false) }
             return 0
         }
-        try deliver(records, offsets: offsets, consumer: consumer, producer: producer)
+        try deliver(batch, consumer: consumer, producer: producer)
         return processed
     }
 
@@ -140,7 +140,9 @@ public final class PipelineRunner {
         task.closeAllWindows()
         let counts = task.takeCounts()
         status.update { counts.add(to: &$0) }
-        try deliver(task.takeBatch().records, offsets: [:], consumer: consumer, producer: producer)
+        var batch = task.takeBatch()
+        batch.offsets = [:]
+        try deliver(batch, consumer: consumer, producer: producer)
         if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: true) }
     }
 
@@ -290,14 +292,15 @@ public final class PipelineRunner {
     /// At least once, pipelined: a batch's outputs are sent without waiting, and its input offsets are
     /// committed (asynchronously, in batch order) once every output of it and of every earlier batch is
     /// acknowledged. A failed output is sent again with backoff while consumption is paused; nothing is
-    /// committed past it. Exactly once: one transaction per batch, outputs and offsets together.
-    private func deliver(_ outputs: [OutputRecord], offsets: [TopicPartition: Int64], consumer: KafkaConsumer, producer: KafkaProducer) throws {
+    /// committed past it; the changelog writes of a batch follow once its other outputs are acknowledged.
+    /// Exactly once: one transaction per batch, outputs, changelog and offsets together.
+    private func deliver(_ batch: StreamTask.Batch, consumer: KafkaConsumer, producer: KafkaProducer) throws {
         if producer.isTransactional {
-            let commitOffsets = offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
+            let commitOffsets = batch.offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
             try producer.beginTransaction()
             do {
-                let batch = tracker.open(offsets: [:])
-                try send(outputs, batch: batch, producer: producer)
+                let id = tracker.open(offsets: [:])
+                try send(batch.records + batch.changelog, batch: id, producer: producer)
                 try producer.flush(timeout: .seconds(60))
                 try settle(consumer: consumer, producer: producer, waitForAll: true)
                 try producer.sendOffsetsToTransaction(commitOffsets, groupMetadata: consumer.groupMetadata())
@@ -308,8 +311,8 @@ public final class PipelineRunner {
             }
             return
         }
-        let batch = tracker.open(offsets: offsets)
-        try send(outputs, batch: batch, producer: producer)
+        let id = tracker.open(offsets: batch.offsets, deferred: batch.changelog)
+        try send(batch.records, batch: id, producer: producer)
         try settle(consumer: consumer, producer: producer, waitForAll: false)
     }
 
@@ -368,6 +371,12 @@ public final class PipelineRunner {
                     }
                 }
                 continue
+            }
+            for (id, output) in tracker.releaseDeferred() {
+                if let error = try enqueue(output, id: id, producer: producer) {
+                    logger.warning("output refused", metadata: ["topic": "\(output.topic)", "error": "\(error)"])
+                    tracker.acknowledge(id: id, failed: true)
+                }
             }
             let completed = tracker.takeCompleted()
             observeLatency(of: completed.alerts)

@@ -40,11 +40,17 @@ final class DeliveryTracker: @unchecked Sendable {
         var unacknowledged = 0
         var sealed = false
         var alerts: [OutputRecord] = []
+        /// Sent only once every other output of this batch and every earlier batch is acknowledged: the
+        /// changelog, which must never say a record is done before its alerts are durable.
+        var deferred: [OutputRecord] = []
+        var released: Bool { deferred.isEmpty }
     }
     private let condition = NSCondition()
     private var nextOutputID: UInt64 = 1
     private var nextBatch: UInt64 = 1
     private var oldestBatch: UInt64 = 1
+    /// The oldest batch whose deferred outputs may still wait.
+    private var nextRelease: UInt64 = 1
     private var batches: [UInt64: Batch] = [:]
     private var pending: [UInt64: (batch: UInt64, output: OutputRecord)] = [:]
     private var failed: [(id: UInt64, batch: UInt64, output: OutputRecord)] = []
@@ -62,11 +68,35 @@ final class DeliveryTracker: @unchecked Sendable {
         return body()
     }
 
-    func open(offsets: [TopicPartition: Int64]) -> UInt64 {
+    func open(offsets: [TopicPartition: Int64], deferred: [OutputRecord] = []) -> UInt64 {
         locked {
             defer { nextBatch += 1 }
-            batches[nextBatch] = Batch(offsets: offsets)
+            batches[nextBatch] = Batch(offsets: offsets, deferred: deferred)
             return nextBatch
+        }
+    }
+
+    /// The deferred outputs now due, in batch order, registered under their batches: those of each leading
+    /// batch whose other outputs are all acknowledged.
+    func releaseDeferred() -> [(UInt64, OutputRecord)] {
+        locked {
+            var released: [(UInt64, OutputRecord)] = []
+            while nextRelease < nextBatch {
+                guard let batch = batches[nextRelease] else { nextRelease += 1; continue }
+                if batch.released { nextRelease += 1; continue }
+                guard batch.sealed, batch.unacknowledged == 0 else { break }
+                for output in batch.deferred {
+                    let id = nextOutputID
+                    nextOutputID += 1
+                    pending[id] = (nextRelease, output)
+                    if let key = Self.replacementKey(output) { newest[key] = id }
+                    released.append((id, output))
+                }
+                batches[nextRelease]!.unacknowledged += batch.deferred.count
+                batches[nextRelease]!.deferred = []
+                nextRelease += 1
+            }
+            return released
         }
     }
 
@@ -124,7 +154,7 @@ final class DeliveryTracker: @unchecked Sendable {
         locked {
             var offsets: [TopicPartition: Int64] = [:]
             var alerts: [OutputRecord] = []
-            while let batch = batches[oldestBatch], batch.sealed, batch.unacknowledged == 0 {
+            while let batch = batches[oldestBatch], batch.sealed, batch.released, batch.unacknowledged == 0 {
                 offsets.merge(batch.offsets, uniquingKeysWith: max)
                 alerts += batch.alerts
                 batches.removeValue(forKey: oldestBatch)
@@ -142,10 +172,10 @@ final class DeliveryTracker: @unchecked Sendable {
     }
 
     /// Outputs sent and not yet acknowledged (or failed and not yet resent).
-    var outstanding: Int { locked { pending.count + failed.count } }
+    var outstanding: Int { locked { pending.count + failed.count + batches.values.reduce(0) { $0 + $1.deferred.count } } }
 
     /// Whether a batch is complete but not yet committed.
-    var hasCompleted: Bool { locked { batches[oldestBatch].map { $0.sealed && $0.unacknowledged == 0 } ?? false } }
+    var hasCompleted: Bool { locked { batches[oldestBatch].map { $0.sealed && $0.released && $0.unacknowledged == 0 } ?? false } }
 
     func waitForReports(timeout: Duration) {
         condition.lock()

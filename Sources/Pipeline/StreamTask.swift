@@ -138,7 +138,9 @@ final class StreamTask {
             do {
                 let decoded = try StateCodec.decodeMatch(record.payload)
                 if store.admit(decoded.match, floor: decoded.floor) {
-                    aggregate.apply(decoded.match, to: &store, now: clock(), counts: &counts, output: &output)
+                    // Activity is the time the match was written to the partition, not when it is read: idle
+                    // time is then a property of the log, and a replay after a crash sees the same.
+                    aggregate.apply(decoded.match, to: &store, now: record.timestamp ?? clock(), counts: &counts, output: &output)
                 } else {
                     counts.matchesAggregated += 1
                     counts.duplicateMatches += 1
@@ -212,17 +214,26 @@ final class StreamTask {
         }
     }
 
-    /// The batch so far: its output records (the changelog writes of every store changed, last) and the next
-    /// offset of every partition it read. Starts the next batch.
-    func takeBatch() -> (records: [OutputRecord], offsets: [TopicPartition: Int64]) {
+    /// What one batch produces: its output records, the changelog writes of every store it changed (to be
+    /// sent once the records are acknowledged), and the next offset of every partition it read.
+    struct Batch {
+        var records: [OutputRecord]
+        var changelog: [OutputRecord]
+        var offsets: [TopicPartition: Int64]
+        var isEmpty: Bool { records.isEmpty && changelog.isEmpty && offsets.isEmpty }
+    }
+
+    /// The batch so far; starts the next one.
+    func takeBatch() -> Batch {
+        var changelog: [OutputRecord] = []
         for id in stores.keys.sorted() {
-            output += stores[id]!.changelogRecords(topic: topology.changelogTopics[id.ruleIndex])
+            changelog += stores[id]!.changelogRecords(topic: topology.changelogTopics[id.ruleIndex])
         }
         defer {
             output.removeAll(keepingCapacity: true)
             offsets.removeAll(keepingCapacity: true)
         }
-        return (output, offsets)
+        return Batch(records: output, changelog: changelog, offsets: offsets)
     }
 
     func takeCounts() -> TaskCounts {
