@@ -276,12 +276,13 @@ public struct AlertSuppressor: Sendable {
         return advance(to: recordTime + (now - lastActivity))
     }
 
-    /// The stream time an idle tick at `now` would move to, when that would close or retire a window; nil
-    /// when the partition is not idle or nothing would change.
-    public func idleTarget(now: Int64) -> Int64? {
+    /// The stream time an idle partition has reached at `now` (its records' time plus the idle time), when
+    /// that is at least `step` past stream time; nil when it has not been idle for the idle timeout. A
+    /// function of the clocks alone (persisted with the store), so a restored store decides the same.
+    public func idleTarget(now: Int64, step: Int64 = 1_000) -> Int64? {
         guard lastActivity != .min, recordTime != .min, now - lastActivity > configuration.idleTimeout else { return nil }
         let target = recordTime + (now - lastActivity)
-        return earliestEnd < target - configuration.grace ? target : nil
+        return target >= streamTime + step ? target : nil
     }
 
     /// Moves stream time to a watermark read back from the partition's log (an idle tick made durable):

@@ -113,6 +113,7 @@ public final class InMemoryDriver {
         let id = nextMemberID
         nextMemberID += 1
         members.append(Member(id: id, task: StreamTask(topology: topology, prefilter: prefilter, clock: { [wallClock] in wallClock.now })))
+        if debugTrace { members.last!.task.trace = { print("    task \(id): \($0)") } }
         rebalance()
         return id
     }

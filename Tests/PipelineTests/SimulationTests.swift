@@ -123,6 +123,7 @@ struct Simulation {
     func reference(_ input: Input) -> Outcome {
         var random = SyntheticAuditTraffic.Generator(seed: seed ^ 0xABCD)
         let driver = InMemoryDriver(configuration: configuration, rules: Self.rules)
+        driver.debugTrace = ProcessInfo.processInfo.environment["SIM_TRACE_REF"] != nil
         driver.join()
         var position = 0
         Self.feed(input, from: &position, to: input.records.count, driver: driver, random: &random)
