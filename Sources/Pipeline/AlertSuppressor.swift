@@ -340,10 +340,13 @@ public struct AlertSuppressor: Sendable {
     public func state(of key: String) -> [SuppressionWindow]? { windows[key] }
 
     /// Restores a key's windows from the changelog.
-    public mutating func restore(key: String, windows restored: [SuppressionWindow]?) {
+    /// - Parameter movingClocks: let the windows move stream time (when the changelog has no clocks of its
+    ///   own); a store restored with its persisted clocks takes them exactly instead.
+    public mutating func restore(key: String, windows restored: [SuppressionWindow]?, movingClocks: Bool = true) {
         windows[key] = restored
         for window in restored ?? [] {
             earliestEnd = min(earliestEnd, window.closed ? window.end + configuration.duration : window.end)
+            guard movingClocks else { continue }
             streamTime = max(streamTime, window.summary.lastSeen == .min ? window.start : max(window.start, window.summary.lastSeen))
             recordTime = max(recordTime, streamTime)
         }
@@ -366,9 +369,10 @@ public struct AlertSuppressor: Sendable {
 
     public var clocks: Clocks { Clocks(streamTime: streamTime, recordTime: recordTime, lastActivity: lastActivity) }
 
-    /// Sets the clocks restored from the changelog (after the windows, which only bound them from below).
+    /// Sets the clocks restored from the changelog: those of the position the store resumes from, even
+    /// where windows written after it (a batch whose position was not written) are further on.
     public mutating func restore(clocks: Clocks) {
-        streamTime = max(streamTime, clocks.streamTime)
+        streamTime = clocks.streamTime
         recordTime = clocks.recordTime
         lastActivity = clocks.lastActivity
     }

@@ -110,25 +110,26 @@ struct StateStore {
     static func restore(id: StatePartition, empty: RuleState, latest: [[UInt8]: [UInt8]?], now: Int64) throws -> StateStore {
         var store = StateStore(id: id, state: empty)
         var clocks: AlertSuppressor.Clocks?
+        if let value = latest[positionKey], let value {
+            let decoded = try value.withUnsafeBytes { try StateCodec.decodePosition($0) }
+            store.position = decoded.position
+            store.writtenPosition = decoded.position
+            store.sources = decoded.sources
+            store.sourcesWritten = true
+            clocks = decoded.clocks
+        }
         for (rawKey, value) in latest {
             let key = String(decoding: rawKey, as: UTF8.self)
             if key.hasPrefix("w|") {
                 guard let value else { continue }
                 let decoded = try value.withUnsafeBytes { try StateCodec.decodeWindows($0) }
-                store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows)
-                store.state.suppressor.restore(streamTime: decoded.streamTime)
+                store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: clocks == nil)
+                if clocks == nil { store.state.suppressor.restore(streamTime: decoded.streamTime) }
             } else if key.hasPrefix("t|"), let value, let object = try? JSONValue.parse(value).objectValue,
                 case .number(let seen)? = object["last_seen"], let time = seen.intValue
             {
                 let terms = String(key.dropFirst(2)).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
                 store.state.history.record(TermsKey(terms), at: time)
-            } else if rawKey == positionKey, let value {
-                let decoded = try value.withUnsafeBytes { try StateCodec.decodePosition($0) }
-                store.position = decoded.position
-                store.writtenPosition = decoded.position
-                store.sources = decoded.sources
-                store.sourcesWritten = true
-                clocks = decoded.clocks
             }
         }
         if let clocks {

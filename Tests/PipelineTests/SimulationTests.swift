@@ -259,7 +259,10 @@ struct SimulationTests {
         for (id, doc) in expected.finals.sorted(by: { $0.key < $1.key }) {
             print("E \(id) \(Simulation.summary(doc)) | A \(actual.finals[id].map(Simulation.summary) ?? "MISSING")")
         }
-        for id in Set(actual.finals.keys).subtracting(expected.finals.keys) { print("U \(id) \(Simulation.summary(actual.finals[id]!))") }
+        for id in Set(actual.finals.keys).subtracting(expected.finals.keys) {
+            let doc = (try? JSONValue.parse(actual.finals[id]!).objectValue) ?? [:]
+            print("U \(id) \(Simulation.summary(actual.finals[id]!)) time \(doc[path: "kibana.alert.original_time"].map { "\($0)" } ?? "")")
+        }
         for (id, doc) in expected.finals.sorted(by: { $0.key < $1.key }) where actual.finals[id] != doc {
             print("D \(id)\n  \(String(decoding: doc, as: UTF8.self))\n  \(String(decoding: actual.finals[id] ?? [], as: UTF8.self))")
         }
