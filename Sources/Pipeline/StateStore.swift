@@ -118,13 +118,14 @@ struct StateStore {
             store.sourcesWritten = true
             clocks = decoded.clocks
         }
-        for (rawKey, value) in latest {
+        // Without a position, whatever the changelog holds was written by a batch whose position never
+        // landed: consumption resumes at the committed offset, before all of it, and rebuilds it.
+        for (rawKey, value) in latest where clocks != nil {
             let key = String(decoding: rawKey, as: UTF8.self)
             if key.hasPrefix("w|") {
                 guard let value else { continue }
                 let decoded = try value.withUnsafeBytes { try StateCodec.decodeWindows($0) }
-                store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: clocks == nil)
-                if clocks == nil { store.state.suppressor.restore(streamTime: decoded.streamTime) }
+                store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: false)
             } else if key.hasPrefix("t|"), let value, let object = try? JSONValue.parse(value).objectValue,
                 case .number(let seen)? = object["last_seen"], let time = seen.intValue
             {
