@@ -48,6 +48,10 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The deterministic simulation (random consumer-group histories on the in-memory driver), shared by
+        // the test suite and `audit-sentinel-sim`, which runs it at length in a release build.
+        .target(name: "PipelineSimulation", dependencies: ["Pipeline", "Detection", "AuditEvents", "Kafka"]),
+        .executableTarget(name: "audit-sentinel-sim", dependencies: ["PipelineSimulation", "Detection"]),
         // `make bench`: throughput figures as ratios measured in the same run.
         // Exact heap-in-use figures for the memory benchmark (glibc's allocator statistics).
         .target(name: "CHeapStatistics"),
@@ -60,7 +64,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Detection", "AuditEvents", "Kafka"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "PipelineSimulation", "Detection", "AuditEvents", "Kafka"]),
         .testTarget(name: "AuditSentinelTests", dependencies: ["audit-sentinel", "Kafka", "AuditEvents"]),
         .testTarget(
             name: "KafkaTests",

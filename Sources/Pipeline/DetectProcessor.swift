@@ -57,11 +57,12 @@ struct DetectProcessor {
             counts.prefilterRejected += 1
             if !topology.configuration.validateEveryRecord { return }
         }
-        let ingest = record.timestamp ?? clock()
+        let fromEvent = record.timestamp == nil && topology.configuration.ingestTimeFromEvent
+        let ingest = record.timestamp ?? (fromEvent ? 0 : clock())
         var decodeFailure: AuditDecodeError?
         var events = 0
         let rules = topology.rules
-        decoder.decode(payload, ingestTime: ingest) { result in
+        decoder.decode(payload, ingestTime: fromEvent ? nil : ingest) { result in
             switch result {
             case .failure(let error):
                 if decodeFailure == nil { decodeFailure = error }
@@ -69,11 +70,15 @@ struct DetectProcessor {
             case .success(let event):
                 events += 1
                 guard candidate else { return }
+                let eventIngest = fromEvent
+                    ? event.ingestedMilliseconds ?? event.firstString(Self.stageTimestamp).flatMap { Timestamp.milliseconds(fromRFC3339: $0) }
+                        ?? event.timestampMilliseconds ?? 0
+                    : ingest
                 for (index, rule) in rules.enumerated() where rule.matches(event) {
                     let matches = rule.ruleMatches(
                         for: event, groupBy: groupFields[index],
                         source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),
-                        sequence: events - 1, ingestTime: ingest)
+                        sequence: events - 1, ingestTime: eventIngest)
                     counts.matches[rule.id, default: 0] += matches.count
                     for match in matches { onMatch(index, match) }
                 }
@@ -92,6 +97,8 @@ struct DetectProcessor {
             counts.deadLettered += 1
         }
     }
+
+    static let stageTimestamp = FieldPath("kubernetes.audit.stageTimestamp")
 
     /// The repartition record of a match: keyed by its group key, in the partition the topology chooses.
     func repartitionRecord(_ match: RuleMatch, ruleIndex: Int, floor: Int64?) -> OutputRecord? {

@@ -50,7 +50,6 @@ public final class InMemoryDriver {
     private var nextMemberID = 0
     /// Output topics (alerts, dead letters) keep their records; false for a replay that streams them out.
     public var retainsOutputs = true
-    public var debugTrace = false
     /// Called for every alert and dead-letter record as it is written, in write order.
     public var outputObserver: ((OutputRecord) -> Void)?
     /// Totals of every member, live and gone.
@@ -113,7 +112,6 @@ public final class InMemoryDriver {
         let id = nextMemberID
         nextMemberID += 1
         members.append(Member(id: id, task: StreamTask(topology: topology, prefilter: prefilter, clock: { [wallClock] in wallClock.now })))
-        if debugTrace { members.last!.task.trace = { print("    task \(id): \($0)") } }
         rebalance()
         return id
     }
@@ -131,7 +129,6 @@ public final class InMemoryDriver {
     public func crash(_ id: Int, persisted: Int) {
         guard let member = member(id) else { return }
         for entry in member.inFlight.prefix(persisted) { append(entry.record, to: entry.target) }
-        if debugTrace { print("  crash \(id): persisted \(persisted) of \(member.inFlight.count): \(member.inFlight.prefix(persisted).map { "\($0.target.topic.suffix(7))[\($0.target.partition)]" })") }
         members.removeAll { $0.id == id }
         absorb(member)
         rebalance()
@@ -176,9 +173,7 @@ public final class InMemoryDriver {
                 var latest: [[UInt8]: [UInt8]?] = [:]
                 for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.value } }
                 // The driver's own records: a decoding failure here is a bug in the codec, worth a crash.
-                let restored = try! member.task.restoreStore(id, latest: latest)
-                if debugTrace { print("  restore \(member.id) \(id): position \(restored.position.map(String.init) ?? "-") windows \(restored.state.suppressor.windows.values.flatMap { $0 }.map { "\($0.groupKey.suffix(6))@\($0.start % 1_000_000) n=\($0.suppressed)\($0.closed ? " closed" : "")" }) changelog \(logs[changelog]?.records.count ?? 0)") }
-                member.task.install(restored)
+                member.task.install(try! member.task.restoreStore(id, latest: latest))
                 counters.restoredKeys += latest.count
             }
             let start = member.task.startOffset(of: partition, committed: committed[partition]) ?? logs[partition]?.base ?? 0
@@ -232,7 +227,6 @@ public final class InMemoryDriver {
             }
             if accepted { processed += 1 }
         }
-        if debugTrace { print("  poll \(id): fetched \(order.count) processed \(processed) fetch \(member.fetch.sorted { $0.key.description < $1.key.description }.map { "\($0.key.topic.suffix(9))[\($0.key.partition)]@\($0.value)" })") }
         settleAssignment(member)
         member.task.punctuate { [logs] partition in member.fetch[partition].map { $0 >= (logs[partition]?.end ?? 0) } ?? false }
         send(member, member.task.takeBatch())

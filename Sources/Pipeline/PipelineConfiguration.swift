@@ -51,6 +51,9 @@ public struct PipelineConfiguration: Sendable {
     /// alert id, `update`) this often by wall clock, as Elastic updates a suppressed alert on every rule run.
     /// Zero: only when the window closes.
     public var interimUpdateMilliseconds: Int64 = 5 * 60_000
+    /// `event.ingested` of an event that has none, in a record without a Kafka timestamp (a replayed file):
+    /// the event's own stage timestamp (else its request timestamp) when true, the wall clock when false.
+    public var ingestTimeFromEvent = false
     public var productVersion = "0.1.0"
 
     public init(applicationID: String, kafka: KafkaConfiguration, inputTopics: [String], alertsTopic: String) {

@@ -31,7 +31,6 @@ final class StreamTask {
     private var output: [OutputRecord] = []
     private var offsets: [TopicPartition: Int64] = [:]
     private(set) var counts = TaskCounts()
-    var trace: ((String) -> Void)?
     /// Per owned input partition: the offset below which it will never be read again (where this member
     /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
     private var replayFloors: [TopicPartition: Int64] = [:]
@@ -129,7 +128,6 @@ final class StreamTask {
             }
             store.advance(pastOffset: record.offset)
             if let key = record.key, key.elementsEqual(StateCodec.watermarkKey) {
-                trace?("M[\(record.partition)]@\(record.offset) watermark \(((try? StateCodec.decodeWatermark(record.payload)) ?? 0) % 10_000_000) ts \(record.timestamp ?? 0) stream \(store.state.suppressor.streamTime % 10_000_000) record \(store.state.suppressor.clocks.recordTime % 10_000_000) activity \(store.state.suppressor.lastActivity)")
                 if let time = try? StateCodec.decodeWatermark(record.payload) {
                     for action in punctuator.apply(watermark: time, to: &store) {
                         output.append(aggregate.alertRecord(action, ruleIndex: ruleIndex, counts: &counts))
@@ -139,7 +137,6 @@ final class StreamTask {
             }
             do {
                 let decoded = try StateCodec.decodeMatch(record.payload)
-                trace?("M[\(record.partition)]@\(record.offset) ts \(record.timestamp ?? 0) src \(decoded.match.source.offset) key \(decoded.match.groupKey.suffix(4)) t \(decoded.match.eventTime % 10_000_000) floor \(decoded.floor.map(String.init) ?? "-") stream \(store.state.suppressor.streamTime % 10_000_000) admit \(store.sources.values.first.map { "\($0.floor >> 20)/\($0.applied.count)" } ?? "-")")
                 if store.admit(decoded.match, floor: decoded.floor) {
                     // Activity is the time the match was written to the partition, not when it is read: idle
                     // time is then a property of the log, and a replay after a crash sees the same.

@@ -2,10 +2,11 @@ import ArgumentParser
 import AuditEvents
 import Detection
 import Foundation
+import Kafka
 import Pipeline
 
-/// `audit-sentinel replay`: an audit log through the same detection and suppression code as the live
-/// pipeline, with no Kafka.
+/// `audit-sentinel replay`: an audit log through the live pipeline's topology — the same stream task,
+/// processors and state stores — on the in-memory driver, with no Kafka.
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run captured audit logs through the pipeline's detection and suppression, offline; print the alerts.",
@@ -35,12 +36,19 @@ struct Replay: ParsableCommand {
             help: "Suppression window of rules without their own alert_suppression (as run's suppression.duration), e.g. 5m.")
     var suppressionDuration: String = "5m"
 
+    @Option(name: .long, help: "Partitions of the repartition topics, as run's processing.internal_partitions (stream time is kept per partition).")
+    var partitions: Int = 6
+
     @Argument(help: "Audit log files.")
     var files: [String]
 
     func run() throws {
         guard let alertFormat = AlertFormat(rawValue: format) else {
             printError("unknown format \(format): use ecs or ocsf")
+            throw ExitCode(2)
+        }
+        guard (1...10_000).contains(partitions) else {
+            printError("--partitions: expected 1…10000, got \(partitions)")
             throw ExitCode(2)
         }
         let ruleSet = try loadRuleSet(rules)
@@ -52,31 +60,39 @@ struct Replay: ParsableCommand {
             }
             sink = handle
         }
-        var defaultSuppression = DetectionRule.AlertSuppression.pipelineDefault
         guard let duration = SettingsLoader.parseDuration(suppressionDuration), duration > 0 else {
             printError("--suppression-duration: expected a duration such as 30s or 5m, got \(suppressionDuration)")
             throw ExitCode(2)
         }
-        defaultSuppression.durationMilliseconds = duration
-        var states = ruleSet.rules.map { rule in
-            RuleState(rule: rule.rule, suppression: rule.rule.alertSuppression ?? defaultSuppression,
-                      graceMilliseconds: Int64(grace) * 1000, idleTimeoutMilliseconds: .max / 4)
-        }
-        let builders = ruleSet.rules.map { AlertDocumentBuilder(rule: $0.rule, productVersion: AuditSentinelVersion.current) }
-        let groupBy = ruleSet.rules.map { ($0.rule.alertSuppression ?? defaultSuppression).groupBy.map(FieldPath.init) }
-        let stageTimestamp = FieldPath("kubernetes.audit.stageTimestamp")
-        var counts = (events: 0, errors: 0, new: 0, updated: 0)
-        let progress = isatty(STDERR_FILENO) == 1
-
-        func publish(_ actions: [AlertAction], rule index: Int) {
-            for action in actions {
-                var line = builders[index].serialized(action, format: alertFormat)
-                line.append(UInt8(ascii: "\n"))
-                sink.write(Data(line))
-                if action.kind == .new { counts.new += 1 } else { counts.updated += 1 }
+        // Every file is an input topic of one partition, every line (or whole JSON document) a record: the
+        // live pipeline's topology and code, over an in-memory log, with the events' own times.
+        var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]), inputTopics: files, alertsTopic: "alerts")
+        configuration.alertFormat = alertFormat
+        configuration.defaultSuppression.durationMilliseconds = duration
+        configuration.graceMilliseconds = Int64(grace) * 1000
+        configuration.idleTimeoutMilliseconds = .max / 4
+        configuration.interimUpdateMilliseconds = 0
+        configuration.internalPartitions = Int32(partitions)
+        configuration.ingestTimeFromEvent = true
+        configuration.decoderLimits = DecoderLimits(maxRecordBytes: 256 << 20, maxDepth: 100, maxErrorsPerRecord: .max)
+        configuration.productVersion = AuditSentinelVersion.current
+        configuration.deadLetterTopicName = "dead-letters"
+        let driver = InMemoryDriver(configuration: configuration, rules: ruleSet)
+        driver.retainsOutputs = false
+        var alerts = (new: 0, updated: 0)
+        driver.outputObserver = { record in
+            if record.topic == "alerts" {
+                sink.write(Data((record.value ?? []) + [UInt8(ascii: "\n")]))
+                if record.headers.contains(where: { $0.name == "alert.kind" && $0.value == Array("new".utf8) }) { alerts.new += 1 } else { alerts.updated += 1 }
+            } else {
+                func header(_ name: String) -> String { record.headers.first { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?" }
+                let line = (Int(header("source.offset")) ?? 0) + 1
+                printError("\(header("source.topic")): record \(line), event \((Int(header("error.event_index")) ?? 0) + 1): \(header("error.message"))")
             }
         }
-
+        driver.join()
+        var random = SyntheticAuditTraffic.Generator(seed: 1)
+        let progress = isatty(STDERR_FILENO) == 1
         for file in files {
             let data: Data
             do {
@@ -85,38 +101,39 @@ struct Replay: ParsableCommand {
                 printError("\(file): \(error)")
                 throw ExitCode(2)
             }
-            let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: max(data.count, 1), maxDepth: 100, maxErrorsPerRecord: .max))
-            var position = 0
-            data.withUnsafeBytes { buffer in
-                decoder.decode(buffer) { result in
-                    position += 1
-                    switch result {
-                    case .failure(let error):
-                        counts.errors += 1
-                        printError("\(file): event \(error.eventIndex + 1): \(error)")
-                    case .success(let event):
-                        counts.events += 1
-                        // No Kafka timestamp: the event's own ingest time, else its stage timestamp.
-                        let ingest = event.ingestedMilliseconds
-                            ?? event.firstString(stageTimestamp).flatMap { Timestamp.milliseconds(fromRFC3339: $0) }
-                            ?? event.timestampMilliseconds ?? 0
-                        for (index, rule) in ruleSet.rules.enumerated() where rule.matches(event) {
-                            let matches = rule.ruleMatches(
-                                for: event, groupBy: groupBy[index], source: RecordPosition(topic: file, partition: 0, offset: Int64(position)),
-                                sequence: 0, ingestTime: ingest)
-                            for match in matches { publish(states[index].apply(match, rule: rule.rule, now: 0), rule: index) }
-                        }
-                        if progress, counts.events % 10_000 == 0 {
-                            FileHandle.standardError.write(Data("\r\(file): \(counts.events) events, \(counts.new) alerts".utf8))
-                        }
-                    }
+            var piped = 0
+            for record in Self.records(in: data) {
+                driver.pipe(record, topic: file)
+                piped += 1
+                if piped % 1000 == 0 {
+                    driver.runUntilQuiet(using: &random)
+                    driver.truncateConsumed()
+                    if progress { FileHandle.standardError.write(Data("\r\(file): \(driver.counters.eventsDecoded) events, \(alerts.new) alerts".utf8)) }
                 }
             }
+            driver.runUntilQuiet(using: &random)
+            driver.truncateConsumed()
         }
-        for index in states.indices { publish(states[index].suppressor.closeAll(), rule: index) }
+        driver.closeAllWindows()
+        driver.runUntilQuiet(using: &random)
         if progress { FileHandle.standardError.write(Data("\r".utf8)) }
-        printError("replay: \(counts.events) events, \(counts.errors) undecodable, \(counts.new) alerts, \(counts.updated) updates")
-        if counts.new == 0 { throw ExitCode(1) }
+        let counters = driver.counters
+        printError("replay: \(counters.eventsDecoded) events, \(counters.decodeErrors.values.reduce(0, +)) undecodable, \(alerts.new) alerts, \(alerts.updated) updates")
+        if alerts.new == 0 { throw ExitCode(1) }
+    }
+
+    /// The records of an input: one per line when most lines are whole JSON objects (NDJSON, a malformed
+    /// line being a record of its own), else the whole input as one record (an EventList or an event
+    /// pretty-printed over many lines).
+    static func records(in data: Data) -> [[UInt8]] {
+        let bytes = [UInt8](data)
+        func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D }
+        let lines = bytes.split(separator: UInt8(ascii: "\n")).compactMap { line -> [UInt8]? in
+            guard let first = line.firstIndex(where: { !isBlank($0) }), let last = line.lastIndex(where: { !isBlank($0) }) else { return nil }
+            return Array(line[first...last])
+        }
+        let objects = lines.count { $0.first == UInt8(ascii: "{") && $0.last == UInt8(ascii: "}") }
+        return objects * 2 >= lines.count ? lines : [bytes]
     }
 
     /// `.gz` through gzip, everything else as it is.
