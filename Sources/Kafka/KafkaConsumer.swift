@@ -201,10 +201,15 @@ public final class KafkaConsumer: @unchecked Sendable {
         try KafkaError.check(rd_kafka_unsubscribe(handle.pointer), "unsubscribe")
     }
 
-    /// Waits up to `timeout` for records and hands up to `maxMessages` of them to `body` in one batch,
-    /// serving rebalances and errors on the way. Records are borrowed: see ``ConsumerRecord``.
+    /// Hands the records already fetched (up to `maxMessages`) to `body` in one batch, waiting up to
+    /// `timeout` only when there are none, serving rebalances and errors on the way. Records are borrowed:
+    /// see ``ConsumerRecord``. A rebalance served by this call may come between records of the batch, as
+    /// librdkafka serves it from the same queue: records of a partition assigned or revoked by it may
+    /// belong to the previous assignment (the caller fences them).
+    /// - Parameter fillBatch: wait up to `timeout` for a full batch instead (librdkafka's own batch call):
+    ///   fewer, larger batches at the cost of latency.
     public func poll<R>(
-        maxMessages: Int = 1024, timeout: Duration, _ body: (MessageBatch) throws -> R
+        maxMessages: Int = 1024, timeout: Duration, fillBatch: Bool = false, _ body: (MessageBatch) throws -> R
     ) throws -> R {
         guard !polling.exchange(true, ordering: .acquiring) else {
             throw KafkaError.illegalState("KafkaConsumer.poll called while another poll is running")
@@ -214,7 +219,17 @@ public final class KafkaConsumer: @unchecked Sendable {
             buffer.deallocate()
             buffer = .allocate(capacity: maxMessages)
         }
-        let received = rd_kafka_consume_batch_queue(queue, timeout.milliseconds, buffer.baseAddress, maxMessages)
+        // librdkafka's batch call waits until the batch is full or the timeout passes: at 10 000 records/s a
+        // batch of 1 000 would sit for 100 ms. Take what is there; only when nothing is, wait for the first
+        // record, then take what came with it.
+        var received = rd_kafka_consume_batch_queue(queue, fillBatch ? timeout.milliseconds : 0, buffer.baseAddress, maxMessages)
+        if received == 0 && timeout > .zero && !fillBatch {
+            received = rd_kafka_consume_batch_queue(queue, timeout.milliseconds, buffer.baseAddress, 1)
+            if received == 1 && maxMessages > 1 {
+                let more = rd_kafka_consume_batch_queue(queue, 0, buffer.baseAddress! + 1, maxMessages - 1)
+                if more > 0 { received += more }
+            }
+        }
         guard received >= 0 else {
             throw KafkaError(code: .init(rd_kafka_last_error()), message: "consume failed")
         }

@@ -47,6 +47,9 @@ public struct PipelineConfiguration: Sendable {
     public var skipRepartition = false
     public var maxBatch = 1000
     public var pollTimeout: Duration = .milliseconds(100)
+    /// Poll mode: false (default) takes the records already fetched, waiting only when there are none;
+    /// true waits up to `pollTimeout` for `maxBatch` records. Results are the same either way.
+    public var fillBatches = false
     /// An open window that suppressed matches since its last published version is published again (same
     /// alert id, `update`) this often by wall clock, as Elastic updates a suppressed alert on every rule run.
     /// Zero: only when the window closes.

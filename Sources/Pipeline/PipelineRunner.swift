@@ -105,7 +105,7 @@ public final class PipelineRunner {
     public func runOnce() throws -> Int {
         guard let consumer, let producer else { throw KafkaError(code: .state, message: "pipeline not started") }
         task.beginPoll()
-        let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout) { batch in
+        let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout, fillBatch: configuration.fillBatches) { batch in
             var processed = 0
             for record in batch {
                 let view = RecordView(topic: record.topic, partition: record.partition, offset: record.offset, key: record.key,

@@ -64,6 +64,14 @@ struct Scenario {
     ]
 }
 
+/// How the pipeline polls: waiting for full batches or taking what is there, and the batch size.
+struct PollShape: Sendable, CustomTestStringConvertible {
+    var fill: Bool
+    var batch: Int
+    var testDescription: String { "\(fill ? "full batches" : "available records") of \(batch)" }
+    static let all = [false, true].flatMap { fill in [1, 7, 1000].map { PollShape(fill: fill, batch: $0) } }
+}
+
 /// A pipeline test bench: a broker, topics, traffic in, alerts out.
 struct PipelineBench {
     let broker: (bootstrap: String, provisioner: any TopicProvisioner, owner: (any Sendable)?)
@@ -97,6 +105,7 @@ struct PipelineBench {
     }
 
     var skipRepartition = false
+    var poll = PollShape(fill: false, batch: 1000)
 
     func configuration(_ guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce) -> PipelineConfiguration {
         var configuration = PipelineConfiguration(applicationID: app, kafka: kafka, inputTopics: [input], alertsTopic: alerts)
@@ -104,6 +113,8 @@ struct PipelineBench {
         configuration.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "fetch.wait.max.ms": "50"]
         configuration.internalPartitions = skipRepartition ? 1 : 4
         configuration.skipRepartition = skipRepartition
+        configuration.fillBatches = poll.fill
+        configuration.maxBatch = poll.batch
         return configuration
     }
 
@@ -381,7 +392,9 @@ enum PipelineScenarios {
     }
 
     /// Two instances in one group; partitions move when the second joins and again when the first leaves.
-    static func twoInstancesShareTheWorkAndLoseNothing(_ bench: PipelineBench) throws {
+    static func twoInstancesShareTheWorkAndLoseNothing(_ bench: PipelineBench, poll: PollShape = PollShape(fill: false, batch: 1000)) throws {
+        var bench = bench
+        bench.poll = poll
         let records = Scenario.records()
         let third = records.count / 3
         try bench.produce(Array(records[..<third]))
@@ -436,7 +449,9 @@ struct PipelineEndToEndTests {
     @Test func scenarioAlertsSuppressesAndUpdates() throws { try PipelineScenarios.scenarioAlertsSuppressesAndUpdates(bench()) }
     @Test func restartMidWindowRestoresStateFromTheChangelog() throws { try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(bench()) }
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
-    @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
+    /// The result does not depend on how records are batched: both poll modes, batches of 1, 7 and 1 000.
+    @Test(arguments: PollShape.all)
+    func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
     @Test func exactlyOnceUsesTheTransactionCallSequence() throws { try PipelineScenarios.exactlyOnceUsesTheTransactionCallSequence(bench()) }
     /// 3 000 here: librdkafka's mock broker keeps only the newest 5 MB of a partition, and the one-partition
     /// dead-letter topic of 10 000 records (with their headers) is more; the tansu suite runs 10 000.
@@ -468,7 +483,8 @@ struct TansuPipelineTests {
     @Test func scenarioAlertsSuppressesAndUpdates() throws { try PipelineScenarios.scenarioAlertsSuppressesAndUpdates(bench()) }
     @Test func restartMidWindowRestoresStateFromTheChangelog() throws { try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(bench()) }
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
-    @Test func twoInstancesShareTheWorkAndLoseNothing() throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench()) }
+    @Test(arguments: PollShape.all)
+    func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
     @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws { try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench()) }
 }
 
