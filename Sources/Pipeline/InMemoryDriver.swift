@@ -344,7 +344,7 @@ public final class InMemoryDriver {
         if isOutput { outputObserver?(record) }
         if isOutput && !retainsOutputs { return }
         logs[partition, default: PartitionLog()].records.append(
-            StoredRecord(key: record.key, value: record.value, headers: record.headers, timestamp: now))
+            StoredRecord(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now))
     }
 
     private func absorb(_ member: Member) {

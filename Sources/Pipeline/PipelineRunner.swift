@@ -330,7 +330,8 @@ public final class PipelineRunner {
 
     /// Queues one output; waits while librdkafka's local queue is full. Returns a non-fatal refusal.
     private func enqueue(_ output: OutputRecord, id: UInt64, producer: KafkaProducer) throws -> KafkaError? {
-        let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value, headers: output.headers)
+        let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value,
+                                      headers: output.headers, timestamp: output.timestamp)
         while true {
             switch Result(catching: { () throws(KafkaError) in try producer.send(message, id: id) }) {
             case .success:

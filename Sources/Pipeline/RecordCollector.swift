@@ -16,9 +16,12 @@ public struct OutputRecord: Sendable {
     /// A later output with the same topic and key replaces this one (alert versions, changelog state): if
     /// this one fails after a later one was sent, it is not sent again, so the newest stays the last.
     public var lastWriteWins: Bool
+    /// The record's timestamp (milliseconds, by the pipeline's clock); nil lets the producer stamp it.
+    public var timestamp: Int64?
 
     public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]?, headers: [KafkaHeader] = [],
-                latencyOrigin: Int64? = nil, lastWriteWins: Bool = false) {
+                latencyOrigin: Int64? = nil, lastWriteWins: Bool = false, timestamp: Int64? = nil) {
+        self.timestamp = timestamp
         self.topic = topic
         self.partition = partition
         self.key = key

@@ -39,6 +39,9 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Partitions of the repartition topics, as run's processing.internal_partitions (stream time is kept per partition).")
     var partitions: Int = 6
 
+    @Option(name: .long, help: "Read every file as one input topic of this name, as if the events came from it (alerts cite their source topic); default: each file is its own topic.")
+    var topic: String?
+
     @Argument(help: "Audit log files.")
     var files: [String]
 
@@ -66,7 +69,7 @@ struct Replay: ParsableCommand {
         }
         // Every file is an input topic of one partition, every line (or whole JSON document) a record: the
         // live pipeline's topology and code, over an in-memory log, with the events' own times.
-        var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]), inputTopics: files, alertsTopic: "alerts")
+        var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]), inputTopics: topic.map { [$0] } ?? files, alertsTopic: "alerts")
         configuration.alertFormat = alertFormat
         configuration.defaultSuppression.durationMilliseconds = duration
         configuration.graceMilliseconds = Int64(grace) * 1000
@@ -103,7 +106,7 @@ struct Replay: ParsableCommand {
             }
             var piped = 0
             for record in Self.records(in: data) {
-                driver.pipe(record, topic: file)
+                driver.pipe(record, topic: topic ?? file)
                 piped += 1
                 if piped % 1000 == 0 {
                     driver.runUntilQuiet(using: &random)

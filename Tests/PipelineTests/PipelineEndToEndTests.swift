@@ -106,6 +106,7 @@ struct PipelineBench {
 
     var skipRepartition = false
     var poll = PollShape(fill: false, batch: 1000)
+    var interimUpdates = true
 
     func configuration(_ guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce) -> PipelineConfiguration {
         var configuration = PipelineConfiguration(applicationID: app, kafka: kafka, inputTopics: [input], alertsTopic: alerts)
@@ -114,6 +115,7 @@ struct PipelineBench {
         configuration.internalPartitions = skipRepartition ? 1 : 4
         configuration.skipRepartition = skipRepartition
         configuration.fillBatches = poll.fill
+        if !interimUpdates { configuration.interimUpdateMilliseconds = 0 }
         configuration.maxBatch = poll.batch
         return configuration
     }
@@ -338,6 +340,48 @@ enum PipelineScenarios {
         #expect(counters.matches[try #require(bench.rules.rules.first).id] == 68)
     }
 
+    /// `replay` (the in-memory driver) over the scenario's events gives the live pipeline's alert documents,
+    /// byte for byte, when the records carry the events' stage timestamps (the ingest time replay derives).
+    static func replayIsByteIdenticalToTheLivePipeline(_ bench: PipelineBench) throws {
+        var bench = bench
+        bench.interimUpdates = false
+        var records = Scenario.records()
+        for index in records.indices {
+            let event = try JSONValue.parse(records[index].value)
+            records[index].timestamp = try #require(event[path: "stageTimestamp"]?.stringValue.flatMap { Timestamp.milliseconds(fromRFC3339: $0) })
+        }
+        try bench.produce(records)
+        let clock = ManualClock()
+        let runner = bench.runner(clock)
+        try runner.start()
+        try driveThroughWindows([runner], clock: clock, consumed: { runner.snapshot().matchesAggregated >= 68 },
+                                updated: { runner.snapshot().alertsUpdated >= 3 })
+        try runner.stop()
+        let live = Set(try bench.read(bench.alerts, atLeast: 6).map(\.value))
+
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString).ndjson")
+        try Data(records.flatMap { $0.value + [UInt8(ascii: "\n")] }).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("audit-sentinel")
+        process.arguments = ["replay", "--topic", bench.input, "--partitions", "\(bench.configuration().internalPartitions)",
+                             "--rules", packageRoot.appendingPathComponent("Config/rules").path, file.path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let replayed = Set(printed.split(separator: UInt8(ascii: "\n")).map(Array.init))
+        if ProcessInfo.processInfo.environment["AUDIT_SENTINEL_TEST_DUMP"] != nil {
+            try Data(live.sorted { $0.lexicographicallyPrecedes($1) }.flatMap { $0 + [10] }).write(to: URL(fileURLWithPath: "/tmp/live.ndjson"))
+            try Data(replayed.sorted { $0.lexicographicallyPrecedes($1) }.flatMap { $0 + [10] }).write(to: URL(fileURLWithPath: "/tmp/replayed.ndjson"))
+        }
+        #expect(replayed.count == 6, "three alerts and their updates, not \(replayed.count)")
+        #expect(replayed == live, "\(replayed.subtracting(live).count) replayed documents not among the live ones, \(live.subtracting(replayed).count) live ones not replayed")
+    }
+
     static func restartMidWindowRestoresStateFromTheChangelog(_ bench: PipelineBench) throws {
         let records = Scenario.records()
         let half = records.count / 2
@@ -449,6 +493,7 @@ struct PipelineEndToEndTests {
     @Test func scenarioAlertsSuppressesAndUpdates() throws { try PipelineScenarios.scenarioAlertsSuppressesAndUpdates(bench()) }
     @Test func restartMidWindowRestoresStateFromTheChangelog() throws { try PipelineScenarios.restartMidWindowRestoresStateFromTheChangelog(bench()) }
     @Test func replayingTheSameInputGivesIdenticalDocuments() throws { try PipelineScenarios.replayingTheSameInputGivesIdenticalDocuments(bench()) }
+    @Test func replayIsByteIdenticalToTheLivePipeline() throws { try PipelineScenarios.replayIsByteIdenticalToTheLivePipeline(bench()) }
     /// The result does not depend on how records are batched: both poll modes, batches of 1, 7 and 1 000.
     @Test(arguments: PollShape.all)
     func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
