@@ -21,10 +21,13 @@ demo: deps
 bench: deps
 	@bash scripts/bench.sh $(BENCH_SUITES)
 
-# The crash test in its long form: 20 random SIGKILLs of three instances (make test runs 3).
+# The crash test in its long form: 20 random SIGKILLs of three instances (make test runs 3), then
+# 50 000 simulated histories (make test runs 10 000).
 chaos: deps
 	swift build --product audit-sentinel
 	@bash scripts/chaos.sh 20 6000
+	swift build -c release --product audit-sentinel-sim
+	./.build/release/audit-sentinel-sim --schedules $${SIM_SCHEDULES:-50000} --base-seed 100001
 
 # The libFuzzer targets for longer than `make test` runs them.
 fuzz: deps

@@ -3,8 +3,10 @@
 #  1. everything but the tansu suite, with Debian's librdkafka (mock cluster in-process);
 #  2. the tansu suite, with a real tansu broker on a free loopback port and the newer librdkafka that
 #     tansu needs (Debian's 2.0.2 cannot parse its ApiVersions answer; see README).
-#  3. the crash test (scripts/chaos.sh), short form;
-#  4. the libFuzzer targets (record decoding, KQL, rule TOML), for a bounded time.
+#  3. the deterministic simulation: 10 000 random consumer-group histories on the in-memory driver
+#     (release build of audit-sentinel-sim);
+#  4. the crash test (scripts/chaos.sh), short form;
+#  5. the libFuzzer targets (record decoding, KQL, rule TOML), for a bounded time.
 # Fails if any suite fails or skips a test, or the fuzzer finds anything. tansu is stopped by its PID
 # however the run ends.
 set -euo pipefail
@@ -49,6 +51,9 @@ set -e
 [ "$status" -eq 0 ] || { echo "test: suite 2 failed (exit $status)" >&2; exit 1; }
 check_run "$logs/suite-tansu.log" "suite 2 (tansu broker)"
 stop_tansu
+echo "== simulation: random histories of 1–3 members (polls of any size, rebalances, crashes, failed deliveries), release build"
+swift build -c release --product audit-sentinel-sim 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Write|Emitting|Linking|Planning|Applying)' || true
+.build/release/audit-sentinel-sim --schedules "${AUDIT_SENTINEL_TEST_SIM_SCHEDULES:-10000}"
 echo "== crash test: three instances on tansu, random SIGKILLs (make chaos runs the long form)"
 bash scripts/chaos.sh "${AUDIT_SENTINEL_TEST_CHAOS_KILLS:-3}" 2000
 echo "== fuzz: record decoding, KQL and rule TOML, bounded (make fuzz runs longer)"

@@ -53,8 +53,11 @@ struct WindowPunctuator {
         store.lastInterim = now
         var open: [String: Int] = [:]
         var interim: [SuppressionWindow] = []
+        // A window a watermark on its way will close gets its final version then, not an interim one now.
+        let closing = max(store.state.suppressor.streamTime, store.pendingWatermark ?? .min)
+        let grace = store.state.suppressor.configuration.grace
         for (_, windows) in store.state.suppressor.windows {
-            for window in windows where !window.closed {
+            for window in windows where !window.closed && window.end + grace >= closing {
                 let key = Self.key(window)
                 open[key] = store.publishedSuppressed[key] ?? 0
                 if window.suppressed > (store.publishedSuppressed[key] ?? 0) {

@@ -33,6 +33,8 @@ struct Settings: Equatable {
     var internalPartitions = 6
     var replicationFactor = -1
     var maxBatch = 1000
+    var fillBatches = false
+    var interimUpdatesMilliseconds: Int64 = 5 * 60_000
     var validateEveryRecord = true
     var maxRecordBytes = 1 << 20
     var maxDepth = 100
@@ -72,6 +74,8 @@ struct Settings: Equatable {
         configuration.internalPartitions = Int32(internalPartitions)
         configuration.replicationFactor = Int32(replicationFactor)
         configuration.maxBatch = maxBatch
+        configuration.fillBatches = fillBatches
+        configuration.interimUpdateMilliseconds = interimUpdatesMilliseconds
         configuration.validateEveryRecord = validateEveryRecord
         configuration.decoderLimits = .init(maxRecordBytes: maxRecordBytes, maxDepth: maxDepth)
         configuration.defaultSuppression = defaultSuppression
@@ -176,6 +180,7 @@ struct SettingsLoader {
             .init("rules.paths", .strings, .strings(d.rulePaths)),
             .init("suppression.group_by", .strings, .strings(d.defaultSuppression.groupBy)),
             .init("suppression.duration", .duration, .duration(d.defaultSuppression.durationMilliseconds)),
+            .init("suppression.interim_updates", .duration, .duration(d.interimUpdatesMilliseconds)),
             .init("output.format", .choice(AlertFormat.allCases.map(\.rawValue)), .string(d.format.rawValue)),
             .init("processing.guarantee", .choice(["at_least_once", "exactly_once"]), .string(d.guarantee.rawValue)),
             .init("processing.grace", .duration, .duration(d.graceMilliseconds)),
@@ -185,6 +190,7 @@ struct SettingsLoader {
             .init("processing.internal_partitions", .int, .int(d.internalPartitions)),
             .init("processing.replication_factor", .int, .int(d.replicationFactor)),
             .init("processing.max_batch", .int, .int(d.maxBatch)),
+            .init("processing.fill_batches", .bool, .bool(d.fillBatches)),
             .init("processing.validate_every_record", .bool, .bool(d.validateEveryRecord)),
             .init("limits.max_record_bytes", .int, .int(d.maxRecordBytes)),
             .init("limits.max_depth", .int, .int(d.maxDepth)),
@@ -422,6 +428,9 @@ struct SettingsLoader {
         try check(settings.replicationFactor == -1 || settings.replicationFactor >= 1, "processing.replication_factor", "must be -1 or ≥ 1")
         settings.maxBatch = int("processing.max_batch") ?? settings.maxBatch
         try check((1...100_000).contains(settings.maxBatch), "processing.max_batch", "must be 1…100000")
+        settings.fillBatches = bool("processing.fill_batches") ?? settings.fillBatches
+        settings.interimUpdatesMilliseconds = duration("suppression.interim_updates") ?? settings.interimUpdatesMilliseconds
+        try check(settings.interimUpdatesMilliseconds >= 0, "suppression.interim_updates", "must be 0 (off) or a duration")
         settings.validateEveryRecord = bool("processing.validate_every_record") ?? settings.validateEveryRecord
         settings.maxRecordBytes = int("limits.max_record_bytes") ?? settings.maxRecordBytes
         try check((1024...(64 << 20)).contains(settings.maxRecordBytes), "limits.max_record_bytes", "must be 1 KiB…64 MiB")
