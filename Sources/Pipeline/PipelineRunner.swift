@@ -25,9 +25,8 @@ public final class PipelineRunner {
     private let logger: Logger
     private let clock: @Sendable () -> Int64
     private let task: StreamTask
-    private let tracker = DeliveryTracker()
     private var consumer: KafkaConsumer?
-    private var producer: KafkaProducer?
+    private var sink: KafkaSink?
     private var restoreConsumer: KafkaConsumer?
     /// Partitions assigned whose stores still have to be restored (kept across polls until they are).
     private var pendingRestores: Set<StatePartition> = []
@@ -36,7 +35,9 @@ public final class PipelineRunner {
     private var nextOffsets: [TopicPartition: Int64] = [:]
 
     /// Called with each new alert's latency in milliseconds once it is acknowledged (metrics, benchmarks).
-    public var alertLatencyObserver: (@Sendable (Int64) -> Void)?
+    public var alertLatencyObserver: (@Sendable (Int64) -> Void)? {
+        didSet { sink?.alertLatencyObserver = alertLatencyObserver }
+    }
 
     public init(
         configuration: PipelineConfiguration, rules: RuleSet, provisioner: any TopicProvisioner,
@@ -61,12 +62,12 @@ public final class PipelineRunner {
         if configuration.processingGuarantee == .exactlyOnce, producerConfiguration.transactionalID == nil {
             producerConfiguration.transactionalID = "\(configuration.applicationID)-\(UUID().uuidString.prefix(8))"
         }
+        let tracker = DeliveryTracker()
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger) { [tracker, logger] report in
             if let error = report.error { logger.warning("output not delivered", metadata: ["topic": "\(report.topic)", "error": "\(error)"]) }
             tracker.acknowledge(id: report.id, failed: report.error != nil)
         }
         if producer.isTransactional { try producer.initTransactions() }
-        self.producer = producer
 
         let consumerConfiguration = configuration.kafka.merging([
             "group.id": configuration.applicationID, "auto.offset.reset": "earliest", "enable.auto.commit": "false",
@@ -76,6 +77,11 @@ public final class PipelineRunner {
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger) { _, event in
             confined.runner?.rebalanced(event)
         }
+        let task = task
+        let sink = KafkaSink(producer: producer, consumer: consumer, tracker: tracker, status: status, logger: logger, clock: clock,
+                             maxBatch: configuration.maxBatch, owns: { task.owns($0) }, committed: { task.floor($0, at: $1) })
+        sink.alertLatencyObserver = alertLatencyObserver
+        self.sink = sink
         try consumer.subscribe(topics: topology.subscription)
         self.consumer = consumer
         logger.info("pipeline started", metadata: ["rules": "\(rules.count)", "inputs": "\(configuration.inputTopics)"])
@@ -84,14 +90,11 @@ public final class PipelineRunner {
     /// Leaves the group after finishing what is in flight: open windows stay in the changelog for the next
     /// owner of their partitions.
     public func stop() throws {
-        if let consumer, let producer {
-            try producer.flush(timeout: .seconds(30))
-            try settle(consumer: consumer, producer: producer, waitForAll: true)
-        }
+        try sink?.drain()
         try consumer?.close()
         try restoreConsumer?.close()
         consumer = nil
-        producer = nil
+        sink = nil
         restoreConsumer = nil
     }
 
@@ -103,7 +106,7 @@ public final class PipelineRunner {
     /// Polls once, processes what came, punctuates and produces. Returns the number of records processed.
     @discardableResult
     public func runOnce() throws -> Int {
-        guard let consumer, let producer else { throw KafkaError(code: .state, message: "pipeline not started") }
+        guard let consumer, let sink else { throw KafkaError(code: .state, message: "pipeline not started") }
         task.beginPoll()
         let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout, fillBatch: configuration.fillBatches) { batch in
             var processed = 0
@@ -127,23 +130,23 @@ public final class PipelineRunner {
         nextOffsets.merge(batch.offsets) { max($0, $1) }
         if batch.isEmpty {
             // Nothing new: commit what has been acknowledged since.
-            if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: false) }
+            if !sink.isTransactional { try sink.settle(waitForAll: false) }
             return 0
         }
-        try deliver(batch, consumer: consumer, producer: producer)
+        try sink.deliver(batch)
         return processed
     }
 
     /// Closes every open window now and publishes their updates (the end of a demo or a bounded run).
     public func flushOpenWindows() throws {
-        guard let consumer, let producer else { return }
+        guard let sink else { return }
         task.closeAllWindows()
         let counts = task.takeCounts()
         status.update { counts.add(to: &$0) }
         var batch = task.takeBatch()
         batch.offsets = [:]
-        try deliver(batch, consumer: consumer, producer: producer)
-        if !producer.isTransactional { try settle(consumer: consumer, producer: producer, waitForAll: true) }
+        try sink.deliver(batch)
+        if !sink.isTransactional { try sink.settle(waitForAll: true) }
     }
 
     public func snapshot() -> PipelineCounters { status.counterSnapshot }
@@ -166,16 +169,15 @@ public final class PipelineRunner {
         case .revoke, .lost:
             // Outputs in flight are acknowledged and their offsets committed while the partitions are still
             // ours, so the next owner neither misses nor repeats them; it restores the state from the changelog.
-            if event.kind == .revoke, let consumer, let producer, tracker.outstanding > 0 || tracker.hasCompleted {
+            if event.kind == .revoke, let sink, sink.tracker.outstanding > 0 || sink.tracker.hasCompleted {
                 do {
-                    try producer.flush(timeout: .seconds(30))
-                    try settle(consumer: consumer, producer: producer, waitForAll: true, insideRebalance: true)
+                    try sink.drain(insideRebalance: true)
                 } catch {
                     logger.warning("in-flight outputs not settled before revocation", metadata: ["error": "\(error)"])
                 }
             }
             task.revoke(event.partitions)
-            tracker.forget(Set(event.partitions))
+            sink?.tracker.forget(Set(event.partitions))
             for partition in event.partitions { nextOffsets.removeValue(forKey: partition) }
             let gone = Set(event.partitions.flatMap(topology.statePartitions(carriedBy:)))
             pendingRestores.subtract(gone)
@@ -285,139 +287,6 @@ public final class PipelineRunner {
         lagRefreshed = .now
         guard let lag = try? consumer.lag() else { return }
         status.update { $0.lag = lag }
-    }
-
-    // MARK: Delivery
-
-    /// At least once, pipelined: a batch's outputs are sent without waiting, and its input offsets are
-    /// committed (asynchronously, in batch order) once every output of it and of every earlier batch is
-    /// acknowledged. A failed output is sent again with backoff while consumption is paused; nothing is
-    /// committed past it; the changelog writes of a batch follow once its other outputs are acknowledged.
-    /// Exactly once: one transaction per batch, outputs, changelog and offsets together.
-    private func deliver(_ batch: StreamTask.Batch, consumer: KafkaConsumer, producer: KafkaProducer) throws {
-        if producer.isTransactional {
-            let commitOffsets = batch.offsets.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
-            try producer.beginTransaction()
-            do {
-                let id = tracker.open(offsets: [:])
-                try send(batch.records + batch.changelog, batch: id, producer: producer)
-                try producer.flush(timeout: .seconds(60))
-                try settle(consumer: consumer, producer: producer, waitForAll: true)
-                try producer.sendOffsetsToTransaction(commitOffsets, groupMetadata: consumer.groupMetadata())
-                try producer.commitTransaction()
-            } catch let error as KafkaError where error.requiresAbort {
-                try producer.abortTransaction()
-                throw error
-            }
-            return
-        }
-        let id = tracker.open(offsets: batch.offsets, deferred: batch.changelog)
-        try send(batch.records, batch: id, producer: producer)
-        try settle(consumer: consumer, producer: producer, waitForAll: false)
-    }
-
-    private func send(_ outputs: [OutputRecord], batch: UInt64, producer: KafkaProducer) throws {
-        for output in outputs {
-            let id = tracker.register(output, batch: batch)
-            if let error = try enqueue(output, id: id, producer: producer) {
-                // Refused before it was queued (e.g. a topic error librdkafka remembers): retried by `settle`.
-                logger.warning("output refused", metadata: ["topic": "\(output.topic)", "error": "\(error)"])
-                tracker.acknowledge(id: id, failed: true)
-            }
-        }
-        tracker.close(batch)
-    }
-
-    /// Queues one output; waits while librdkafka's local queue is full. Returns a non-fatal refusal.
-    private func enqueue(_ output: OutputRecord, id: UInt64, producer: KafkaProducer) throws -> KafkaError? {
-        let message = ProducerMessage(topic: output.topic, partition: output.partition, key: output.key, value: output.value,
-                                      headers: output.headers, timestamp: output.timestamp)
-        while true {
-            switch Result(catching: { () throws(KafkaError) in try producer.send(message, id: id) }) {
-            case .success:
-                return nil
-            case .failure(let error) where error.code == .queueFull:
-                producer.poll(timeout: .milliseconds(10))
-            case .failure(let error) where !error.isFatal && producer.fatalError == nil:
-                return error
-            case .failure(let error):
-                throw error
-            }
-        }
-    }
-
-    /// Resends failed outputs (with consumption paused and backoff), commits every batch whose outputs are
-    /// all acknowledged, and keeps the number of unacknowledged outputs bounded. With `waitForAll`, returns
-    /// only when nothing is outstanding (rebalance, stop).
-    private func settle(consumer: KafkaConsumer, producer: KafkaProducer, waitForAll: Bool, insideRebalance: Bool = false) throws {
-        var backoff: Duration = .milliseconds(100)
-        var paused: [TopicPartition] = []
-        defer { if !paused.isEmpty { try? consumer.resume(paused) } }
-        while true {
-            let failed = tracker.takeFailed()
-            if !failed.isEmpty {
-                status.update { $0.produceRetries += failed.count }
-                logger.warning("outputs not acknowledged; retrying", metadata: ["count": "\(failed.count)", "backoff": "\(backoff)"])
-                if paused.isEmpty, let assignment = try? consumer.assignment() {
-                    try? consumer.pause(assignment)
-                    paused = assignment
-                }
-                if !insideRebalance { _ = try? consumer.poll(timeout: .zero) { _ in } }  // keeps the group membership alive
-                Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
-                backoff = min(backoff * 2, .seconds(5))
-                for (id, output) in failed {
-                    if let error = try enqueue(output, id: id, producer: producer) {
-                        logger.warning("output refused", metadata: ["topic": "\(output.topic)", "error": "\(error)"])
-                        tracker.acknowledge(id: id, failed: true)
-                    }
-                }
-                continue
-            }
-            for (id, output) in tracker.releaseDeferred() {
-                if let error = try enqueue(output, id: id, producer: producer) {
-                    logger.warning("output refused", metadata: ["topic": "\(output.topic)", "error": "\(error)"])
-                    tracker.acknowledge(id: id, failed: true)
-                }
-            }
-            let completed = tracker.takeCompleted()
-            observeLatency(of: completed.alerts)
-            commit(completed.offsets, consumer: consumer, synchronously: waitForAll)
-            let outstanding = tracker.outstanding
-            if outstanding == 0 || (!waitForAll && outstanding <= maxOutstandingOutputs && paused.isEmpty) { return }
-            // Too much in flight (or draining): wait for reports.
-            _ = producer.poll(timeout: .milliseconds(5))
-            if (!paused.isEmpty || waitForAll) && !insideRebalance { _ = try? consumer.poll(timeout: .zero) { _ in } }
-            tracker.waitForReports(timeout: .milliseconds(50))
-        }
-    }
-
-    /// Unacknowledged outputs beyond which consumption waits.
-    private var maxOutstandingOutputs: Int { max(10_000, configuration.maxBatch * 20) }
-
-    private func commit(_ offsets: [TopicPartition: Int64], consumer: KafkaConsumer, synchronously: Bool) {
-        // Only partitions still ours: a commit for one that moved on would overwrite its new owner's progress.
-        let list = offsets.filter { task.owns($0.key) }.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
-        guard !list.isEmpty else { return }
-        let committed = Result { () throws(KafkaError) in
-            if synchronously { try consumer.commit(list) } else { try consumer.commitAsync(list) }
-        }
-        // Issued is enough: a commit that fails leaves a lower committed offset, and records between it and
-        // this one were acknowledged before it was issued, so a replay of them is recognized anyway.
-        for entry in list { task.floor(entry.topicPartition, at: entry.offset) }
-        if case .failure(let error) = committed {
-            // The outputs are acknowledged; only the commit was refused (a rebalance is under way). The next
-            // owner starts at the stores' positions, which cover these records, or reads them again and
-            // recognizes their matches by input position.
-            logger.warning("offset commit refused, records may be read again", metadata: ["error": "\(error)"])
-            status.update { $0.commitRetries += 1 }
-        }
-    }
-
-    /// Alert latency: from the `event.ingested` of the match that raised a new alert to its acknowledgement.
-    private func observeLatency(of outputs: [OutputRecord]) {
-        guard let observer = alertLatencyObserver else { return }
-        let now = clock()
-        for output in outputs { if let origin = output.latencyOrigin { observer(max(0, now - origin)) } }
     }
 }
 

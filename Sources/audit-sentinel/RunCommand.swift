@@ -229,14 +229,15 @@ final class Service: @unchecked Sendable {
     private func respond(_ path: String) -> HTTPEndpoint.Response {
         switch path {
         case "/metrics":
-            metrics.update(runner.snapshot(), openWindows: runner.openWindows, ready: runner.isReady)
+            let status = runner.status  // the runner's thread-safe face: this runs on the HTTP thread
+            metrics.update(status.counterSnapshot, openWindows: status.openWindows, ready: status.isReady)
             return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
         case "/healthz":
             // Alive while the loop turns: a batch (or a restore) may take long, two minutes without one is not.
             let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
             return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
         case "/readyz":
-            let ready = runner.isReady && !stopRequested
+            let ready = runner.status.isReady && !stopRequested
             return ready ? .init(status: 200, body: Array("ready\n".utf8)) : .init(status: 503, body: Array("not ready\n".utf8))
         default:
             return .init(status: 404, body: Array("not found\n".utf8))
