@@ -328,12 +328,13 @@ public final class InMemoryDriver {
             counters.produceRetries += 1
         }
         release(member)
+        _ = member.tracker.takeLatencies()
         let completed = member.tracker.takeCompleted()
         guard !refuseCommit else {
-            if !completed.offsets.isEmpty { counters.commitRetries += 1 }
+            if !completed.isEmpty { counters.commitRetries += 1 }
             return
         }
-        for (partition, offset) in completed.offsets where member.task.owns(partition) {
+        for (partition, offset) in completed where member.task.owns(partition) {
             committed[partition] = offset  // as a broker does: the last commit wins, even a lower one
             member.task.floor(partition, at: offset)
         }

@@ -12,7 +12,6 @@ final class KafkaSink {
     private let consumer: KafkaConsumer
     private let status: PipelineStatus
     private let logger: Logger
-    private let clock: @Sendable () -> Int64
     private let maxOutstandingOutputs: Int
     /// Whether this member still owns a partition (only its own offsets are committed).
     private let owns: (TopicPartition) -> Bool
@@ -21,14 +20,13 @@ final class KafkaSink {
     var alertLatencyObserver: (@Sendable (Int64) -> Void)?
 
     init(producer: KafkaProducer, consumer: KafkaConsumer, tracker: DeliveryTracker, status: PipelineStatus, logger: Logger,
-         clock: @escaping @Sendable () -> Int64, maxBatch: Int, owns: @escaping (TopicPartition) -> Bool,
+         maxBatch: Int, owns: @escaping (TopicPartition) -> Bool,
          committed: @escaping (TopicPartition, Int64) -> Void) {
         self.producer = producer
         self.consumer = consumer
         self.tracker = tracker
         self.status = status
         self.logger = logger
-        self.clock = clock
         maxOutstandingOutputs = max(10_000, maxBatch * 20)
         self.owns = owns
         didCommit = committed
@@ -132,9 +130,9 @@ final class KafkaSink {
                     tracker.acknowledge(id: id, failed: true)
                 }
             }
-            let completed = tracker.takeCompleted()
-            observeLatency(of: completed.alerts)
-            commit(completed.offsets, synchronously: waitForAll)
+            let latencies = tracker.takeLatencies()
+            if let observer = alertLatencyObserver { for latency in latencies { observer(latency) } }
+            commit(tracker.takeCompleted(), synchronously: waitForAll)
             let outstanding = tracker.outstanding
             if outstanding == 0 || (!waitForAll && outstanding <= maxOutstandingOutputs && paused.isEmpty) { return }
             // Too much in flight (or draining): wait for reports.
@@ -161,12 +159,5 @@ final class KafkaSink {
             logger.warning("offset commit refused, records may be read again", metadata: ["error": "\(error)"])
             status.update { $0.commitRetries += 1 }
         }
-    }
-
-    /// Alert latency: from the `event.ingested` of the match that raised a new alert to its acknowledgement.
-    private func observeLatency(of outputs: [OutputRecord]) {
-        guard let observer = alertLatencyObserver else { return }
-        let now = clock()
-        for output in outputs { if let origin = output.latencyOrigin { observer(max(0, now - origin)) } }
     }
 }

@@ -42,7 +42,6 @@ final class DeliveryTracker: @unchecked Sendable {
         var offsets: [TopicPartition: Int64]
         var unacknowledged = 0
         var sealed = false
-        var alerts: [OutputRecord] = []
         /// Sent only once every other output of this batch and every earlier batch is acknowledged: the
         /// changelog, which must never say a record is done before its alerts are durable.
         var deferred: [OutputRecord] = []
@@ -57,6 +56,8 @@ final class DeliveryTracker: @unchecked Sendable {
     private var batches: [UInt64: Batch] = [:]
     private var pending: [UInt64: (batch: UInt64, output: OutputRecord)] = [:]
     private var failed: [(id: UInt64, batch: UInt64, output: OutputRecord)] = []
+    /// New alerts' latencies (origin → acknowledgement, milliseconds) not yet taken.
+    private var latencies: [Int64] = []
     /// For last-write-wins outputs: the newest output id per topic and key.
     private var newest: [String: UInt64] = [:]
 
@@ -118,14 +119,15 @@ final class DeliveryTracker: @unchecked Sendable {
     /// Every output of the batch is registered: it may complete.
     func close(_ batch: UInt64) { locked { batches[batch]?.sealed = true } }
 
-    func acknowledge(id: UInt64, failed isFailure: Bool) {
+    /// - Parameter time: when the acknowledgement came (the pipeline's clock), for alert latency.
+    func acknowledge(id: UInt64, failed isFailure: Bool, at time: Int64? = nil) {
         locked {
             guard let entry = pending.removeValue(forKey: id) else { return }
             if isFailure {
                 failed.append((id, entry.batch, entry.output))
             } else {
                 batches[entry.batch]?.unacknowledged -= 1
-                if entry.output.latencyOrigin != nil { batches[entry.batch]?.alerts.append(entry.output) }
+                if let origin = entry.output.latencyOrigin, let time { latencies.append(max(0, time - origin)) }
                 if let key = Self.replacementKey(entry.output), newest[key] == id { newest.removeValue(forKey: key) }
             }
             condition.broadcast()
@@ -152,18 +154,24 @@ final class DeliveryTracker: @unchecked Sendable {
     }
 
     /// The offsets of the leading batches whose outputs are all acknowledged (highest per partition), and
-    /// their new alerts.
-    func takeCompleted() -> (offsets: [TopicPartition: Int64], alerts: [OutputRecord]) {
+    /// The latencies of the new alerts acknowledged since the last call.
+    func takeLatencies() -> [Int64] {
+        locked {
+            defer { latencies.removeAll() }
+            return latencies
+        }
+    }
+
+    /// The offsets of the leading batches whose outputs are all acknowledged (highest per partition).
+    func takeCompleted() -> [TopicPartition: Int64] {
         locked {
             var offsets: [TopicPartition: Int64] = [:]
-            var alerts: [OutputRecord] = []
             while let batch = batches[oldestBatch], batch.sealed, batch.released, batch.unacknowledged == 0 {
                 offsets.merge(batch.offsets, uniquingKeysWith: max)
-                alerts += batch.alerts
                 batches.removeValue(forKey: oldestBatch)
                 oldestBatch += 1
             }
-            return (offsets, alerts)
+            return offsets
         }
     }
 

@@ -230,7 +230,8 @@ struct EndToEndBenchmark {
 
     func pipelineConfiguration(applicationID: String, input: String) -> PipelineConfiguration {
         var configuration = PipelineConfiguration(applicationID: applicationID, kafka: broker.kafka, inputTopics: [input], alertsTopic: "\(applicationID)-alerts")
-        configuration.consumerProperties = BenchBroker.consumerProperties
+        // The pipeline's own fetch wait (10 ms) and linger (1 ms); the raw consumer's other settings.
+        configuration.consumerProperties = BenchBroker.consumerProperties.filter { $0.key != "fetch.wait.max.ms" }
         configuration.internalPartitions = 6
         configuration.replicationFactor = broker.name == "tansu" ? 1 : -1
         return configuration
@@ -333,6 +334,8 @@ struct LatencyBenchmark {
         let produced = Atomic<Int>(0)
         let producerThread = Thread { [broker] in
             guard let producer = try? KafkaProducer(configuration: broker.kafka.merging(["linger.ms": "5"]), logger: benchLogger) else { return }
+            // The input's leaders known before the first record, so the producer's own start-up is not measured.
+            _ = try? producer.metadata(topic: input, timeout: .seconds(10))
             var traffic = SyntheticAuditTraffic(seed: 77)
             let start = ContinuousClock.now
             var sent = 0
@@ -364,8 +367,13 @@ struct LatencyBenchmark {
         precondition(!values.isEmpty, "no alerts measured")
         func percentile(_ p: Double) -> Int64 { values[min(values.count - 1, Int(Double(values.count) * p))] }
         let achieved = Double(produced.load(ordering: .acquiring)) / Double(duration)
-        report.add("latency", "\(broker.name): \(rate / 1000)k ev/s offered, p50 / p99 / max ms", events: achieved,
-                   ratio: Double(percentile(0.99)), ratioName: " ms p99")
-        report.note("latency \(broker.name) @ \(rate) ev/s for \(duration) s: \(values.count) alerts of \(expectedAlerts); p50 \(percentile(0.5)) ms, p99 \(percentile(0.99)) ms, max \(values.last!) ms (exact, from every sample)")
+        // Steady state: without the alerts of the first 2 s of traffic (the clients' first fetches and
+        // requests to new partitions hold the first few hundred milliseconds of records back).
+        let warmUp = min(values.count - 1, rate * 2 / 100)
+        let steady = Array(latencies.withLock { $0 }.dropFirst(warmUp)).sorted()
+        func steadyPercentile(_ p: Double) -> Int64 { steady[min(steady.count - 1, Int(Double(steady.count) * p))] }
+        report.add("latency", "\(broker.name): \(rate / 1000)k ev/s offered, steady p99 ms", events: achieved,
+                   ratio: Double(steadyPercentile(0.99)), ratioName: " ms p99")
+        report.note("latency \(broker.name) @ \(rate) ev/s for \(duration) s: \(values.count) alerts of \(expectedAlerts); after the first 2 s p50 \(steadyPercentile(0.5)) ms, p99 \(steadyPercentile(0.99)) ms, max \(steady.last!) ms; every alert p50 \(percentile(0.5)) ms, p99 \(percentile(0.99)) ms, max \(values.last!) ms (exact, from every sample)")
     }
 }
