@@ -72,7 +72,17 @@ public final class PipelineRunner {
         if producer.isTransactional { try producer.initTransactions() }
         // Learn every output topic's leaders now, so that the first alert does not wait for a metadata
         // round trip (the first ones measured ~600 ms late without this).
-        for topic in topology.topicsToCreate.map(\.name) { _ = try? producer.metadata(topic: topic, timeout: .seconds(5)) }
+        for topic in topology.topicsToCreate {
+            guard let metadata = try? producer.metadata(topic: topic.name, timeout: .seconds(5)), let found = metadata.topic(topic.name) else { continue }
+            // Matches go to the partition the topology picks: a repartition or changelog topic made with
+            // another partition count (by an operator, or an earlier configuration) cannot hold them.
+            if topology.matchesTopics.contains(topic.name) || topology.changelogTopics.contains(topic.name), !configuration.skipRepartition,
+                found.partitions.count != Int(topic.partitions)
+            {
+                throw KafkaError(code: .invalidArgument, message: "topic \(topic.name) has \(found.partitions.count) partitions, "
+                    + "processing.internal_partitions is \(topic.partitions): make them equal (or use a new application id)")
+            }
+        }
 
         let consumerConfiguration = configuration.kafka.merging([
             "group.id": configuration.applicationID, "auto.offset.reset": "earliest", "enable.auto.commit": "false",

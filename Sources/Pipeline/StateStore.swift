@@ -38,6 +38,10 @@ struct StateStore {
     /// Per input partition (`topic/partition`): the matches applied from it.
     var sources: [String: SourceLedger] = [:]
     private var sourcesWritten = false
+    /// Since when (wall clock) this member has seen the store's partition read to its end, continuously; an
+    /// idle close waits for the idle timeout of that too (not persisted: a store restored after an outage
+    /// is not idle until it has been caught up that long here, however old its last record).
+    var caughtUpSince: Int64?
     /// A watermark this store sent to its own partition and has not read back yet (not persisted: a new
     /// owner that finds none in the log sends its own).
     var pendingWatermark: Int64?

@@ -72,8 +72,6 @@ final class StreamTask {
     }
     var ownedPartitions: [TopicPartition] { Array(owned.keys) }
 
-    func emptyStore(_ id: StatePartition) -> StateStore { StateStore(id: id, state: aggregate.emptyState(ruleIndex: id.ruleIndex)) }
-
     func restoreStore(_ id: StatePartition, latest: [[UInt8]: [UInt8]?]) throws -> StateStore {
         try StateStore.restore(id: id, empty: aggregate.emptyState(ruleIndex: id.ruleIndex), latest: latest, now: clock())
     }

@@ -7,8 +7,9 @@ import Detection
 ///   idle time, closing the windows that leaves behind (their final updates). Behind a repartition topic
 ///   the move is made durable first: the store writes a watermark record to its own partition and applies
 ///   it when it reads it back, so a replay after a crash closes the same windows at the same place in the
-///   log, whatever the wall clock says then. Only a store that has read its partition to the end is idle:
-///   one catching up after a restore is behind, not quiet;
+///   log, whatever the wall clock says then. Only a store that has read its partition to the end, and has
+///   been caught up here for the idle timeout, is idle: one catching up after a restore (or waiting for an
+///   upstream that is catching up) is behind, not quiet;
 /// - every `interimUpdateMilliseconds`, an open window that suppressed matches since its last published
 ///   version is published again with its counts so far (same alert id, `update`), as Elastic refreshes a
 ///   suppressed alert on every rule run. The final version at the close is always published as well.
@@ -23,7 +24,12 @@ struct WindowPunctuator {
     func punctuate(_ store: inout StateStore, now: Int64, caughtUp: Bool, durable: Bool) -> (actions: [AlertAction], watermark: Int64?) {
         var actions: [AlertAction] = []
         var watermark: Int64?
-        if caughtUp {
+        if !caughtUp {
+            store.caughtUpSince = nil
+        } else if store.caughtUpSince == nil {
+            store.caughtUpSince = now
+        }
+        if let since = store.caughtUpSince, now - since > store.state.suppressor.configuration.idleTimeout {
             if durable {
                 if let target = store.state.suppressor.idleTarget(now: now), target > (store.pendingWatermark ?? .min) {
                     store.pendingWatermark = target
