@@ -376,10 +376,4 @@ public struct AlertSuppressor: Sendable {
         recordTime = clocks.recordTime
         lastActivity = clocks.lastActivity
     }
-
-    /// Restores stream time (persisted alongside the windows).
-    public mutating func restore(streamTime time: Int64) {
-        streamTime = max(streamTime, time)
-        recordTime = max(recordTime, time)
-    }
 }

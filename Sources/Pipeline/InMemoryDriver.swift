@@ -130,7 +130,7 @@ public final class InMemoryDriver {
         guard let member = member(id) else { return }
         for entry in member.inFlight.prefix(persisted) { append(entry.record, to: entry.target) }
         members.removeAll { $0.id == id }
-        absorb(member)
+        member.task.takeCounts().add(to: &counters)
         rebalance()
     }
 
@@ -290,10 +290,7 @@ public final class InMemoryDriver {
 
     private func target(of record: OutputRecord) -> TopicPartition {
         if let partition = record.partition { return TopicPartition(record.topic, partition) }
-        let count = UInt64(max(1, partitionCounts[record.topic] ?? 1))
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in record.key ?? [] { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return TopicPartition(record.topic, Int32(hash % count))
+        return TopicPartition(record.topic, Topology.partition(forKey: record.key ?? [], count: partitionCounts[record.topic] ?? 1))
     }
 
     private func deliver(_ member: Member, count: Int, failAt: Int? = nil, failedPersisted: Bool = false) {
@@ -346,10 +343,6 @@ public final class InMemoryDriver {
         if isOutput && !retainsOutputs { return }
         logs[partition, default: PartitionLog()].records.append(
             StoredRecord(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now))
-    }
-
-    private func absorb(_ member: Member) {
-        member.task.takeCounts().add(to: &counters)
     }
 }
 

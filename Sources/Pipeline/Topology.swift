@@ -65,9 +65,14 @@ public struct Topology: Sendable {
     /// The partition a match goes to: chosen here, not by the client's partitioner, so that the live
     /// pipeline and the in-memory driver put every group key in the same partition (FNV-1a of the key).
     public func matchesPartition(forKey key: [UInt8]) -> Int32 {
+        Self.partition(forKey: key, count: configuration.internalPartitions)
+    }
+
+    /// FNV-1a of the key modulo the partition count.
+    public static func partition(forKey key: [UInt8], count: Int32) -> Int32 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in key { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return Int32(truncatingIfNeeded: hash % UInt64(max(1, configuration.internalPartitions)))
+        return Int32(truncatingIfNeeded: hash % UInt64(max(1, count)))
     }
 
     /// Internal topics (repartition, compacted changelogs) and outputs (dead letters, alerts) to create.
