@@ -30,9 +30,6 @@ final class StreamTask {
     private var pollEpoch: UInt64 = 0
     private var output: [OutputRecord] = []
     private var offsets: [TopicPartition: Int64] = [:]
-    /// The partition of the records being processed, whether its records are accepted, and its source;
-    /// valid while the assignment epoch is the one it was looked up in.
-    private var run: (partition: TopicPartition, epoch: UInt64, accepted: Bool, source: Topology.Source?)?
     private(set) var counts = TaskCounts()
     /// Per owned input partition: the offset below which it will never be read again (where this member
     /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
@@ -100,10 +97,7 @@ final class StreamTask {
     // MARK: Processing
 
     /// Marks the start of a poll: records of partitions assigned after this call are fenced.
-    func beginPoll() {
-        pollEpoch = epoch
-        run = nil
-    }
+    func beginPoll() { pollEpoch = epoch }
 
     /// Owned partitions assigned during the current poll: their records were dropped and they are to be
     /// read again from ``startOffset(of:committed:)``.
@@ -112,18 +106,12 @@ final class StreamTask {
     /// Processes one record; returns false when it was fenced (dropped).
     @discardableResult
     func process(_ record: RecordView) -> Bool {
-        // Records come in runs of one partition: ownership and source are looked up once per run.
-        if run?.partition.partition != record.partition || run?.partition.topic != record.topic || run?.epoch != epoch {
-            let partition = record.topicPartition
-            let accepted = owned[partition].map { $0 <= pollEpoch } ?? false
-            run = (partition, epoch, accepted, topology.source(of: record.topic))
-        }
-        let partition = run!.partition
-        guard run!.accepted else {
+        let partition = record.topicPartition
+        guard let assignedIn = owned[partition], assignedIn <= pollEpoch else {
             counts.fencedRecords += 1
             return false
         }
-        switch run!.source {
+        switch topology.source(of: record.topic) {
         case .matches(let ruleIndex)?:
             let id = StatePartition(ruleIndex: ruleIndex, ruleID: topology.rules[ruleIndex].id, partition: record.partition)
             guard var store = stores.removeValue(forKey: id) else {
