@@ -129,6 +129,9 @@ struct ServiceTests {
         // The endpoint: Prometheus text with our metrics, HEAD, and nothing but its three paths. (Lag is
         // refreshed every second or two from fetch responses.)
         try service.waitFor("the lag gauge") { try service.get("/metrics").body.contains("audit_sentinel_consumer_lag{") }
+        // Matches reach the aggregate stage through the repartition topic, after the input: under load the
+        // first alert can come seconds after the last input record.
+        try service.waitFor("the first alert") { try service.metric("audit_sentinel_alerts_total") >= 1 }
         let metrics = try service.get("/metrics")
         #expect(metrics.status == 200)
         for name in ["audit_sentinel_records_consumed_total", "audit_sentinel_matches_total{rule_id=", "audit_sentinel_alerts_total{",
@@ -166,6 +169,11 @@ struct ServiceTests {
             let committed = try consumer.committed((0..<3).map { TopicPartition(input, Int32($0)) })
             return committed.reduce(0) { $0 + max(0, $1.offset) } == Int64(total)
         }
+        // The input committed is not the end: its matches are aggregated from the repartition topic after it.
+        func isNew(_ record: (key: String, value: [UInt8], headers: [KafkaHeader])) -> Bool {
+            record.headers.contains { $0.name == "alert.kind" && $0.value.map { String(decoding: $0, as: UTF8.self) } == "new" }
+        }
+        try restarted.waitFor("every account's alert") { try readTopic(alertsTopic, kafka: kafka).filter(isNew).count >= accounts }
         let restartStatus = restarted.terminate()
         #expect(restartStatus == 0, "\(restarted.log.suffix(3000))")
 
