@@ -242,6 +242,18 @@ public func isIPAddress(_ text: String) -> Bool {
     }
 }
 
+/// ``isIPAddress(_:)`` for the bytes of a string without escapes (no NUL in them), copied to the stack.
+func isIPAddress(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard bytes.count < 64 else { return false }
+    return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text in
+        UnsafeMutableRawBufferPointer(text).copyMemory(from: bytes)
+        text[bytes.count] = 0
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { address in
+            inet_pton(AF_INET, text.baseAddress!, address.baseAddress!) == 1 || inet_pton(AF_INET6, text.baseAddress!, address.baseAddress!) == 1
+        }
+    }
+}
+
 extension String {
     func replacingOccurrences(of target: Character, with replacement: Character) -> String {
         String(map { $0 == target ? replacement : $0 })

@@ -361,7 +361,21 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 /// Writes a JSON string literal: `"`, `\` and control characters escaped, everything else as UTF-8.
 public func writeJSONString(_ string: String, to output: inout [UInt8]) {
     output.append(UInt8(ascii: "\""))
-    for byte in string.utf8 {
+    appendEscapedJSONText(string.utf8, to: &output)
+    output.append(UInt8(ascii: "\""))
+}
+
+/// The inside of a JSON string literal for `text` (the canonical escapes of ``writeJSONString(_:to:)``).
+func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8]) {
+    if let done = text.withContiguousStorageIfAvailable({ buffer -> Bool in
+        // Most text needs no escape: copy it whole.
+        guard buffer.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            output.append(contentsOf: buffer)
+            return true
+        }
+        return false
+    }), done { return }
+    for byte in text {
         switch byte {
         case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
         case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
@@ -374,7 +388,6 @@ public func writeJSONString(_ string: String, to output: inout [UInt8]) {
         default: output.append(byte)
         }
     }
-    output.append(UInt8(ascii: "\""))
 }
 
 /// Whether `needle` occurs in `haystack` (memchr for the first byte, memcmp for the rest; glibc's memchr

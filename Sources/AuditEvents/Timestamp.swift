@@ -3,7 +3,11 @@
 public enum Timestamp {
     /// Parses `2025-03-04T06:22:18.819232Z` or `…+02:00` (any fraction length; truncated to milliseconds).
     public static func milliseconds(fromRFC3339 text: some Collection<UInt8>) -> Int64? {
-        let bytes = Array(text)
+        if let parsed = text.withContiguousStorageIfAvailable({ milliseconds(fromRFC3339: UnsafeRawBufferPointer($0)) }) { return parsed }
+        return Array(text).withUnsafeBytes { milliseconds(fromRFC3339: $0) }
+    }
+
+    public static func milliseconds(fromRFC3339 bytes: UnsafeRawBufferPointer) -> Int64? {
         guard bytes.count >= 20 else { return nil }
         func number(_ from: Int, _ length: Int) -> Int64? {
             var value: Int64 = 0
@@ -52,7 +56,42 @@ public enum Timestamp {
     }
 
     public static func milliseconds(fromRFC3339 text: String) -> Int64? {
-        milliseconds(fromRFC3339: Array(text.utf8))
+        var text = text
+        return text.withUTF8 { milliseconds(fromRFC3339: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Appends ``rfc3339(milliseconds:)``'s text as bytes, without making a string (years 0–9999).
+    public static func appendRFC3339(milliseconds: Int64, to output: inout some ByteSink) {
+        let millis = ((milliseconds % 1000) + 1000) % 1000
+        let totalSeconds = (milliseconds - millis) / 1000
+        let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
+        let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
+        guard (0...9999).contains(year) else {
+            for byte in rfc3339(milliseconds: milliseconds).utf8 { output.append(byte) }
+            return
+        }
+        func digits(_ value: Int64, _ width: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                output.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            }
+        }
+        digits(year, 4)
+        output.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        output.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        output.append(UInt8(ascii: "T"))
+        digits(secondsOfDay / 3600, 2)
+        output.append(UInt8(ascii: ":"))
+        digits(secondsOfDay / 60 % 60, 2)
+        output.append(UInt8(ascii: ":"))
+        digits(secondsOfDay % 60, 2)
+        output.append(UInt8(ascii: "."))
+        digits(millis, 3)
+        output.append(UInt8(ascii: "Z"))
     }
 
     /// `2025-03-04T06:22:18.819Z`: UTC, millisecond precision (Elasticsearch's `date` rendering).
@@ -92,3 +131,10 @@ public enum Timestamp {
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }
+
+/// Where bytes are appended one at a time (an array, or the document writer's buffer).
+public protocol ByteSink {
+    mutating func append(_ byte: UInt8)
+}
+
+extension Array: ByteSink where Element == UInt8 {}

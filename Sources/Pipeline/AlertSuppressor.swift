@@ -7,47 +7,42 @@ public struct RuleMatch: Sendable, Equatable {
     public var groupValues: [String?]
     /// Event time (`event.ingested`, the rule's `timestamp_override`), milliseconds.
     public var eventTime: Int64
-    /// The event's normalized ECS document.
+    /// The event's normalized ECS document, as a tree (parsed from ``documentBytes`` on each call: for
+    /// tests and tools; the pipeline reads the bytes).
     public var document: JSONObject {
-        get {
-            switch storage {
-            case .tree(let object): object
-            case .serialized(let bytes): (try? JSONValue.parse(bytes))?.objectValue ?? [:]
-            }
+        get { (try? JSONValue.parse(documentBytes))?.objectValue ?? [:] }
+        set {
+            var bytes: [UInt8] = []
+            JSONValue.object(newValue).write(to: &bytes, sortedKeys: true)
+            documentBytes = bytes
         }
-        set { storage = .tree(newValue) }
     }
-    /// A window keeps its first match for as long as it is open — for many accounts at once — and reads the
-    /// document only to build the alert: as serialized bytes it takes about a third of the tree's memory.
-    private enum Storage: Sendable {
-        case tree(JSONObject)
-        case serialized([UInt8])
-    }
-    private var storage: Storage
+    /// The ECS document as canonical JSON (compact, keys in order): written straight from the record by the
+    /// detect side, then spliced as it is into repartition records, window state and alerts.
+    public var documentBytes: [UInt8]
     /// Where the event came from: input topic, partition, offset.
     public var source: RecordPosition
     /// The match's place among those one input record produced (events of a batch, term combinations).
     public var sequence: Int
 
     public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition, sequence: Int = 0) {
+        var bytes: [UInt8] = []
+        JSONValue.object(document).write(to: &bytes, sortedKeys: true)
+        self.init(groupValues: groupValues, eventTime: eventTime, documentBytes: bytes, source: source, sequence: sequence)
+    }
+
+    /// - Parameter documentBytes: the document in canonical form (``AuditEvent/canonicalDocument(ingestedIfMissing:)``).
+    public init(groupValues: [String?], eventTime: Int64, documentBytes: [UInt8], source: RecordPosition, sequence: Int = 0) {
         self.groupValues = groupValues
         self.eventTime = eventTime
-        self.storage = .tree(document)
+        self.documentBytes = documentBytes
         self.source = source
         self.sequence = sequence
     }
 
-    /// The same match, its document kept serialized (see `document`).
-    public func compacted() -> RuleMatch {
-        guard case .tree(let object) = storage else { return self }
-        var match = self
-        match.storage = .serialized(Array(JSONValue.object(object).serialized().utf8))
-        return match
-    }
-
     public static func == (lhs: RuleMatch, rhs: RuleMatch) -> Bool {
         lhs.groupValues == rhs.groupValues && lhs.eventTime == rhs.eventTime && lhs.source == rhs.source
-            && lhs.sequence == rhs.sequence && lhs.document == rhs.document
+            && lhs.sequence == rhs.sequence && (lhs.documentBytes == rhs.documentBytes || lhs.document == rhs.document)
     }
 
     /// The match's position in its input partition: input offset, then sequence within the record. A match
@@ -102,8 +97,9 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
+        guard let document = try? CanonicalDocument(match.documentBytes) else { return }
         func collect(_ field: FieldPath, into list: inout [String]) {
-            match.document.forEachValue(of: field) { value in
+            document.forEachValue(of: field) { value in
                 let text = value.stringValue
                 if list.count < Self.cap, !list.contains(text) { list.append(text) }
                 return true
@@ -328,7 +324,7 @@ public struct AlertSuppressor: Sendable {
     private func newWindow(for match: RuleMatch, key: String, offset: Int64) -> SuppressionWindow {
         var window = SuppressionWindow(
             groupKey: key, groupValues: match.groupValues, start: match.eventTime,
-            end: match.eventTime + configuration.duration, first: match.compacted(), suppressed: 0,
+            end: match.eventTime + configuration.duration, first: match, suppressed: 0,
             summary: SuppressionSummary(), applied: [:])
         window.record(offset, from: match.sourcePartition)
         return window

@@ -14,19 +14,14 @@ extension CompiledRule {
     ///   - sequence: the event's place among the events of its record.
     ///   - ingestTime: `event.ingested` for an event that has none (replay derives it from the event).
     public func ruleMatches(for event: AuditEvent, groupBy: [FieldPath], source: RecordPosition, sequence: Int, ingestTime: Int64) -> [RuleMatch] {
-        var document = event.normalized()
         let ingested = event.ingestedMilliseconds ?? ingestTime
         let time = timestampField.name == "event.ingested" ? ingested : (eventTime(event) ?? ingested)
-        if document[path: "event.ingested"] == nil {
-            var eventObject = document["event"]?.objectValue ?? JSONObject()
-            eventObject["ingested"] = .string(Timestamp.rfc3339(milliseconds: ingested))
-            document["event"] = .object(eventObject)
-        }
+        let document = event.canonicalDocument(ingestedIfMissing: ingested)
         let groups: [[String?]] = rule.type == .newTerms
             ? termCombinations(event).map { $0.values.map(Optional.some) }
             : [groupBy.map { event.firstString($0) }]
         return groups.enumerated().map { index, values in
-            RuleMatch(groupValues: values, eventTime: time, document: document, source: source,
+            RuleMatch(groupValues: values, eventTime: time, documentBytes: document, source: source,
                       sequence: min(sequence, 1023) << 10 | min(index, 1023))
         }
     }

@@ -12,28 +12,41 @@ public enum StateCodec {
     /// - Parameter floor: the detect side's replay floor for the match's input partition: no record below
     ///   it will be read (and repartitioned) again, so the aggregate side may forget positions below it.
     public static func encode(_ match: RuleMatch, ruleID: String, floor: Int64? = nil) -> [UInt8] {
-        var object: JSONObject = [
-            "rule_id": .string(ruleID),
-            "group": .array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }),
-            "time": .number(JSONNumber(match.eventTime)),
-            "source": position(match.source),
-            "sequence": .number(JSONNumber(match.sequence)),
-            "event": .object(match.document),
-        ]
-        if let floor { object["floor"] = .number(JSONNumber(floor)) }
+        // The members in key order, the document spliced in as it is (it is canonical already): the same
+        // bytes as the whole object serialized with sorted keys.
         var bytes: [UInt8] = []
-        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        bytes.reserveCapacity(match.documentBytes.count + 200)
+        bytes.append(contentsOf: #"{"event":"#.utf8)
+        bytes.append(contentsOf: match.documentBytes)
+        if let floor { bytes.append(contentsOf: #","floor":\#(floor)"#.utf8) }
+        bytes.append(contentsOf: #","group":"#.utf8)
+        JSONValue.array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }).write(to: &bytes)
+        bytes.append(contentsOf: #","rule_id":"#.utf8)
+        writeJSONString(ruleID, to: &bytes)
+        bytes.append(contentsOf: #","sequence":\#(match.sequence),"source":"#.utf8)
+        position(match.source).write(to: &bytes, sortedKeys: true)
+        bytes.append(contentsOf: #","time":\#(match.eventTime)}"#.utf8)
         return bytes
     }
 
     public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
-        let object = try parseObject(bytes)
+        // The document is kept as its bytes; only the small members are parsed into values.
+        let record = try CanonicalDocument(Array(bytes))
+        var object = JSONObject()
+        var event: [UInt8]?
+        for member in record.members {
+            if member.key == "event" {
+                event = Array(record.bytes[member.value])
+            } else {
+                object[member.key] = try JSONValue.parse(record.bytes[member.value])
+            }
+        }
         guard let ruleID = object["rule_id"]?.stringValue, let group = object["group"]?.arrayValue,
             case .number(let time)? = object["time"], let time = time.intValue,
-            let source = object["source"].flatMap(position), let event = object["event"]?.objectValue
+            let source = object["source"].flatMap(position), let event, event.first == UInt8(ascii: "{")
         else { throw DecodingError(description: "not a match record") }
         let sequence = Int(int(object["sequence"]) ?? 0)
-        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, document: event, source: source, sequence: sequence),
+        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, documentBytes: event, source: source, sequence: sequence),
                 int(object["floor"]))
     }
 
@@ -56,31 +69,33 @@ public enum StateCodec {
     // MARK: Window state (changelog topic)
 
     public static func encode(windows: [SuppressionWindow], streamTime: Int64) -> [UInt8] {
-        let object: JSONObject = [
-            "stream_time": .number(JSONNumber(streamTime)),
-            "windows": .array(windows.map { window in
-                [
-                    "key": .string(window.groupKey),
-                    "group": .array(window.groupValues.map { $0.map(JSONValue.string) ?? .null }),
-                    "start": .number(JSONNumber(window.start)),
-                    "end": .number(JSONNumber(window.end)),
-                    "suppressed": .number(JSONNumber(window.suppressed)),
-                    "closed": .bool(window.closed),
-                    "applied": .object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) })),
-                    "recent": .object(JSONObject(window.recent.sorted { $0.key < $1.key }.map {
-                        ($0.key, JSONValue.array($0.value.map { JSONValue.number(JSONNumber($0)) }))
-                    })),
-                    "first": [
-                        "time": .number(JSONNumber(window.first.eventTime)),
-                        "source": position(window.first.source),
-                        "event": .object(window.first.document),
-                    ],
-                    "summary": summary(window.summary),
-                ]
-            }),
-        ]
+        // Written member by member in key order (what sorted serialization gives), each window's first
+        // document spliced in as it is.
         var bytes: [UInt8] = []
-        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        bytes.reserveCapacity(windows.reduce(64) { $0 + $1.first.documentBytes.count + 400 })
+        bytes.append(contentsOf: #"{"stream_time":\#(streamTime),"windows":["#.utf8)
+        for (index, window) in windows.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(contentsOf: #"{"applied":"#.utf8)
+            JSONValue.object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) }))
+                .write(to: &bytes, sortedKeys: true)
+            bytes.append(contentsOf: #","closed":\#(window.closed),"end":\#(window.end),"first":{"event":"#.utf8)
+            bytes.append(contentsOf: window.first.documentBytes)
+            bytes.append(contentsOf: #","source":"#.utf8)
+            position(window.first.source).write(to: &bytes, sortedKeys: true)
+            bytes.append(contentsOf: #","time":\#(window.first.eventTime)},"group":"#.utf8)
+            JSONValue.array(window.groupValues.map { $0.map(JSONValue.string) ?? .null }).write(to: &bytes)
+            bytes.append(contentsOf: #","key":"#.utf8)
+            writeJSONString(window.groupKey, to: &bytes)
+            bytes.append(contentsOf: #","recent":"#.utf8)
+            JSONValue.object(JSONObject(window.recent.sorted { $0.key < $1.key }.map {
+                ($0.key, JSONValue.array($0.value.map { JSONValue.number(JSONNumber($0)) }))
+            })).write(to: &bytes, sortedKeys: true)
+            bytes.append(contentsOf: #","start":\#(window.start),"summary":"#.utf8)
+            summary(window.summary).write(to: &bytes, sortedKeys: true)
+            bytes.append(contentsOf: #","suppressed":\#(window.suppressed)}"#.utf8)
+        }
+        bytes.append(contentsOf: "]}".utf8)
         return bytes
     }
 
@@ -100,7 +115,7 @@ public enum StateCodec {
             let values = group.map(\.stringValue)
             var window = SuppressionWindow(
                 groupKey: key, groupValues: values, start: start, end: end,
-                first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source).compacted(),
+                first: RuleMatch(groupValues: values, eventTime: firstTime, document: event, source: source),
                 suppressed: Int(suppressed), summary: summary,
                 applied: appliedObject.reduce(into: [:]) { result, member in result[member.key] = int(member.value) })
             if case .bool(true)? = entry["closed"] { window.closed = true }

@@ -242,6 +242,28 @@ struct StateCodecTests {
         #expect(decoded == original)
     }
 
+    /// The records are written member by member with the document spliced in: they must be exactly what
+    /// serializing the whole object with sorted keys gives (readable, reproducible, byte-stable across versions).
+    @Test func recordsAreCanonicalJSON() throws {
+        func expectCanonical(_ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let reparsed = try JSONValue.parse(bytes).serialized(sortedKeys: true)
+            #expect(reparsed == String(decoding: bytes, as: UTF8.self), sourceLocation: sourceLocation)
+        }
+        let awkward = match("system:serviceaccount:\"quoted\"|pipe", at: t0, agent: "tab\there\u{1}", offset: 7)
+        try expectCanonical(StateCodec.encode(awkward, ruleID: "rule \"1\"", floor: 3))
+        try expectCanonical(StateCodec.encode(match(nil, at: t0, offset: 8), ruleID: "r"))
+        var suppressor = AlertSuppressor(configuration: .init())
+        _ = suppressor.apply(awkward, offset: 7, now: 0)
+        _ = suppressor.apply(match("system:serviceaccount:\"quoted\"|pipe", at: t0 + 5, verb: "list", offset: 8), offset: 8, now: 0)
+        _ = suppressor.advance(toWatermark: t0 + 6 * minute)
+        _ = suppressor.apply(match("system:serviceaccount:\"quoted\"|pipe", at: t0 + 6 * minute + 1, offset: 9), offset: 9, now: 0)
+        let windows = try #require(suppressor.state(of: awkward.groupKey))
+        #expect(windows.count == 2 && windows[0].closed)
+        try expectCanonical(StateCodec.encode(windows: windows, streamTime: suppressor.streamTime))
+        let decoded = try StateCodec.encode(windows: windows, streamTime: 1).withUnsafeBytes { try StateCodec.decodeWindows($0) }
+        #expect(decoded.windows == windows)
+    }
+
     @Test func windowsRoundTrip() throws {
         var suppressor = AlertSuppressor(configuration: .init())
         _ = suppressor.apply(match("u", at: t0, offset: 1), offset: 1, now: 0)
