@@ -364,19 +364,21 @@ public struct AuditEvent: @unchecked Sendable {
         return index[.auditID] != nil && index[.verb] != nil
     }
 
+    /// JSON kinds a field may have.
+    struct Kinds: OptionSet {
+        let rawValue: UInt8
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+        init(_ kind: JSONTape.Kind) { rawValue = 1 << kind.rawValue }
+        static let string = Kinds(.string), object = Kinds(.object), array = Kinds(.array), number = Kinds(.number)
+        var names: String {
+            [(Kinds.string, "string"), (.object, "object"), (.array, "array"), (.number, "number")]
+                .filter { contains($0.0) }.map(\.1).joined(separator: " or ")
+        }
+    }
+
     /// Known fields with the wrong JSON type: the event cannot be judged, so it is rejected with a reason.
     /// - Parameter index: the event's top-level members (of `kubernetes.audit` for ECS documents).
     static func validateTypes(_ document: JSONDocument, _ index: RootIndex, prefix: String) -> (message: String, offset: Int)? {
-        struct Kinds: OptionSet {
-            let rawValue: UInt8
-            init(rawValue: UInt8) { self.rawValue = rawValue }
-            init(_ kind: JSONTape.Kind) { rawValue = 1 << kind.rawValue }
-            static let string = Kinds(.string), object = Kinds(.object), array = Kinds(.array), number = Kinds(.number)
-            var names: String {
-                [(Kinds.string, "string"), (.object, "object"), (.array, "array"), (.number, "number")]
-                    .filter { contains($0.0) }.map(\.1).joined(separator: " or ")
-            }
-        }
         // Names are built only for the message of a failure: the check itself allocates nothing.
         func check(_ value: Int?, _ allowed: Kinds, _ name: @autoclosure () -> String) -> (String, Int)? {
             guard let value else { return nil }

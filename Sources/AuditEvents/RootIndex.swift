@@ -12,21 +12,26 @@ enum RootKey: Int, CaseIterable, Sendable {
         annotations, labels, objectRef, responseStatus, userAgent, requestURI, stage, level, requestReceivedTimestamp,
         stageTimestamp, insertId, receiveTimestamp, timestamp, resource, requestObject, responseObject, category, time
 
-    static let names: [[UInt8]] = allCases.map { Array("\($0)".utf8) }
-
-    /// Candidates by name length: a lookup compares against one or two names at most.
-    static let byLength: [[RootKey]] = {
-        var table = [[RootKey]](repeating: [], count: 32)
-        for key in allCases { table[names[key.rawValue].count].append(key) }
-        return table
-    }()
-
     static func classify(_ name: UnsafeRawBufferPointer) -> RootKey? {
-        guard name.count < byLength.count, let base = name.baseAddress else { return nil }
-        for key in byLength[name.count] where names[key.rawValue].withUnsafeBytes({ memcmp(base, $0.baseAddress!, name.count) == 0 }) {
-            return key
+        // A switch over lengths with literal comparisons: no tables, so no reference counting on the hot path.
+        guard let base = name.baseAddress else { return nil }
+        @inline(__always) func equals(_ literal: StaticString) -> Bool { memcmp(base, literal.utf8Start, name.count) == 0 }
+        switch name.count {
+        case 4: return equals("kind") ? .kind : equals("verb") ? .verb : equals("user") ? .user : equals("time") ? .time : nil
+        case 5: return equals("items") ? .items : equals("stage") ? .stage : equals("level") ? .level : nil
+        case 6: return equals("labels") ? .labels : nil
+        case 7: return equals("message") ? .message : equals("auditID") ? .auditID : nil
+        case 8: return equals("insertId") ? .insertId : equals("resource") ? .resource : equals("category") ? .category : nil
+        case 9: return equals("sourceIPs") ? .sourceIPs : equals("objectRef") ? .objectRef : equals("userAgent") ? .userAgent : equals("timestamp") ? .timestamp : nil
+        case 10: return equals("apiVersion") ? .apiVersion : equals("properties") ? .properties : equals("kubernetes") ? .kubernetes : equals("requestURI") ? .requestURI : nil
+        case 11: return equals("annotations") ? .annotations : nil
+        case 12: return equals("protoPayload") ? .protoPayload : nil
+        case 13: return equals("requestObject") ? .requestObject : nil
+        case 14: return equals("responseStatus") ? .responseStatus : equals("stageTimestamp") ? .stageTimestamp : equals("responseObject") ? .responseObject : nil
+        case 16: return equals("receiveTimestamp") ? .receiveTimestamp : nil
+        case 24: return equals("requestReceivedTimestamp") ? .requestReceivedTimestamp : nil
+        default: return nil
         }
-        return nil
     }
 
     static func classify(_ name: String) -> RootKey? {
@@ -35,8 +40,12 @@ enum RootKey: Int, CaseIterable, Sendable {
 }
 
 /// Where each ``RootKey`` member's value sits in the tape (the last one, if a key repeats).
-struct RootIndex: Sendable {
+struct RootIndex: Sendable, Equatable {
     private var slots = InlineArray<29, Int32>(repeating: -1)
+
+    init() {}
+
+    mutating func set(_ key: RootKey, _ value: Int32) { slots[key.rawValue] = value }
 
     init(_ document: JSONDocument, _ object: Int) {
         guard document.kind(object) == .object else { return }
@@ -50,6 +59,10 @@ struct RootIndex: Sendable {
             if let found { slots[found.rawValue] = Int32(value) }
             return true
         }
+    }
+
+    static func == (lhs: RootIndex, rhs: RootIndex) -> Bool {
+        RootKey.allCases.allSatisfy { lhs[$0] == rhs[$0] }
     }
 
     subscript(_ key: RootKey) -> Int? {

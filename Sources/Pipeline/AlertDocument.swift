@@ -32,12 +32,64 @@ public struct AlertDocumentBuilder: Sendable {
         }
     }
 
-    /// Serialized with sorted keys: the canonical, byte-for-byte reproducible form.
+    /// Serialized with sorted keys: the canonical, byte-for-byte reproducible form. An ECS alert is the
+    /// source document's members spliced as they are, with the alert's own members merged in key order.
     public func serialized(_ action: AlertAction, format: AlertFormat) -> [UInt8] {
+        if format == .ecs, let source = try? CanonicalDocument(action.window.first.documentBytes) {
+            return splicedECSDocument(for: action, source: source)
+        }
         var bytes: [UInt8] = []
         JSONValue.object(document(for: action, format: format)).write(to: &bytes, sortedKeys: true)
         return bytes
     }
+
+    /// The same bytes as ``ecsDocument(for:)`` serialized with sorted keys, without parsing the source
+    /// document into a tree: its members are canonical and in key order already.
+    func splicedECSDocument(for action: AlertAction, source: CanonicalDocument) -> [UInt8] {
+        let members = source.members
+        var sourceEvent: JSONObject?
+        var sourceTimestamp: JSONValue?
+        for member in members where member.key == "event" || member.key == "@timestamp" {
+            let value = try? JSONValue.parse(source.bytes[member.value])
+            if member.key == "event" { sourceEvent = value?.objectValue } else { sourceTimestamp = value }
+        }
+        let own = ecsMembers(for: action, sourceEvent: sourceEvent, sourceTimestamp: sourceTimestamp,
+                             sourceIP: source.firstString(Self.sourceIP), userName: source.firstString(Self.userName))
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(source.bytes.count * 2 + 2048)
+        bytes.append(UInt8(ascii: "{"))
+        var first = true
+        func separate() {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            first = false
+        }
+        var next = 0
+        for member in members {
+            while next < own.count, own[next].key < member.key {
+                separate()
+                writeJSONString(own[next].key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                own[next].value.write(to: &bytes, sortedKeys: true)
+                next += 1
+            }
+            if next < own.count, own[next].key == member.key { continue }  // the alert's own value wins
+            separate()
+            writeJSONString(member.key, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: source.bytes[member.value])
+        }
+        for member in own[next...] {
+            separate()
+            writeJSONString(member.key, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+            member.value.write(to: &bytes, sortedKeys: true)
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
+
+    static let sourceIP = FieldPath("source.ip")
+    static let userName = FieldPath("user.name")
 
     /// Kafka headers for an alert record.
     public func headers(format: AlertFormat) -> [(String, String)] {
@@ -48,21 +100,29 @@ public struct AlertDocumentBuilder: Sendable {
     // MARK: ECS
 
     func ecsDocument(for action: AlertAction) -> JSONObject {
-        let window = action.window
-        let source = window.first.document
+        let source = action.window.first.document
         var document = source
+        for (key, value) in ecsMembers(for: action, sourceEvent: source["event"]?.objectValue, sourceTimestamp: source[path: "@timestamp"],
+                                       sourceIP: firstString(source, "source.ip"), userName: firstString(source, "user.name")) {
+            document[key] = value
+        }
+        return document
+    }
+
+    /// The members an ECS alert sets over its source document's, in key order.
+    func ecsMembers(for action: AlertAction, sourceEvent: JSONObject?, sourceTimestamp: JSONValue?, sourceIP: String?, userName: String?)
+        -> [(key: String, value: JSONValue)]
+    {
+        let window = action.window
         let id = alertID(for: window)
-        let originalTime = source[path: "@timestamp"] ?? .string(Timestamp.rfc3339(milliseconds: window.start))
+        let originalTime = sourceTimestamp ?? .string(Timestamp.rfc3339(milliseconds: window.start))
         let ingested = Timestamp.rfc3339(milliseconds: window.first.eventTime)
 
-        var event = source["event"]?.objectValue ?? JSONObject()
+        var event = sourceEvent ?? JSONObject()
         event["kind"] = "signal"
         event["ingested"] = .string(ingested)
-        document["event"] = .object(event)
-        document["@timestamp"] = .string(ingested)
-        document["ecs"] = ["version": .string(ecsVersion)]
 
-        var originalEvent = source["event"]?.objectValue ?? JSONObject()
+        var originalEvent = sourceEvent ?? JSONObject()
         originalEvent.removeValue(forKey: "original")
         var ruleObject: JSONObject = [
             "uuid": .string(rule.ruleID), "rule_id": .string(rule.ruleID), "name": .string(rule.name),
@@ -89,7 +149,7 @@ public struct AlertDocumentBuilder: Sendable {
                 "partition": .number(JSONNumber(Int(window.first.source.partition))),
                 "offset": .number(JSONNumber(window.first.source.offset)),
             ]],
-            "reason": .string(reason(source)),
+            "reason": .string(reason(sourceIP: sourceIP, userName: userName)),
             "severity": .string(rule.severity),
             "risk_score": .number(JSONNumber(rule.riskScore)),
             "rule": .object(ruleObject),
@@ -109,8 +169,8 @@ public struct AlertDocumentBuilder: Sendable {
         if action.kind == .update { suppression["summary"] = .object(Self.summary(window.summary)) }
         if action.late { suppression["late"] = true }
         alert["suppression"] = .object(suppression)
-        document["kibana"] = ["alert": .object(alert)]
-        return document
+        return [("@timestamp", .string(ingested)), ("ecs", ["version": .string(ecsVersion)]), ("event", .object(event)),
+                ("kibana", ["alert": .object(alert)])]
     }
 
     var groupByFields: [String] { rule.alertSuppression?.groupBy ?? ["kubernetes.audit.user.username"] }
@@ -118,9 +178,13 @@ public struct AlertDocumentBuilder: Sendable {
     /// Elastic's reason sentence: "event with source 10.0.0.1 by system:serviceaccount:a:b created medium
     /// alert Kubernetes Denied Service Account Request."
     func reason(_ source: JSONObject) -> String {
+        reason(sourceIP: firstString(source, "source.ip"), userName: firstString(source, "user.name"))
+    }
+
+    func reason(sourceIP: String?, userName: String?) -> String {
         var parts = ["event"]
-        if let ip = firstString(source, "source.ip") { parts.append("with source \(ip)") }
-        if let user = firstString(source, "user.name") { parts.append("by \(user)") }
+        if let ip = sourceIP { parts.append("with source \(ip)") }
+        if let user = userName { parts.append("by \(user)") }
         parts.append("created \(rule.severity) alert \(rule.name).")
         return parts.joined(separator: " ")
     }

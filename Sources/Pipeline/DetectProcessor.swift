@@ -56,6 +56,14 @@ struct DetectProcessor {
         if !candidate {
             counts.prefilterRejected += 1
             if !topology.configuration.validateEveryRecord { return }
+            // A record no rule can match is only judged: the validation-only pass, no tape, same verdict.
+            var firstFailure: AuditDecodeError?
+            counts.eventsDecoded += decoder.validate(payload) { error in
+                if firstFailure == nil { firstFailure = error }
+                counts.decodeErrors[error.reason.rawValue, default: 0] += 1
+            }
+            if let firstFailure { deadLetter(record, firstFailure, counts: &counts, output: &output) }
+            return
         }
         let fromEvent = record.timestamp == nil && topology.configuration.ingestTimeFromEvent
         let ingest = record.timestamp ?? (fromEvent ? 0 : clock())
@@ -69,7 +77,6 @@ struct DetectProcessor {
                 counts.decodeErrors[error.reason.rawValue, default: 0] += 1
             case .success(let event):
                 events += 1
-                guard candidate else { return }
                 let eventIngest = fromEvent
                     ? event.ingestedMilliseconds ?? event.firstString(Self.stageTimestamp).flatMap { Timestamp.milliseconds(fromRFC3339: $0) }
                         ?? event.timestampMilliseconds ?? 0
@@ -85,17 +92,20 @@ struct DetectProcessor {
             }
         }
         counts.eventsDecoded += events
-        if let decodeFailure {
-            output.append(OutputRecord(
-                topic: topology.configuration.deadLetterTopic(record.topic), key: record.key.map(Array.init), value: Array(payload),
-                headers: [
-                    KafkaHeader("error.reason", decodeFailure.reason.rawValue), KafkaHeader("error.message", decodeFailure.message),
-                    KafkaHeader("error.offset", "\(decodeFailure.offset)"), KafkaHeader("error.event_index", "\(decodeFailure.eventIndex)"),
-                    KafkaHeader("source.topic", record.topic), KafkaHeader("source.partition", "\(record.partition)"),
-                    KafkaHeader("source.offset", "\(record.offset)"),
-                ]))
-            counts.deadLettered += 1
-        }
+        if let decodeFailure { deadLetter(record, decodeFailure, counts: &counts, output: &output) }
+    }
+
+    /// The record's original bytes to its dead-letter topic, the first error and its position in headers.
+    private func deadLetter(_ record: RecordView, _ failure: AuditDecodeError, counts: inout TaskCounts, output: inout [OutputRecord]) {
+        output.append(OutputRecord(
+            topic: topology.configuration.deadLetterTopic(record.topic), key: record.key.map(Array.init), value: Array(record.payload),
+            headers: [
+                KafkaHeader("error.reason", failure.reason.rawValue), KafkaHeader("error.message", failure.message),
+                KafkaHeader("error.offset", "\(failure.offset)"), KafkaHeader("error.event_index", "\(failure.eventIndex)"),
+                KafkaHeader("source.topic", record.topic), KafkaHeader("source.partition", "\(record.partition)"),
+                KafkaHeader("source.offset", "\(record.offset)"),
+            ]))
+        counts.deadLettered += 1
     }
 
     static let stageTimestamp = FieldPath("kubernetes.audit.stageTimestamp")

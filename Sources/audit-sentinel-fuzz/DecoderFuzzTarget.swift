@@ -3,7 +3,9 @@ import Detection
 import Foundation
 
 /// libFuzzer entry point over record decoding: decode, walk every field a rule could read, and materialize
-/// the ECS document. Built only by `make fuzz` (`-sanitize=fuzzer`); crashes, hangs and leaks are findings.
+/// the ECS document; two differentials on the same bytes — the validation-only pass against the decoder's
+/// verdict, the direct document writer against the tree. Built only by `make fuzz` (`-sanitize=fuzzer`);
+/// crashes, hangs, leaks and disagreements are findings.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
@@ -18,6 +20,11 @@ public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         _ = event.timestampMilliseconds
         _ = event.ingestedMilliseconds
+        let direct = event.canonicalDocument(ingestedIfMissing: 1_700_000_000_001)
+        let tree = event.treeCanonicalDocument(ingestedIfMissing: 1_700_000_000_001)
+        if direct != tree {
+            fatalError("the document writer disagrees with the tree:\n\(String(decoding: direct, as: UTF8.self))\n\(String(decoding: tree, as: UTF8.self))")
+        }
         let document = event.normalized(preserveOriginal: true)
         // What we materialize must serialize to JSON that we parse back to the same value.
         let text = JSONValue.object(document).serialized()
@@ -25,6 +32,7 @@ public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             fatalError("normalized document does not round-trip: \(text)")
         }
     }
+    if let problem = ValidationDifferential.disagreement(bytes, maxDepth: 64) { fatalError("validation-only pass: \(problem)") }
     _ = Prefilter(requirements: [["forbid"], ["system:serviceaccount:"]]).mightMatch(bytes)
     return 0
 }

@@ -240,3 +240,81 @@ extension JSONObject {
         for (key, value) in members { appendNew(key, value) }
     }
 }
+
+@Suite struct ValidationPassTests {
+    /// Records and mutations of them (bytes flipped, inserted, deleted, truncated; structural characters,
+    /// escapes and invalid UTF-8 put in): the validation-only pass never accepts what the scanner rejects,
+    /// never rejects what it accepts, and gives the decoder's verdict. Both outcomes must occur often.
+    @Test func validationPassAgreesWithTheDecoder() throws {
+        let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_VALIDATION_SEED"].flatMap(UInt64.init) ?? 20_261_203
+        print("validation differential: seed \(seed) (AUDIT_SENTINEL_VALIDATION_SEED reruns it)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        var traffic = SyntheticAuditTraffic(seed: seed)
+        var bases = try ["denied-serviceaccount.json", "eventlist-batch.json", "gke-denied.json", "minimal.json", "unicode-escapes.ndjson"].map(fixture)
+        for _ in 0..<40 { bases.append(Array(traffic.next(traffic.nextKind(deniedFraction: 0.3)).json.utf8)) }
+        for iteration in 0..<200 { bases.append(RandomEvent.text(&random, messy: iteration % 2 == 0)) }
+        let inserts: [[UInt8]] = [[0x22], [0x5C], [0x7B], [0x7D], [0x5B], [0x5D], [0x2C], [0x3A], [0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98, 0x80],
+                                  [0xED, 0xA0, 0x80], [0x01], Array(#"\u00e9"#.utf8), Array(#"\uZZ"#.utf8), Array("-0.5e+".utf8), Array("tru".utf8),
+                                  Array(" \n".utf8), Array("{\"kind\":\"Event\"}\n".utf8)]
+        var quick = 0
+        var rejected = 0
+        for iteration in 0..<6_000 {
+            var bytes = bases[Int(random.next() % UInt64(bases.count))]
+            let mutations = iteration % 4 == 0 ? 0 : Int(random.next() % 3) + 1
+            for _ in 0..<mutations where !bytes.isEmpty {
+                let at = Int(random.next() % UInt64(bytes.count))
+                switch random.next() % 6 {
+                case 5:
+                    // A string or number value (member or element) replaced by a value of another type: the
+                    // type checks.
+                    let starts = bytes.indices.dropLast().filter { index in
+                        (bytes[index] == UInt8(ascii: ":") || bytes[index] == UInt8(ascii: "[") || bytes[index] == UInt8(ascii: ","))
+                            && (bytes[index + 1] == UInt8(ascii: "\"") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index + 1]))
+                    }
+                    guard let start = starts.isEmpty ? nil : starts[Int(random.next() % UInt64(starts.count))] else { continue }
+                    var end = start + 1
+                    if bytes[end] == UInt8(ascii: "\"") {
+                        end += 1
+                        while end < bytes.count, bytes[end] != UInt8(ascii: "\"") || bytes[end - 1] == UInt8(ascii: "\\") { end += 1 }
+                    } else {
+                        while end + 1 < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[end + 1]) { end += 1 }
+                    }
+                    guard end < bytes.count else { continue }
+                    let replacements = ["1", "{}", "[1]", "true", "null", "[]", #"{"a":1}"#, #"[{"b":2}]"#, "-3.5", #""x""#]
+                    bytes.replaceSubrange((start + 1)...end, with: Array(replacements[Int(random.next() % UInt64(replacements.count))].utf8))
+                case 0: bytes[at] = UInt8(truncatingIfNeeded: random.next())
+                case 1: bytes.insert(contentsOf: inserts[Int(random.next() % UInt64(inserts.count))], at: at)
+                case 2: bytes.remove(at: at)
+                case 3: bytes.removeSubrange(at...)
+                default: bytes.insert(contentsOf: bytes[at..<min(bytes.count, at + 16)], at: at)
+                }
+            }
+            bytes.withUnsafeBytes { buffer in
+                if let problem = ValidationDifferential.disagreement(buffer) {
+                    Issue.record("seed \(seed), case \(iteration): \(problem)\n\(String(decoding: bytes, as: UTF8.self))")
+                }
+                if ValidationDifferential.tookQuickPath(buffer) { quick += 1 }
+                var failed = false
+                _ = AuditRecordDecoder().validate(buffer) { _ in failed = true }
+                if failed { rejected += 1 }
+            }
+        }
+        print("validation differential: \(quick) records judged by the validation-only pass, \(rejected) rejected")
+        #expect(quick > 1_500)
+        #expect(rejected > 1_500)
+    }
+
+    /// Deep nesting, at and over the limit, in objects and arrays mixed.
+    @Test func nestingLimitIsTheScannersLimit() {
+        for depth in [1, 63, 64, 65, 99, 100, 101, 300] {
+            for opener in ["[", "{\"a\":"] {
+                let closer = opener == "[" ? "]" : "}"
+                let text = Array((String(repeating: opener, count: depth) + "1" + String(repeating: closer, count: depth)).utf8)
+                text.withUnsafeBytes { buffer in
+                    #expect(ValidationDifferential.disagreement(buffer, maxDepth: 64) == nil, "depth \(depth), \(opener)")
+                    #expect(ValidationDifferential.disagreement(buffer, maxDepth: 100) == nil, "depth \(depth), \(opener)")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,496 @@
+// The validation-only pass: JSON checked at memory speed without a tape, and a reader over checked bytes.
+
+/// Checks one JSON text against RFC 8259 as ``JSONScanner`` does — grammar, string escapes, UTF-8 in
+/// strings, the nesting limit — without recording anything but where the root object's known members
+/// start. Iterative (a bit stack of open containers), with strings crossed eight bytes at a time up to the
+/// first byte that needs a look.
+///
+/// Its verdict is only ever used to skip work: a text it accepts is one the scanner accepts (a
+/// differential fuzz target and test hold this), and anything it does not accept, or is unsure of, goes to
+/// the full decoder, which says exactly what is wrong.
+struct JSONValidator {
+    enum Verdict: Equatable {
+        /// One valid value; for an object, its known top-level members (byte offsets of their values).
+        /// `typesValid`: the root object, read as an audit event, has every known field of the right type
+        /// (``AuditEvent/validateTypes(_:_:prefix:)`` would find nothing).
+        case valid(root: JSONTape.Kind, members: RootIndex, typesValid: Bool)
+        case invalid
+        /// Valid or not, the validator does not judge it (several values, escaped root keys, a deep limit):
+        /// the full decoder will.
+        case unsure
+    }
+
+    private let bytes: UnsafePointer<UInt8>
+    private let count: Int
+    private let maxDepth: Int
+    private var position = 0
+
+    private init(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) {
+        bytes = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+        count = buffer.count
+        self.maxDepth = maxDepth
+    }
+
+    static func validate(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) -> Verdict {
+        // The open containers, one bit each (1 = object): 256 levels; deeper limits are the decoder's to judge.
+        guard maxDepth <= 256 else { return .unsure }
+        var validator = JSONValidator(buffer, maxDepth: maxDepth)
+        return validator.run()
+    }
+
+    private enum Failure: Error { case invalid, unsure }
+
+    private mutating func run() -> Verdict {
+        var watch = TypeWatch()
+        do throws(Failure) {
+            skipWhitespace()
+            guard position < count else { return .invalid }
+            let rootKind = kind(of: bytes[position])
+            try scanValue(&watch)
+            skipWhitespace()
+            // Further values (newline-delimited events) are the decoder's to split.
+            if position != count { return .unsure }
+            return .valid(root: rootKind, members: watch.members, typesValid: watch.typesValid(kind: { kind(of: bytes[$0]) }))
+        } catch {
+            return error == .invalid ? .invalid : .unsure
+        }
+    }
+
+    private func kind(of byte: UInt8) -> JSONTape.Kind {
+        switch byte {
+        case UInt8(ascii: "{"): .object
+        case UInt8(ascii: "["): .array
+        case UInt8(ascii: "\""): .string
+        case UInt8(ascii: "t"): .true
+        case UInt8(ascii: "f"): .false
+        case UInt8(ascii: "n"): .null
+        default: .number
+        }
+    }
+
+    @inline(__always)
+    private mutating func skipWhitespace() {
+        while position < count {
+            let byte = bytes[position]
+            guard byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
+            position += 1
+        }
+    }
+
+    /// The grammar as a loop over tokens with the open containers on a bit stack.
+    private mutating func scanValue(_ watch: inout TypeWatch) throws(Failure) {
+        var stack = InlineArray<4, UInt64>(repeating: 0)
+        var depth = 0
+        @inline(__always) func isObject(_ level: Int) -> Bool { stack[(level - 1) >> 6] & (1 << UInt64((level - 1) & 63)) != 0 }
+
+        value: while true {
+            // A value is expected at `position` (after optional whitespace).
+            skipWhitespace()
+            guard position < count else { throw .invalid }
+            let first = bytes[position]
+            if depth >= 2 { watch.value(first, depth: depth, at: position) }
+            switch first {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                let object = first == UInt8(ascii: "{")
+                depth += 1
+                guard depth <= maxDepth else { throw .invalid }
+                let word = (depth - 1) >> 6
+                let bit: UInt64 = 1 << UInt64((depth - 1) & 63)
+                if object { stack[word] |= bit } else { stack[word] &= ~bit }
+                position += 1
+                skipWhitespace()
+                guard position < count else { throw .invalid }
+                if bytes[position] == (object ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                    position += 1
+                    if depth <= 3 { watch.close(depth: depth) }
+                    depth -= 1
+                } else if object {
+                    try scanKey(depth: depth, &watch)
+                    continue value
+                } else {
+                    continue value
+                }
+            case UInt8(ascii: "\""): try scanString()
+            case UInt8(ascii: "t"): try literal("true")
+            case UInt8(ascii: "f"): try literal("false")
+            case UInt8(ascii: "n"): try literal("null")
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try scanNumber()
+            default: throw .invalid
+            }
+            // After a value: close containers, or move to the next member or element.
+            while true {
+                if depth == 0 { return }
+                skipWhitespace()
+                guard position < count else { throw .invalid }
+                let byte = bytes[position]
+                position += 1
+                let inObject = isObject(depth)
+                if byte == UInt8(ascii: ",") {
+                    if inObject {
+                        skipWhitespace()
+                        guard position < count else { throw .invalid }
+                        try scanKey(depth: depth, &watch)
+                    }
+                    continue value
+                }
+                guard byte == (inObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) else { throw .invalid }
+                if depth <= 3 { watch.close(depth: depth) }
+                depth -= 1
+            }
+        }
+    }
+
+    /// A member name and its colon; at the root, where the value of a known member starts; one level down,
+    /// the names the type checks look for.
+    @inline(__always)
+    private mutating func scanKey(depth: Int, _ watch: inout TypeWatch) throws(Failure) {
+        guard bytes[position] == UInt8(ascii: "\"") else { throw .invalid }
+        let start = position + 1
+        let flags = try scanString()
+        let end = position - 1
+        skipWhitespace()
+        guard position < count, bytes[position] == UInt8(ascii: ":") else { throw .invalid }
+        position += 1
+        guard depth <= 2 else { return }
+        // An escaped name would need decoding to be classified: the decoder's case.
+        if flags & 1 != 0 && (depth == 1 || watch.readsNames) { throw .unsure }
+        let name = UnsafeRawBufferPointer(start: bytes + start, count: end - start)
+        if depth == 1 {
+            skipWhitespace()
+            watch.rootMember(RootKey.classify(name), at: position)
+        } else {
+            watch.member(name)
+        }
+    }
+
+    /// A string at `position` (its opening quote); leaves `position` past the closing quote.
+    /// - Returns: bit 0 set when it holds escapes, bit 1 when it holds non-ASCII bytes.
+    @discardableResult
+    @inline(__always)
+    private mutating func scanString() throws(Failure) -> UInt8 {
+        position += 1
+        var flags: UInt8 = 0
+        while true {
+            // Eight bytes at a time to the first quote, backslash, control or non-ASCII byte. The lowest
+            // flagged byte of the word test is always a true hit (borrows only flag bytes above one).
+            while position &+ 8 <= count {
+                let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
+                let attention = Self.attention(word)
+                if attention != 0 {
+                    position &+= attention.trailingZeroBitCount >> 3
+                    break
+                }
+                position &+= 8
+            }
+            guard position < count else { throw .invalid }
+            let byte = bytes[position]
+            if byte == UInt8(ascii: "\"") {
+                position += 1
+                return flags
+            }
+            if byte == UInt8(ascii: "\\") {
+                flags |= 1
+                try scanEscape()
+            } else if byte < 0x20 {
+                throw .invalid
+            } else if byte >= 0x80 {
+                flags |= 2
+                try scanUTF8Sequence()
+            } else {
+                position += 1
+            }
+        }
+    }
+
+    /// High bit set in each byte that is a quote, a backslash, a control character or non-ASCII (and
+    /// possibly in bytes above such a byte).
+    @inline(__always)
+    static func attention(_ word: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let hasQuote = (quote &- ones) & ~quote
+        let hasBackslash = (backslash &- ones) & ~backslash
+        let hasControl = (word &- ones &* 0x20) & ~word
+        return (hasQuote | hasBackslash | hasControl | word) & highs
+    }
+
+    private mutating func scanEscape() throws(Failure) {
+        position += 1
+        guard position < count else { throw .invalid }
+        switch bytes[position] {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+            position += 1
+        case UInt8(ascii: "u"):
+            guard position + 4 < count else { throw .invalid }
+            for offset in 1...4 where hexValue(bytes[position + offset]) == nil { throw .invalid }
+            position += 5
+        default:
+            throw .invalid
+        }
+    }
+
+    /// One multi-byte UTF-8 sequence: no overlongs, no surrogates, at most U+10FFFF.
+    private mutating func scanUTF8Sequence() throws(Failure) {
+        let lead = bytes[position]
+        let length: Int
+        var lowest: UInt8 = 0x80
+        var highest: UInt8 = 0xBF
+        switch lead {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; lowest = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED: length = 3; highest = 0x9F
+        case 0xF0: length = 4; lowest = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; highest = 0x8F
+        default: throw .invalid
+        }
+        guard position + length <= count else { throw .invalid }
+        let second = bytes[position + 1]
+        guard second >= lowest && second <= highest else { throw .invalid }
+        for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 { throw .invalid }
+        position += length
+    }
+
+    private mutating func scanNumber() throws(Failure) {
+        if bytes[position] == UInt8(ascii: "-") { position += 1 }
+        guard position < count, isDigit(bytes[position]) else { throw .invalid }
+        if bytes[position] == UInt8(ascii: "0") {
+            position += 1
+        } else {
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+        if position < count, bytes[position] == UInt8(ascii: ".") {
+            position += 1
+            guard position < count, isDigit(bytes[position]) else { throw .invalid }
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+        if position < count, bytes[position] | 0x20 == UInt8(ascii: "e") {
+            position += 1
+            if position < count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
+            guard position < count, isDigit(bytes[position]) else { throw .invalid }
+            while position < count, isDigit(bytes[position]) { position += 1 }
+        }
+    }
+
+    @inline(__always)
+    private mutating func literal(_ text: StaticString) throws(Failure) {
+        let length = text.utf8CodeUnitCount
+        guard position + length <= count, memcmp(bytes + position, text.utf8Start, length) == 0 else { throw .invalid }
+        position += length
+    }
+}
+
+/// The type checks of ``AuditEvent/validateTypes(_:_:prefix:)``, made while the validator passes over the
+/// values instead of in a second walk: root members' kinds come from their recorded offsets; the members of
+/// `user`, `annotations`, `objectRef`, `responseStatus` and the elements of `sourceIPs` and `user.groups`
+/// are judged as they are scanned. A problem found in one occurrence of a repeated root member counts only
+/// if that occurrence is the last (the one the decoder reads).
+struct TypeWatch {
+    private(set) var members = RootIndex()
+    /// The root member whose value is being scanned, when the checks look inside it.
+    private var current: RootKey?
+    private var currentStart: Int32 = -1
+    /// The member of `user` or `responseStatus` whose value comes next.
+    private var name: Name = .other
+    private var inGroups = false
+    /// The kind of the last `code` of the current `responseStatus` was not a number or null.
+    private var codeIsWrong = false
+    /// Per watched root member: the offset of the last occurrence found with a wrong-typed member.
+    private var wrongAt = InlineArray<5, Int32>(repeating: -1)
+
+    private enum Name { case stringField, groups, code, other }
+
+    private static func slot(_ key: RootKey) -> Int? {
+        switch key {
+        case .user: 0
+        case .annotations: 1
+        case .objectRef: 2
+        case .responseStatus: 3
+        case .sourceIPs: 4
+        default: nil
+        }
+    }
+
+    /// Whether member names one level down matter (an escaped one cannot be judged without decoding).
+    var readsNames: Bool { current == .user || current == .responseStatus }
+
+    mutating func rootMember(_ key: RootKey?, at offset: Int) {
+        if let key { members.set(key, Int32(offset)) }
+        current = key.flatMap { Self.slot($0) != nil ? $0 : nil }
+        currentStart = Int32(offset)
+        codeIsWrong = false
+    }
+
+    mutating func member(_ raw: UnsafeRawBufferPointer) {
+        func equals(_ literal: StaticString) -> Bool {
+            raw.count == literal.utf8CodeUnitCount && memcmp(raw.baseAddress!, literal.utf8Start, raw.count) == 0
+        }
+        switch current {
+        case .user?: name = equals("username") || equals("uid") ? .stringField : equals("groups") ? .groups : .other
+        case .responseStatus?: name = equals("code") ? .code : .other
+        default: name = .other
+        }
+    }
+
+    private static func isStringOrNull(_ byte: UInt8) -> Bool { byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "n") }
+
+    /// A value starting with `byte` at `depth` open containers (2: inside a root member's value).
+    @inline(__always)
+    mutating func value(_ byte: UInt8, depth: Int, at offset: Int) {
+        guard let current else { return }
+        if depth == 3 {
+            if inGroups, !Self.isStringOrNull(byte) { wrong(current) }
+            return
+        }
+        guard depth == 2 else { return }
+        switch current {
+        case .annotations, .objectRef, .sourceIPs:
+            if !Self.isStringOrNull(byte) { wrong(current) }
+        case .user:
+            switch name {
+            case .stringField: if !Self.isStringOrNull(byte) { wrong(current) }
+            case .groups:
+                if byte == UInt8(ascii: "[") { inGroups = true } else if byte != UInt8(ascii: "n") { wrong(current) }
+            default: break
+            }
+        case .responseStatus:
+            if name == .code { codeIsWrong = !(byte == UInt8(ascii: "n") || byte == UInt8(ascii: "-") || isDigit(byte)) }
+        default: break
+        }
+    }
+
+    /// A container closing at `depth` (before it is left).
+    @inline(__always)
+    mutating func close(depth: Int) {
+        guard let current else { return }
+        if depth == 3 { inGroups = false }
+        if depth == 2 {
+            if current == .responseStatus, codeIsWrong { wrong(current) }
+            self.current = nil
+        }
+    }
+
+    private mutating func wrong(_ key: RootKey) { wrongAt[Self.slot(key)!] = currentStart }
+
+    func typesValid(kind: (Int) -> JSONTape.Kind) -> Bool {
+        func allowed(_ key: RootKey, _ kinds: JSONTape.Kind...) -> Bool {
+            guard let offset = members[key] else { return true }
+            let found = kind(offset)
+            return found == .null || kinds.contains(found)
+        }
+        for key: RootKey in [.verb, .auditID, .userAgent, .requestURI, .stage, .level, .requestReceivedTimestamp, .stageTimestamp]
+        where !allowed(key, .string) {
+            return false
+        }
+        guard allowed(.user, .object), allowed(.sourceIPs, .array), allowed(.annotations, .object), allowed(.objectRef, .object),
+            allowed(.responseStatus, .object)
+        else { return false }
+        for key: RootKey in [.user, .annotations, .objectRef, .responseStatus, .sourceIPs] {
+            if let offset = members[key], wrongAt[Self.slot(key)!] == Int32(offset) { return false }
+        }
+        return true
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension AuditRecordDecoder {
+    /// The verdict ``decode(_:ingestTime:_:)`` would give — every failure handed to `onFailure` in order, the
+    /// number of events returned — without building a tape when it can be avoided: a record holding one raw
+    /// event or GKE entry is judged by the validation-only pass and the tape-free type checks; every other
+    /// record, and any the pass does not accept, goes through the full decoder, which reports exactly.
+    public func validate(_ record: UnsafeRawBufferPointer, _ onFailure: (AuditDecodeError) -> Void) -> Int {
+        if quickVerdict(record) { return 1 }
+        var events = 0
+        decode(record, ingestTime: 0) { result in
+            switch result {
+            case .success: events += 1
+            case .failure(let error): onFailure(error)
+            }
+        }
+        return events
+    }
+
+    /// True when the validation-only pass proves the record one well-typed event (the decoder would emit
+    /// exactly one event and no error); false when it cannot tell.
+    func quickVerdict(_ record: UnsafeRawBufferPointer) -> Bool {
+        guard record.count <= limits.maxRecordBytes,
+            case .valid(.object, let members, let typesValid) = JSONValidator.validate(record, maxDepth: limits.maxDepth), typesValid,
+            // The shapes that nest their events (ECS, EventList, AKS, wrappers) are the decoder's.
+            members[.kubernetes] == nil, members[.items] == nil, members[.properties] == nil, members[.message] == nil
+        else { return false }
+        if members[.protoPayload] != nil { return true }
+        // AuditEvent.looksLikeAuditEvent on the raw text: `kind` is "Event", or `apiVersion` an audit
+        // group's, or both auditID and verb are present. Escaped text is left to the decoder.
+        func rawString(_ offset: Int?) -> UnsafeRawBufferPointer? {
+            guard let offset, record[offset] == UInt8(ascii: "\"") else { return nil }
+            var end = offset + 1
+            while record[end] != UInt8(ascii: "\"") {
+                if record[end] == UInt8(ascii: "\\") { return nil }
+                end += 1
+            }
+            return UnsafeRawBufferPointer(rebasing: record[(offset + 1)..<end])
+        }
+        if let kind = rawString(members[.kind]), kind.elementsEqual("Event".utf8) { return true }
+        if let apiVersion = rawString(members[.apiVersion]), apiVersion.starts(with: "audit.k8s.io/".utf8) { return true }
+        return members[.auditID] != nil && members[.verb] != nil
+    }
+}
+
+/// The validation-only pass against the full decoder on the same bytes, for the fuzz target and the tests.
+public enum ValidationDifferential {
+    /// What the two paths disagree on, or nil: the validator's verdict against the scanner's, its root
+    /// members against the tape's, and ``AuditRecordDecoder/validate(_:_:)`` against `decode`.
+    public static func disagreement(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 100) -> String? {
+        let verdict = JSONValidator.validate(bytes, maxDepth: maxDepth)
+        let tape = JSONTape()
+        var scanned: JSONDocument?
+        do throws(JSONSyntaxError) {
+            scanned = try JSONDocument.parse(bytes, into: tape, maxDepth: maxDepth)
+        } catch {}
+        switch verdict {
+        case .valid(let root, let members, let typesValid):
+            guard let scanned else { return "the validator accepts what the scanner rejects" }
+            if scanned.kind(0) != root { return "root kind \(root), the scanner's \(scanned.kind(0))" }
+            if root == .object {
+                let tapeMembers = RootIndex(scanned, 0)
+                for key in RootKey.allCases {
+                    let expected = tapeMembers[key].map { Int(scanned.entries[$0].start) - (scanned.kind($0) == .string ? 1 : 0) }
+                    if members[key] != expected { return "member \(key) at \(members[key].map(String.init) ?? "-"), the tape's at \(expected.map(String.init) ?? "-")" }
+                }
+                let tapeTypesValid = AuditEvent.validateTypes(scanned, tapeMembers, prefix: "") == nil
+                if typesValid != tapeTypesValid { return "types valid: \(typesValid), the decoder's check: \(tapeTypesValid)" }
+            }
+        case .invalid:
+            // The scanner reads one value; a text it accepts whole must not be rejected.
+            if scanned != nil { return "the validator rejects what the scanner accepts" }
+        case .unsure:
+            break
+        }
+        let decoder = AuditRecordDecoder(limits: DecoderLimits(maxDepth: maxDepth))
+        var decoded: [String] = []
+        decoder.decode(bytes, ingestTime: 0) { result in
+            switch result {
+            case .success: decoded.append("event")
+            case .failure(let error): decoded.append(error.reason.rawValue)
+            }
+        }
+        var validated: [String] = []
+        let events = decoder.validate(bytes) { validated.append($0.reason.rawValue) }
+        if validated != decoded.filter({ $0 != "event" }) || events != decoded.count(where: { $0 == "event" }) {
+            return "validate gives \(events) events and failures \(validated), decode \(decoded)"
+        }
+        return nil
+    }
+
+    /// Whether the record took the validation-only pass (for tests that must see it used).
+    public static func tookQuickPath(_ bytes: UnsafeRawBufferPointer) -> Bool { AuditRecordDecoder().quickVerdict(bytes) }
+}
