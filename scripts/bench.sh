@@ -3,14 +3,47 @@
 #   1. everything on the mock cluster, with Debian's librdkafka (.bench/results.json);
 #   2. end to end and latency on a tansu broker started here, with the librdkafka of the confluent-kafka
 #      wheel (Debian's 2.0.2 cannot talk to tansu) (.bench/results-tansu.json).
-# Arguments, if any, name the suites of run 1 (decode detect core memory e2e latency scale).
+#   3. instructions per event of the core (valgrind's callgrind, counted inside the core's pass only) at
+#      0.1 / 1 / 10 % matches: repeatable where timings on this machine are not;
+#   4. `replay` throughput on a generated log of BENCH_REPLAY_EVENTS events (default 160 000, ~200 MB).
+# Arguments, if any, name the suites of run 1 (decode detect core memory e2e latency scale); BENCH_EXTRA=0
+# skips runs 2–4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .bench .build-logs
+# The instruction counts and the replay's peak memory need valgrind and GNU time.
+if ! command -v valgrind >/dev/null || [ ! -x /usr/bin/time ]; then
+  SUDO=""; if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind time >/dev/null
+fi
 swift build -c release --product audit-sentinel-bench 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
+swift build -c release --product audit-sentinel 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
 BENCH_BROKERS=mock ./.build/release/audit-sentinel-bench "$@" | tee .bench/results.txt
 . scripts/tansu.sh
 start_tansu .build-logs/tansu-bench.log
 LD_LIBRARY_PATH="$PWD/.build-librdkafka${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 BENCH_TANSU_BOOTSTRAP="127.0.0.1:$TANSU_PORT" BENCH_BROKERS=tansu BENCH_OUTPUT=.bench/results-tansu.json \
   ./.build/release/audit-sentinel-bench e2e latency | tee -a .bench/results.txt
+[ "${BENCH_EXTRA:-1}" = 1 ] || exit 0
+
+echo "== instructions per event, core (callgrind; every record validated)" | tee -a .bench/results.txt
+for rate in 0.001 0.01 0.1; do
+  out=.bench/callgrind-$rate.out
+  BENCH_EVENTS=${BENCH_CALLGRIND_EVENTS:-5000} BENCH_MATCH_RATE=$rate valgrind --tool=callgrind --callgrind-out-file="$out" \
+    --toggle-collect='*measuredPass*' ./.build/release/audit-sentinel-bench core-once > .bench/callgrind-$rate.log 2>&1
+  instructions=$(grep -E '^summary:|^totals:' "$out" | head -1 | awk '{print $2}')
+  printf '| core (callgrind) | %s %% matches | %d instructions/event |\n' \
+    "$(awk -v r="$rate" 'BEGIN { print r * 100 }')" $((instructions / ${BENCH_CALLGRIND_EVENTS:-5000})) | tee -a .bench/results.txt
+done
+
+echo "== replay of a generated log" | tee -a .bench/results.txt
+log=.bench/replay-input.ndjson
+events=${BENCH_REPLAY_EVENTS:-160000}
+[ -s "$log" ] && [ "$(wc -l < "$log")" -eq "$events" ] || \
+  ./.build/release/audit-sentinel generate --count "$events" --denied-fraction 0.01 --output "$log" > /dev/null
+bytes=$(stat -c %s "$log")
+/usr/bin/time -f '%e %M' -o .bench/replay-time.txt ./.build/release/audit-sentinel replay "$log" > .bench/replay-alerts.ndjson || true
+read -r seconds peak_kb < .bench/replay-time.txt
+printf '| replay | %d events, %d MB, 1 %% denials | %.0f MB/s, %d alerts, peak RSS %d MB |\n' "$events" $((bytes / 1000000)) \
+  "$(awk -v b="$bytes" -v s="$seconds" 'BEGIN { print b / s / 1e6 }')" "$(wc -l < .bench/replay-alerts.ndjson)" $((peak_kb / 1024)) \
+  | tee -a .bench/results.txt

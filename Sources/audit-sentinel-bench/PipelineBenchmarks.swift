@@ -19,8 +19,6 @@ struct CoreBenchmark {
         let rule = try CompiledRule.load(file: rulePath)
         let ruleSet = RuleSet([rule])
         let count = environmentInt("BENCH_EVENTS", 20_000)
-        let groupBy = [FieldPath("kubernetes.audit.user.username")]
-        let decoder = AuditRecordDecoder()
         let duration: Int64 = 5 * 60_000
         for rate in [0.001, 0.01, 0.1] {
             let records = corpus(count: count, matchRate: rate, seed: 21)
@@ -28,25 +26,7 @@ struct CoreBenchmark {
             let label = rate == 0.001 ? "0.1 %" : rate == 0.01 ? "1 %" : "10 %"
 
             func ours(validateEveryRecord: Bool) -> (seconds: Double, result: Int) {
-                best(rounds: 5) {
-                    var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000)
-                    var matches = 0
-                    for (index, record) in records.enumerated() {
-                        record.withUnsafeBytes { buffer in
-                            let candidate = ruleSet.prefilter.mightMatch(buffer)
-                            if !candidate && !validateEveryRecord { return }
-                            decoder.decode(buffer, ingestTime: 1_763_625_600_000 + Int64(index)) { result in
-                                guard candidate, case .success(let event) = result, rule.matches(event) else { return }
-                                let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
-                                for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
-                                    _ = state.apply(match, rule: rule.rule, now: 0)
-                                    matches += 1
-                                }
-                            }
-                        }
-                    }
-                    return matches
-                }
+                best(rounds: 5) { Self.measuredPass(rule: rule, prefilter: ruleSet.prefilter, records: records, validateEveryRecord: validateEveryRecord) }
             }
 
             let foundation = best(rounds: 3) {
@@ -80,6 +60,41 @@ struct CoreBenchmark {
                        ratio: foundation.seconds / fast.seconds, ratioName: "× JSONDecoder")
         }
         report.note("core: \(count) events per rate, one thread; 'every record decoded' is the default (malformed records reach the DLQ), 'prefilter first' is processing.validate_every_record = false")
+    }
+}
+
+extension CoreBenchmark {
+    /// One pass of the default core (every record validated), for instruction counts (callgrind).
+    func once(records: [[UInt8]]) throws -> Int {
+        let rule = try CompiledRule.load(file: rulePath)
+        return Self.measuredPass(rule: rule, prefilter: RuleSet([rule]).prefilter, records: records, validateEveryRecord: true)
+    }
+
+    /// The core over `records`: a record no rule can match is judged by the validation-only pass (or, with
+    /// `validateEveryRecord` off, skipped); candidates are decoded, evaluated, their matches applied.
+    @inline(never)
+    static func measuredPass(rule: CompiledRule, prefilter: PrefilterSet, records: [[UInt8]], validateEveryRecord: Bool) -> Int {
+        let decoder = AuditRecordDecoder()
+        let groupBy = [FieldPath("kubernetes.audit.user.username")]
+        var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000)
+        var matches = 0
+        for (index, record) in records.enumerated() {
+            record.withUnsafeBytes { buffer in
+                guard prefilter.mightMatch(buffer) else {
+                    if validateEveryRecord { _ = decoder.validate(buffer) { _ in } }
+                    return
+                }
+                decoder.decode(buffer, ingestTime: 1_763_625_600_000 + Int64(index)) { result in
+                    guard case .success(let event) = result, rule.matches(event) else { return }
+                    let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
+                    for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
+                        _ = state.apply(match, rule: rule.rule, now: 0)
+                        matches += 1
+                    }
+                }
+            }
+        }
+        return matches
     }
 }
 

@@ -34,6 +34,14 @@ for suite in suites {
             }
         }
     case "scale": try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).scaleOut(report: &report)
+    case "core-once":
+        // One pass of the core over BENCH_EVENTS events at BENCH_MATCH_RATE, for callgrind (scripts/bench.sh
+        // collects instructions inside `CoreBenchmark.measuredPass` only).
+        let rate = Double(ProcessInfo.processInfo.environment["BENCH_MATCH_RATE"] ?? "0.01") ?? 0.01
+        let count = environmentInt("BENCH_EVENTS", 5_000)
+        let matches = try CoreBenchmark(rulePath: rulePath).once(records: corpus(count: count, matchRate: rate, seed: 21))
+        print("core-once: \(count) events, \(matches) matches")
+        exit(0)
     default:
         FileHandle.standardError.write(Data("unknown benchmark suite \(suite)\n".utf8))
         exit(2)
