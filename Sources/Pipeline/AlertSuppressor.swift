@@ -53,8 +53,25 @@ public struct RuleMatch: Sendable, Equatable {
 
     /// The suppression key: the group values joined unambiguously (a missing field is its own value).
     public var groupKey: String {
-        groupValues.map { $0.map { "=" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "|", with: "\\|") } ?? "∅" }
-            .joined(separator: "|")
+        var key = ""
+        for (index, value) in groupValues.enumerated() {
+            if index > 0 { key += "|" }
+            guard let value else {
+                key += "∅"
+                continue
+            }
+            key += "="
+            // Backslashes and bars escaped (most values have neither: appended as they are).
+            if value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "|") }) {
+                for character in value.unicodeScalars {
+                    if character == "\\" || character == "|" { key += "\\" }
+                    key.unicodeScalars.append(character)
+                }
+            } else {
+                key += value
+            }
+        }
+        return key
     }
 
     public var hasMissingFields: Bool { groupValues.contains(nil) }
