@@ -245,7 +245,9 @@ extension AuditDecodeError {
 /// the record. Where JSON could spell a literal differently (`\u0066orbid`, `\/`), the record passes.
 public struct Prefilter: Sendable, Equatable {
     public let requirements: [[[UInt8]]]
-    static let unsureEscapes: [[UInt8]] = [Array("\\u".utf8), Array("\\/".utf8)]
+    /// Per literal, the offset of the byte searched for first: the one least common in audit JSON, so that
+    /// the byte search stops rarely on a byte that does not begin the literal.
+    let anchors: [[Int]]
 
     public init(requirements: [[String]]) {
         // A literal with bytes JSON escapes (quote, backslash, controls) cannot be searched for verbatim.
@@ -256,20 +258,56 @@ public struct Prefilter: Sendable, Equatable {
             }
             return literals
         }
+        anchors = self.requirements.map { group in
+            group.map { literal in literal.indices.min { Self.commonness(literal[$0]) < Self.commonness(literal[$1]) }! }
+        }
+    }
+
+    /// A rough rank of how often a byte occurs in audit events (lowercase letters, digits and JSON
+    /// punctuation are everywhere; capitals, rare letters and other bytes are not).
+    static func commonness(_ byte: UInt8) -> Int {
+        switch byte {
+        case UInt8(ascii: "e"), UInt8(ascii: "t"), UInt8(ascii: "a"), UInt8(ascii: "s"), UInt8(ascii: "i"), UInt8(ascii: "o"),
+            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "\""), UInt8(ascii: ":"), UInt8(ascii: ","), UInt8(ascii: "-"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            3
+        case UInt8(ascii: "c"), UInt8(ascii: "d"), UInt8(ascii: "l"), UInt8(ascii: "u"), UInt8(ascii: "m"), UInt8(ascii: "p"),
+            UInt8(ascii: "/"), UInt8(ascii: "."), UInt8(ascii: "h"), UInt8(ascii: "g"), UInt8(ascii: "f"):
+            2
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "{"), UInt8(ascii: "}"):
+            1
+        default: 0
+        }
     }
 
     /// Whether the record might match (false only when it certainly cannot).
     public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
         guard !requirements.isEmpty, record.baseAddress != nil else { return true }
-        // Escapes that can spell any character make byte search unsure: fall back to the full path.
-        if Prefilter.unsureEscapes.contains(where: { escape in escape.withUnsafeBytes { contains(record, $0) } }) { return true }
-        for group in requirements {
-            let found = group.contains { literal in
-                literal.withUnsafeBytes { contains(record, $0) }
+        // Escapes that can spell any character (`\u`, `\/`) make byte search unsure: the full path decides.
+        if Self.hasUnsureEscape(record) { return true }
+        for (group, anchors) in zip(requirements, anchors) {
+            var found = false
+            for (literal, anchor) in zip(group, anchors) where literal.withUnsafeBytes({ contains(record, $0, anchor: anchor) }) {
+                found = true
+                break
             }
             if !found { return false }
         }
         return true
+    }
+
+    /// One pass over the backslashes: is any the start of `\u` or `\/`? (An escaped backslash is skipped
+    /// with the character it escapes.)
+    static func hasUnsureEscape(_ record: UnsafeRawBufferPointer) -> Bool {
+        guard let base = record.baseAddress else { return false }
+        var index = 0
+        while index < record.count - 1, let hit = memchr(base + index, Int32(UInt8(ascii: "\\")), record.count - 1 - index) {
+            let at = UnsafeRawPointer(hit) - base
+            let next = record[at + 1]
+            if next == UInt8(ascii: "u") || next == UInt8(ascii: "/") { return true }
+            index = at + 2
+        }
+        return false
     }
 }
 

@@ -550,7 +550,13 @@ struct ByteBuffer: ByteSink {
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         reserve(bytes.count)
-        UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: bytes.count)
+        if bytes.count <= 16 {
+            // Most pieces are short keys and values: a loop is cheaper than a call to memcpy.
+            let from = source.assumingMemoryBound(to: UInt8.self)
+            for offset in 0..<bytes.count { base[count + offset] = from[offset] }
+        } else {
+            UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: bytes.count)
+        }
         count += bytes.count
     }
 

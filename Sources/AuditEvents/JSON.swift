@@ -392,15 +392,18 @@ func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8
 
 /// Whether `needle` occurs in `haystack` (memchr for the first byte, memcmp for the rest; glibc's memchr
 /// is vectorized, which makes this run at memory speed on text without many first-byte hits).
+/// - Parameter anchor: the offset in `needle` of the byte memchr looks for (a rare one stops it less).
 @inline(__always)
-func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer) -> Bool {
+func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer, anchor: Int = 0) -> Bool {
     guard needle.count > 0 else { return true }
-    guard haystack.count >= needle.count, let base = haystack.baseAddress, let first = needle.first else { return false }
-    let last = base + (haystack.count - needle.count)
-    var cursor = base
+    guard haystack.count >= needle.count, let base = haystack.baseAddress else { return false }
+    let anchorByte = needle[anchor]
+    // Candidate starts run from 0 to count - needle.count; the anchor byte sits `anchor` bytes after each.
+    let last = base + (haystack.count - needle.count) + anchor
+    var cursor = base + anchor
     while cursor <= last {
-        guard let hit = memchr(cursor, Int32(first), last - cursor + 1) else { return false }
-        if memcmp(hit, needle.baseAddress!, needle.count) == 0 { return true }
+        guard let hit = memchr(cursor, Int32(anchorByte), last - cursor + 1) else { return false }
+        if memcmp(UnsafeRawPointer(hit) - anchor, needle.baseAddress!, needle.count) == 0 { return true }
         cursor = UnsafeRawPointer(hit) + 1
     }
     return false

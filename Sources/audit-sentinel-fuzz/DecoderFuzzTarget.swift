@@ -10,8 +10,11 @@ import Foundation
 public func fuzzDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
     let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: 1 << 20, maxDepth: 64))
+    let candidate = FuzzSeedRule.rule.flatMap { $0.prefilter?.mightMatch(bytes) } ?? true
     decoder.decode(bytes, ingestTime: 1_700_000_000_000) { result in
         guard case .success(let event) = result else { return }
+        // The prefilter may only reject records that cannot match.
+        if !candidate, FuzzSeedRule.rule?.matches(event) == true { fatalError("the prefilter rejected a record the seed rule matches") }
         for field in FuzzFields.all {
             event.forEachValue(of: field) { value in
                 _ = value.stringValue
@@ -59,6 +62,11 @@ public func fuzzRule(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
     if let rule = try? DetectionRule.parse(toml: text, file: "fuzz.toml") { _ = try? CompiledRule(rule) }
     return 0
+}
+
+/// The headline rule (the fuzzer runs from the project root), for the prefilter's soundness check.
+enum FuzzSeedRule {
+    static let rule = try? CompiledRule.load(file: "Config/rules/kubernetes_denied_service_account_request.toml")
 }
 
 /// A denied service-account request the KQL target evaluates against.
