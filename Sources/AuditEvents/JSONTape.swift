@@ -217,68 +217,31 @@ struct JSONScanner {
     }
 
     private mutating func scanEscape() throws(JSONSyntaxError) {
-        let escapeStart = position
-        position += 1
-        guard position < count else { throw fail("unterminated escape", at: escapeStart) }
-        switch bytes[position] {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-            position += 1
-        case UInt8(ascii: "u"):
-            guard position + 4 < count else { throw fail("truncated \\u escape", at: escapeStart) }
-            for offset in 1...4 where hexValue(bytes[position + offset]) == nil {
-                throw fail("invalid hex digit in \\u escape", at: position + offset)
-            }
-            position += 5
-        default:
-            throw fail("invalid escape", at: escapeStart)
+        switch checkEscape(bytes, count, position) {
+        case .valid(let length): position += length
+        case .truncated: throw fail(bytes[position + 1 < count ? position + 1 : position] == UInt8(ascii: "u") ? "truncated \\u escape" : "unterminated escape", at: position)
+        case .invalidHex(let at): throw fail("invalid hex digit in \\u escape", at: at)
+        case .invalid: throw fail("invalid escape", at: position)
         }
     }
 
     /// Validates one multi-byte UTF-8 sequence (no overlongs, no surrogates, at most U+10FFFF).
     private mutating func scanUTF8Sequence() throws(JSONSyntaxError) {
-        let lead = bytes[position]
-        let length: Int
-        var lowest: UInt8 = 0x80
-        var highest: UInt8 = 0xBF
-        switch lead {
-        case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; lowest = 0xA0
-        case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; highest = 0x9F
-        case 0xF0: length = 4; lowest = 0x90
-        case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; highest = 0x8F
-        default: throw fail("invalid UTF-8 byte 0x\(String(lead, radix: 16))", kind: .invalidUTF8)
+        switch checkUTF8Sequence(bytes, count, position) {
+        case .valid(let length): position += length
+        case .invalidLead: throw fail("invalid UTF-8 byte 0x\(String(bytes[position], radix: 16))", kind: .invalidUTF8)
+        case .truncated: throw fail("truncated UTF-8 sequence", kind: .invalidUTF8)
+        case .invalidSequence: throw fail("invalid UTF-8 sequence", kind: .invalidUTF8)
         }
-        guard position + length <= count else { throw fail("truncated UTF-8 sequence", kind: .invalidUTF8) }
-        let second = bytes[position + 1]
-        guard second >= lowest && second <= highest else { throw fail("invalid UTF-8 sequence", kind: .invalidUTF8) }
-        for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 {
-            throw fail("invalid UTF-8 sequence", kind: .invalidUTF8)
-        }
-        position += length
     }
 
     private mutating func scanNumber(into tape: JSONTape) throws(JSONSyntaxError) {
         let start = position
-        if bytes[position] == UInt8(ascii: "-") { position += 1 }
-        guard position < count, isDigit(bytes[position]) else { throw fail("invalid number", at: start) }
-        if bytes[position] == UInt8(ascii: "0") {
-            position += 1
-        } else {
-            while position < count, isDigit(bytes[position]) { position += 1 }
-        }
-        if position < count, bytes[position] == UInt8(ascii: ".") {
-            position += 1
-            guard position < count, isDigit(bytes[position]) else { throw fail("invalid number: digits must follow '.'", at: start) }
-            while position < count, isDigit(bytes[position]) { position += 1 }
-        }
-        if position < count, bytes[position] | 0x20 == UInt8(ascii: "e") {
-            position += 1
-            if position < count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
-            guard position < count, isDigit(bytes[position]) else { throw fail("invalid number: exponent has no digits", at: start) }
-            while position < count, isDigit(bytes[position]) { position += 1 }
+        switch checkNumber(bytes, count, position) {
+        case .valid(let end): position = end
+        case .invalid: throw fail("invalid number", at: start)
+        case .noFractionDigits: throw fail("invalid number: digits must follow '.'", at: start)
+        case .noExponentDigits: throw fail("invalid number: exponent has no digits", at: start)
         }
         tape.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .number, flags: 0))
     }
@@ -291,6 +254,80 @@ struct JSONScanner {
         tape.append(JSONTape.Entry(start: UInt32(position), end: UInt32(position + length), kind: kind, flags: 0))
         position += length
     }
+}
+
+// MARK: Token checks shared by the scanner and the validator
+
+enum EscapeCheck { case valid(length: Int), truncated, invalidHex(at: Int), invalid }
+
+/// The escape whose backslash is at `position`: its length, or what is wrong with it.
+@inline(__always)
+func checkEscape(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: Int) -> EscapeCheck {
+    guard position + 1 < count else { return .truncated }
+    switch bytes[position + 1] {
+    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+        UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+        return .valid(length: 2)
+    case UInt8(ascii: "u"):
+        guard position + 5 < count else { return .truncated }
+        for offset in 2...5 where hexValue(bytes[position + offset]) == nil { return .invalidHex(at: position + offset) }
+        return .valid(length: 6)
+    default:
+        return .invalid
+    }
+}
+
+enum UTF8Check { case valid(length: Int), invalidLead, truncated, invalidSequence }
+
+/// The multi-byte UTF-8 sequence whose lead byte is at `position` (no overlongs, no surrogates, at most
+/// U+10FFFF).
+@inline(__always)
+func checkUTF8Sequence(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: Int) -> UTF8Check {
+    let length: Int
+    var lowest: UInt8 = 0x80
+    var highest: UInt8 = 0xBF
+    switch bytes[position] {
+    case 0xC2...0xDF: length = 2
+    case 0xE0: length = 3; lowest = 0xA0
+    case 0xE1...0xEC, 0xEE...0xEF: length = 3
+    case 0xED: length = 3; highest = 0x9F
+    case 0xF0: length = 4; lowest = 0x90
+    case 0xF1...0xF3: length = 4
+    case 0xF4: length = 4; highest = 0x8F
+    default: return .invalidLead
+    }
+    guard position + length <= count else { return .truncated }
+    let second = bytes[position + 1]
+    guard second >= lowest && second <= highest else { return .invalidSequence }
+    for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 { return .invalidSequence }
+    return .valid(length: length)
+}
+
+enum NumberCheck { case valid(end: Int), invalid, noFractionDigits, noExponentDigits }
+
+/// The number starting at `position` (RFC 8259 grammar): where it ends, or what is wrong with it.
+@inline(__always)
+func checkNumber(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ start: Int) -> NumberCheck {
+    var position = start
+    if bytes[position] == UInt8(ascii: "-") { position += 1 }
+    guard position < count, isDigit(bytes[position]) else { return .invalid }
+    if bytes[position] == UInt8(ascii: "0") {
+        position += 1
+    } else {
+        while position < count, isDigit(bytes[position]) { position += 1 }
+    }
+    if position < count, bytes[position] == UInt8(ascii: ".") {
+        position += 1
+        guard position < count, isDigit(bytes[position]) else { return .noFractionDigits }
+        while position < count, isDigit(bytes[position]) { position += 1 }
+    }
+    if position < count, bytes[position] | 0x20 == UInt8(ascii: "e") {
+        position += 1
+        if position < count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
+        guard position < count, isDigit(bytes[position]) else { return .noExponentDigits }
+        while position < count, isDigit(bytes[position]) { position += 1 }
+    }
+    return .valid(end: position)
 }
 
 @inline(__always) func isDigit(_ byte: UInt8) -> Bool { byte &- UInt8(ascii: "0") < 10 }

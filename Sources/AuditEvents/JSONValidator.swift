@@ -217,63 +217,18 @@ struct JSONValidator {
     }
 
     private mutating func scanEscape() throws(Failure) {
-        position += 1
-        guard position < count else { throw .invalid }
-        switch bytes[position] {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-            position += 1
-        case UInt8(ascii: "u"):
-            guard position + 4 < count else { throw .invalid }
-            for offset in 1...4 where hexValue(bytes[position + offset]) == nil { throw .invalid }
-            position += 5
-        default:
-            throw .invalid
-        }
+        guard case .valid(let length) = checkEscape(bytes, count, position) else { throw .invalid }
+        position += length
     }
 
-    /// One multi-byte UTF-8 sequence: no overlongs, no surrogates, at most U+10FFFF.
     private mutating func scanUTF8Sequence() throws(Failure) {
-        let lead = bytes[position]
-        let length: Int
-        var lowest: UInt8 = 0x80
-        var highest: UInt8 = 0xBF
-        switch lead {
-        case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; lowest = 0xA0
-        case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; highest = 0x9F
-        case 0xF0: length = 4; lowest = 0x90
-        case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; highest = 0x8F
-        default: throw .invalid
-        }
-        guard position + length <= count else { throw .invalid }
-        let second = bytes[position + 1]
-        guard second >= lowest && second <= highest else { throw .invalid }
-        for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 { throw .invalid }
+        guard case .valid(let length) = checkUTF8Sequence(bytes, count, position) else { throw .invalid }
         position += length
     }
 
     private mutating func scanNumber() throws(Failure) {
-        if bytes[position] == UInt8(ascii: "-") { position += 1 }
-        guard position < count, isDigit(bytes[position]) else { throw .invalid }
-        if bytes[position] == UInt8(ascii: "0") {
-            position += 1
-        } else {
-            while position < count, isDigit(bytes[position]) { position += 1 }
-        }
-        if position < count, bytes[position] == UInt8(ascii: ".") {
-            position += 1
-            guard position < count, isDigit(bytes[position]) else { throw .invalid }
-            while position < count, isDigit(bytes[position]) { position += 1 }
-        }
-        if position < count, bytes[position] | 0x20 == UInt8(ascii: "e") {
-            position += 1
-            if position < count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
-            guard position < count, isDigit(bytes[position]) else { throw .invalid }
-            while position < count, isDigit(bytes[position]) { position += 1 }
-        }
+        guard case .valid(let end) = checkNumber(bytes, count, position) else { throw .invalid }
+        position = end
     }
 
     @inline(__always)
