@@ -70,9 +70,10 @@ struct JSONValidator {
 
     @inline(__always)
     private mutating func skipWhitespace() {
+        // Compact JSON has none: one comparison settles the common case (every token byte is above 0x20).
         while position < count {
             let byte = bytes[position]
-            guard byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
+            guard byte <= 0x20, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
             position += 1
         }
     }
@@ -332,22 +333,22 @@ struct TypeWatch {
     private mutating func wrong(_ key: RootKey) { wrongAt[Self.slot(key)!] = currentStart }
 
     func typesValid(kind: (Int) -> JSONTape.Kind) -> Bool {
-        func allowed(_ key: RootKey, _ kinds: JSONTape.Kind...) -> Bool {
+        // No arrays or variadics here: this runs for every record.
+        @inline(__always) func allowed(_ key: RootKey, _ expected: JSONTape.Kind) -> Bool {
             guard let offset = members[key] else { return true }
             let found = kind(offset)
-            return found == .null || kinds.contains(found)
+            return found == .null || found == expected
         }
-        for key: RootKey in [.verb, .auditID, .userAgent, .requestURI, .stage, .level, .requestReceivedTimestamp, .stageTimestamp]
-        where !allowed(key, .string) {
-            return false
-        }
-        guard allowed(.user, .object), allowed(.sourceIPs, .array), allowed(.annotations, .object), allowed(.objectRef, .object),
-            allowed(.responseStatus, .object)
+        guard allowed(.verb, .string), allowed(.auditID, .string), allowed(.userAgent, .string), allowed(.requestURI, .string),
+            allowed(.stage, .string), allowed(.level, .string), allowed(.requestReceivedTimestamp, .string),
+            allowed(.stageTimestamp, .string), allowed(.user, .object), allowed(.sourceIPs, .array), allowed(.annotations, .object),
+            allowed(.objectRef, .object), allowed(.responseStatus, .object)
         else { return false }
-        for key: RootKey in [.user, .annotations, .objectRef, .responseStatus, .sourceIPs] {
-            if let offset = members[key], wrongAt[Self.slot(key)!] == Int32(offset) { return false }
+        @inline(__always) func clean(_ key: RootKey, _ slot: Int) -> Bool {
+            guard let offset = members[key] else { return true }
+            return wrongAt[slot] != Int32(offset)
         }
-        return true
+        return clean(.user, 0) && clean(.annotations, 1) && clean(.objectRef, 2) && clean(.responseStatus, 3) && clean(.sourceIPs, 4)
     }
 }
 
@@ -394,8 +395,12 @@ extension AuditRecordDecoder {
             }
             return UnsafeRawBufferPointer(rebasing: record[(offset + 1)..<end])
         }
-        if let kind = rawString(members[.kind]), kind.elementsEqual("Event".utf8) { return true }
-        if let apiVersion = rawString(members[.apiVersion]), apiVersion.starts(with: "audit.k8s.io/".utf8) { return true }
+        func equals(_ raw: UnsafeRawBufferPointer, _ literal: StaticString, prefix: Bool = false) -> Bool {
+            (prefix ? raw.count >= literal.utf8CodeUnitCount : raw.count == literal.utf8CodeUnitCount)
+                && memcmp(raw.baseAddress!, literal.utf8Start, literal.utf8CodeUnitCount) == 0
+        }
+        if let kind = rawString(members[.kind]), equals(kind, "Event") { return true }
+        if let apiVersion = rawString(members[.apiVersion]), equals(apiVersion, "audit.k8s.io/", prefix: true) { return true }
         return members[.auditID] != nil && members[.verb] != nil
     }
 }
