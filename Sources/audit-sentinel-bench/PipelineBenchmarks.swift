@@ -253,7 +253,10 @@ struct EndToEndBenchmark {
     }
 
     /// (b) Pipeline instances (threads of this process, one group) until every input record is processed.
-    func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true) throws -> Double {
+    /// - Parameter produceWhenSettled: when given, the input is produced by it once every instance is ready
+    ///   (joined, assigned, restored); otherwise it is there already.
+    func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true,
+                  produceWhenSettled: (() throws -> Void)? = nil) throws -> Double {
         var configuration = pipelineConfiguration(applicationID: "bench-\(UUID().uuidString.prefix(8))", input: topic)
         configuration.validateEveryRecord = validateEveryRecord
         let runners = (0..<instances).map { _ in PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger) }
@@ -274,6 +277,20 @@ struct EndToEndBenchmark {
             return thread
         }
         _ = threads
+        if let produceWhenSettled {
+            // Settled: every member ready, and no rebalance for a second (a member that joined last may
+            // still set one off after the others are ready).
+            let settling = ContinuousClock.now + .seconds(60)
+            var rebalances = -1
+            var quietSince = ContinuousClock.now
+            while ContinuousClock.now < settling {
+                let now = statuses.reduce(0) { $0 + $1.counterSnapshot.rebalances }
+                if now != rebalances || !statuses.allSatisfy(\.isReady) { rebalances = now; quietSince = .now }
+                if quietSince.duration(to: .now) >= .seconds(1) { break }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            try produceWhenSettled()
+        }
         let deadline = ContinuousClock.now + .seconds(600)
         while inputRecords() < count, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
         let end = ContinuousClock.now
@@ -310,16 +327,20 @@ struct EndToEndBenchmark {
     /// 5. Throughput with 1, 2 and 3 instances in one group on a 6-partition input.
     func scaleOut(report: inout BenchReport) throws {
         let count = environmentInt("BENCH_SCALE_EVENTS", 20_000)
-        let input = "scale-\(UUID().uuidString.prefix(8))"
-        try broker.createTopic(input, 6)
-        try broker.produce(corpus(count: count, matchRate: 0.01, seed: 41), topic: input, partitions: 6)
+        let records = corpus(count: count, matchRate: 0.01, seed: 41)
         var single = 0.0
         for instances in 1...3 {
-            let rate = try pipeline(topic: input, count: count, instances: instances)
+            // A fresh topic, filled once every member has joined and restored: the figure is throughput, not
+            // the rebalance a member joining late would cause mid-run.
+            let input = "scale-\(instances)-\(UUID().uuidString.prefix(8))"
+            try broker.createTopic(input, 6)
+            let rate = try pipeline(topic: input, count: count, instances: instances) {
+                try broker.produce(records, topic: input, partitions: 6)
+            }
             if instances == 1 { single = rate }
             report.add("scale", "\(broker.name): \(instances) instance(s), one group, 6 partitions", events: rate, ratio: rate / single, ratioName: "× one instance")
         }
-        report.note("scale: instances are threads of one process on a 2-core machine: this measures coordination overhead, not speed-up")
+        report.note("scale: instances are threads of one process on a 2-core machine: this measures coordination overhead, not speed-up; the input is produced once the group has settled")
     }
 }
 
