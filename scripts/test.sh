@@ -7,7 +7,8 @@
 #     (release build of audit-sentinel-sim);
 #  4. the crash test (scripts/chaos.sh), short form;
 #  5. the libFuzzer targets (record decoding, KQL, rule TOML), for a bounded time.
-# Fails if any suite fails or skips a test, or the fuzzer finds anything. tansu is stopped by its PID
+# Fails if any suite fails or skips a test (except, outside CI, the conformance suites when Elastic's
+# fixtures are not at ../shared/testdata), or the fuzzer finds anything. tansu is stopped by its PID
 # however the run ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,14 @@ check_run() {  # $1 = log, $2 = label
   if [ -z "$line" ]; then echo "test: $label: no Swift Testing summary" >&2; return 1; fi
   if grep -qE '^✘|recorded an issue' "$log"; then echo "test: $label: failures" >&2; return 1; fi
   if grep -qE ' skipped' "$log"; then
-    echo "test: $label: a test was skipped:" >&2; grep -E ' skipped' "$log" >&2; return 1
+    # Elastic's fixtures live outside the repository: in a user's clone without them the conformance
+    # suites skip, and that alone does not fail the run; under CI (CI=true) every skip does.
+    if [ "${CI:-}" != true ] && ! grep -E ' skipped' "$log" | grep -qv 'are not at ../shared/testdata'; then
+      echo "test: $label: Elastic's conformance suites skipped — ../shared/testdata is not there" \
+        "(set AUDIT_SENTINEL_SHARED_TESTDATA to run them; under CI=true this fails the run)"
+    else
+      echo "test: $label: a test was skipped:" >&2; grep -E ' skipped' "$log" >&2; return 1
+    fi
   fi
   echo "test: $label: ${line#*✔ }"
 }

@@ -68,11 +68,13 @@ struct Demo: ParsableCommand {
         let reader = try KafkaConsumer(configuration: kafka.merging(["group.id": "audit-sentinel-demo-viewer", "auto.offset.reset": "earliest"]), logger: logger)
         try reader.assign((0..<3).map { TopicPartitionOffset(alertsTopic, Int32($0), offset: KafkaOffset.beginning) })
         var summary: [String: (alerts: Int, suppressed: Int, last: String)] = [:]
+        var alertRecordsShown = 0
         let started = ContinuousClock.now
         var lastStatus = ContinuousClock.now
         func showAlerts() throws {
             try reader.poll(timeout: .zero) { batch in
                 for record in batch {
+                    alertRecordsShown += 1
                     let bytes = Array(record.payload)
                     if json {
                         print(String(decoding: bytes, as: UTF8.self))
@@ -107,12 +109,24 @@ struct Demo: ParsableCommand {
             }
         }
         generator.stop()
-        // Process what is left, then close the windows still open and show their updates.
-        let drainUntil = ContinuousClock.now + .seconds(3)
-        while ContinuousClock.now < drainUntil { try runner.runOnce() }
+        // Process everything produced and every match it repartitioned (not a fixed time: a loaded machine
+        // takes longer), then close the windows still open and show every alert published.
+        let drainUntil = ContinuousClock.now + .seconds(60)
+        func drained() -> Bool {
+            let counters = runner.snapshot()
+            return counters.inputRecords >= generator.produced && counters.matchesAggregated >= counters.matches.values.reduce(0, +)
+        }
+        repeat {
+            try runner.runOnce()
+            try showAlerts()
+        } while !drained() && ContinuousClock.now < drainUntil
         try runner.flushOpenWindows()
-        let showUntil = ContinuousClock.now + .seconds(2)
-        while ContinuousClock.now < showUntil { try showAlerts() }
+        let published = { let counters = runner.snapshot(); return counters.alertsNew + counters.alertsUpdated }()
+        let showUntil = ContinuousClock.now + .seconds(30)
+        while alertRecordsShown < published && ContinuousClock.now < showUntil {
+            try showAlerts()
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         let counters = runner.snapshot()
         try runner.stop()
         try reader.close()
