@@ -37,6 +37,14 @@ struct MatchCommandTests {
     let seed = packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path
     let fixtures = packageRoot.appendingPathComponent("Tests/AuditEventsTests/Fixtures")
 
+    @Test func versionFlagPrintsWhatTheVersionCommandPrints() throws {
+        let flag = try run(["--version"])
+        let command = try run(["version"])
+        #expect(flag.status == 0 && command.status == 0)
+        #expect(flag.stdout == command.stdout)
+        #expect(flag.stdout.hasPrefix("audit-sentinel ") && flag.stdout.contains("\nlibrdkafka "))
+    }
+
     @Test func printsMatchingDocumentsAsJSONLines() throws {
         let result = try run(["match", "--rule", seed, fixtures.appendingPathComponent("denied-serviceaccount.json").path,
                               fixtures.appendingPathComponent("eventlist-batch.json").path, fixtures.appendingPathComponent("minimal.json").path])
