@@ -51,11 +51,6 @@ public final class CanonicalDocument {
         }
     }
 
-    /// The byte range of the value of top-level member `key` (the last one, if repeated).
-    public func member(_ key: String) -> Range<Int>? {
-        members.last { $0.key == key }?.value
-    }
-
     /// Every value of a dotted field, ES-style (keys may hold dots, arrays walked element by element), as the
     /// tree's `forEachValue(of:)` gives them: empty strings, nulls and empty containers skipped.
     @discardableResult

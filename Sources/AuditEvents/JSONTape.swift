@@ -180,7 +180,7 @@ struct JSONScanner {
             // Plain ASCII runs are the common case: skip eight bytes at a time while none needs a look.
             while position &+ 8 <= count {
                 let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
-                if Self.wordNeedsAttention(word) { break }
+                if stringAttention(word) != 0 { break }
                 position &+= 8
             }
             guard position < count else { throw fail("unterminated string", at: open) }
@@ -201,19 +201,6 @@ struct JSONScanner {
         }
         tape.append(JSONTape.Entry(start: UInt32(start), end: UInt32(position), kind: .string, flags: flags))
         position += 1
-    }
-
-    /// Whether any of the eight bytes is a quote, a backslash, a control character or non-ASCII.
-    @inline(__always)
-    static func wordNeedsAttention(_ word: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
-        let quote = word ^ (ones &* 0x22)
-        let backslash = word ^ (ones &* 0x5C)
-        let hasQuote = (quote &- ones) & ~quote & highs
-        let hasBackslash = (backslash &- ones) & ~backslash & highs
-        let hasControl = (word &- ones &* 0x20) & ~word & highs
-        return (hasQuote | hasBackslash | hasControl | (word & highs)) != 0
     }
 
     private mutating func scanEscape() throws(JSONSyntaxError) {
@@ -257,6 +244,20 @@ struct JSONScanner {
 }
 
 // MARK: Token checks shared by the scanner and the validator
+
+/// High bit set in each of the eight bytes that is a quote, a backslash, a control character or non-ASCII
+/// (and possibly in bytes above such a byte: borrows only ever flag bytes above a true hit, so the lowest
+/// flagged byte is always one).
+@inline(__always)
+func stringAttention(_ word: UInt64) -> UInt64 {
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    let quote = word ^ (ones &* 0x22)
+    let backslash = word ^ (ones &* 0x5C)
+    let hasQuote = (quote &- ones) & ~quote
+    let hasBackslash = (backslash &- ones) & ~backslash
+    let hasControl = (word &- ones &* 0x20) & ~word
+    return (hasQuote | hasBackslash | hasControl | word) & 0x8080_8080_8080_8080
+}
 
 enum EscapeCheck { case valid(length: Int), truncated, invalidHex(at: Int), invalid }
 

@@ -176,7 +176,7 @@ struct JSONValidator {
             // flagged byte of the word test is always a true hit (borrows only flag bytes above one).
             while position &+ 8 <= count {
                 let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
-                let attention = Self.attention(word)
+                let attention = stringAttention(word)
                 if attention != 0 {
                     position &+= attention.trailingZeroBitCount >> 3
                     break
@@ -201,20 +201,6 @@ struct JSONValidator {
                 position += 1
             }
         }
-    }
-
-    /// High bit set in each byte that is a quote, a backslash, a control character or non-ASCII (and
-    /// possibly in bytes above such a byte).
-    @inline(__always)
-    static func attention(_ word: UInt64) -> UInt64 {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
-        let quote = word ^ (ones &* 0x22)
-        let backslash = word ^ (ones &* 0x5C)
-        let hasQuote = (quote &- ones) & ~quote
-        let hasBackslash = (backslash &- ones) & ~backslash
-        let hasControl = (word &- ones &* 0x20) & ~word
-        return (hasQuote | hasBackslash | hasControl | word) & highs
     }
 
     private mutating func scanEscape() throws(Failure) {
