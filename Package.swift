@@ -21,6 +21,12 @@ let package = Package(
             pkgConfig: "rdkafka",
             providers: [.apt(["librdkafka-dev"])]
         ),
+        // zlib, for gzip-compressed audit logs read by `replay` and `match` (streaming, in-process).
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "Kafka",
             dependencies: [
@@ -43,6 +49,7 @@ let package = Package(
                 "AuditEvents",
                 "Detection",
                 "Pipeline",
+                "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

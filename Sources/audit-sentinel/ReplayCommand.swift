@@ -42,8 +42,19 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Read every file as one input topic of this name, as if the events came from it (alerts cite their source topic); default: each file is its own topic.")
     var topic: String?
 
-    @Argument(help: "Audit log files.")
+    @Flag(name: [.short, .long], help: "Keep reading a growing file (one input), like tail -F; SIGINT or SIGTERM closes the windows and ends the replay.")
+    var follow = false
+
+    @Option(name: .customLong("max-record-bytes"), help: "Longest record read; longer ones are reported and skipped.")
+    var maxRecordBytes: Int = 64 << 20
+
+    @Argument(help: "Audit log files or directories (\"-\" for standard input).")
     var files: [String]
+
+    func validate() throws {
+        if follow && files.count != 1 { throw ValidationError("--follow reads one input: give one file") }
+        if maxRecordBytes < 1024 { throw ValidationError("--max-record-bytes: at least 1024") }
+    }
 
     func run() throws {
         guard let alertFormat = AlertFormat(rawValue: format) else {
@@ -55,21 +66,26 @@ struct Replay: ParsableCommand {
             throw ExitCode(2)
         }
         let ruleSet = try loadRuleSet(rules)
-        var sink: FileHandle = .standardOutput
-        if let output {
-            guard FileManager.default.createFile(atPath: output, contents: nil), let handle = FileHandle(forWritingAtPath: output) else {
-                printError("cannot write \(output)")
-                throw ExitCode(2)
-            }
-            sink = handle
-        }
         guard let duration = SettingsLoader.parseDuration(suppressionDuration), duration > 0 else {
             printError("--suppression-duration: expected a duration such as 30s or 5m, got \(suppressionDuration)")
             throw ExitCode(2)
         }
-        // Every file is an input topic of one partition, every line (or whole JSON document) a record: the
-        // live pipeline's topology and code, over an in-memory log, with the events' own times.
-        var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]), inputTopics: topic.map { [$0] } ?? files, alertsTopic: "alerts")
+        let inputs: InputList
+        let sink: ResultOutput
+        do {
+            inputs = try InputList(files)
+            sink = try output.map { (path) throws(InputError) in try ResultOutput(path: path) } ?? ResultOutput()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(2)
+        }
+        StopSignals.install(ignoringBrokenPipes: false)
+        // Every file is an input topic of one partition, every record of it (a line, or a whole JSON
+        // document) a Kafka record: the live pipeline's topology and code, over an in-memory log, with the
+        // events' own times.
+        func topicName(_ path: String) -> String { topic ?? (path == "-" ? "<stdin>" : path) }
+        var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]),
+                                                  inputTopics: topic.map { [$0] } ?? inputs.paths.map(topicName).uniqued(), alertsTopic: "alerts")
         configuration.alertFormat = alertFormat
         configuration.defaultSuppression.durationMilliseconds = duration
         configuration.graceMilliseconds = Int64(grace) * 1000
@@ -77,82 +93,93 @@ struct Replay: ParsableCommand {
         configuration.interimUpdateMilliseconds = 0
         configuration.internalPartitions = Int32(partitions)
         configuration.ingestTimeFromEvent = true
-        configuration.decoderLimits = DecoderLimits(maxRecordBytes: 256 << 20, maxDepth: 100, maxErrorsPerRecord: .max)
+        configuration.decoderLimits = DecoderLimits(maxRecordBytes: maxRecordBytes, maxDepth: 100, maxErrorsPerRecord: .max)
         configuration.productVersion = AuditSentinelVersion.current
         configuration.deadLetterTopicName = "dead-letters"
         let driver = InMemoryDriver(configuration: configuration, rules: ruleSet)
         driver.retainsOutputs = false
         var alerts = (new: 0, updated: 0)
+        var undecodable = 0
+        // Where the records piped since the driver last ran came from, for its dead letters' messages.
+        var origins: [TopicOffset: (file: String, line: Int)] = [:]
         driver.outputObserver = { record in
             if record.topic == "alerts" {
-                sink.write(Data((record.value ?? []) + [UInt8(ascii: "\n")]))
+                sink.write(line: record.value ?? [])
                 if record.headers.contains(where: { $0.name == "alert.kind" && $0.value == Array("new".utf8) }) { alerts.new += 1 } else { alerts.updated += 1 }
             } else {
                 func header(_ name: String) -> String { record.headers.first { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?" }
-                let line = (Int(header("source.offset")) ?? 0) + 1
-                printError("\(header("source.topic")): record \(line), event \((Int(header("error.event_index")) ?? 0) + 1): \(header("error.message"))")
+                let key = TopicOffset(topic: header("source.topic"), offset: Int64(header("source.offset")) ?? -1)
+                let origin = origins[key].map { "\($0.file):\($0.line)" } ?? "\(key.topic): record \(key.offset + 1)"
+                let index = (Int(header("error.event_index")) ?? 0) + 1
+                printError("\(origin)\(index > 1 ? ", event \(index)" : ""): \(header("error.reason")): \(header("error.message"))")
             }
         }
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
-        let progress = isatty(STDERR_FILENO) == 1
-        for file in files {
-            let data: Data
-            do {
-                data = try readInput(file)
-            } catch {
-                printError("\(file): \(error)")
-                throw ExitCode(2)
-            }
-            var piped = 0
-            for record in Self.records(in: data) {
-                driver.pipe(record, topic: topic ?? file)
-                piped += 1
-                if piped % 1000 == 0 {
-                    driver.runUntilQuiet(using: &random)
-                    driver.truncateConsumed()
-                    if progress { FileHandle.standardError.write(Data("\r\(file): \(driver.counters.eventsDecoded) events, \(alerts.new) alerts".utf8)) }
-                }
-            }
+        var progress = ProgressLine(totalBytes: inputs.totalBytes)
+        var bytesOfEarlierFiles: Int64 = 0
+        var inputFailed = false
+        func drain() {
             driver.runUntilQuiet(using: &random)
             driver.truncateConsumed()
+            origins.removeAll(keepingCapacity: true)
         }
+        for path in inputs.paths {
+            var piped = 0
+            var source: InputSource?
+            do throws(InputError) {
+                let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
+                source = reader.source
+                let name = reader.source.name
+                try reader.forEach(whileWaiting: { drain(); sink.flush() }) { framed in
+                    switch framed {
+                    case .oversized(let line, let bytes):
+                        undecodable += 1
+                        printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
+                    case .record(let bytes, let line):
+                        let topic = topicName(path)
+                        let offset = driver.pipe(Array(bytes), topic: topic)
+                        origins[TopicOffset(topic: topic, offset: offset)] = (name, line)
+                        piped += 1
+                        if piped % 1000 == 0 {
+                            drain()
+                            progress.update(bytesRead: bytesOfEarlierFiles + reader.source.rawBytesRead,
+                                            events: driver.counters.eventsDecoded, alerts: alerts.new)
+                        }
+                    }
+                }
+            } catch {
+                inputFailed = true
+                printError("\(error)")
+            }
+            drain()
+            bytesOfEarlierFiles += source?.rawBytesRead ?? 0
+            if StopSignals.requested { break }
+        }
+        if StopSignals.requested { printError("replay: \(StopSignals.lastName): input ends here; closing every window") }
         driver.closeAllWindows()
-        driver.runUntilQuiet(using: &random)
-        if progress { FileHandle.standardError.write(Data("\r".utf8)) }
+        drain()
+        sink.flush()
+        progress.finish()
         let counters = driver.counters
-        printError("replay: \(counters.eventsDecoded) events, \(counters.decodeErrors.values.reduce(0, +)) undecodable, \(alerts.new) alerts, \(alerts.updated) updates")
+        printError("replay: \(counters.eventsDecoded) events, \(counters.decodeErrors.values.reduce(0, +) + undecodable) undecodable, \(alerts.new) alerts, \(alerts.updated) updates")
+        if inputFailed { throw ExitCode(2) }
         if alerts.new == 0 { throw ExitCode(1) }
     }
+}
 
-    /// The records of an input: one per line when most lines are whole JSON objects (NDJSON, a malformed
-    /// line being a record of its own), else the whole input as one record (an EventList or an event
-    /// pretty-printed over many lines).
-    static func records(in data: Data) -> [[UInt8]] {
-        let bytes = [UInt8](data)
-        func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D }
-        let lines = bytes.split(separator: UInt8(ascii: "\n")).compactMap { line -> [UInt8]? in
-            guard let first = line.firstIndex(where: { !isBlank($0) }), let last = line.lastIndex(where: { !isBlank($0) }) else { return nil }
-            return Array(line[first...last])
-        }
-        let objects = lines.count { $0.first == UInt8(ascii: "{") && $0.last == UInt8(ascii: "}") }
-        return objects * 2 >= lines.count ? lines : [bytes]
+extension Array where Element: Hashable {
+    /// The elements in order, each once.
+    func uniqued() -> [Element] {
+        var seen: Set<Element> = []
+        return filter { seen.insert($0).inserted }
     }
+}
 
-    /// `.gz` through gzip, everything else as it is.
-    func readInput(_ file: String) throws -> Data {
-        guard file.hasSuffix(".gz") else { return try Data(contentsOf: URL(fileURLWithPath: file)) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["gzip", "-dc", "--", file]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw CocoaError(.fileReadCorruptFile) }
-        return data
-    }
+/// A record's place in the replay's in-memory log.
+struct TopicOffset: Hashable {
+    var topic: String
+    var offset: Int64
 }
 
 /// Loads the rules of files and directories, or exits with status 2 saying why (no rule at all included).

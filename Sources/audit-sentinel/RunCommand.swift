@@ -273,8 +273,9 @@ enum CrashReports {
 }
 
 enum StopSignals {
-    static func install() {
-        signal(SIGPIPE, SIG_IGN)
+    /// The offline commands keep SIGPIPE's default action: `match … | head` ends as `grep … | head` does.
+    static func install(ignoringBrokenPipes: Bool = true) {
+        if ignoringBrokenPipes { signal(SIGPIPE, SIG_IGN) }
         // A parent may have started us with these blocked (the mask is inherited): unblock them on this
         // thread before librdkafka starts its own threads (which block every signal).
         var unblock = sigset_t()
