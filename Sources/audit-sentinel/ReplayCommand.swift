@@ -100,16 +100,19 @@ struct Replay: ParsableCommand {
         driver.retainsOutputs = false
         var alerts = (new: 0, updated: 0)
         var undecodable = 0
-        // Where the records piped since the driver last ran came from, for its dead letters' messages.
-        var origins: [TopicOffset: (file: String, line: Int)] = [:]
+        // Where the records piped since the driver last ran came from (all from one file, offsets in a
+        // row), for its dead letters' messages.
+        var batch = (topic: "", file: "", firstOffset: Int64(0), lines: [Int]())
         driver.outputObserver = { record in
             if record.topic == "alerts" {
                 sink.write(line: record.value ?? [])
                 if record.headers.contains(where: { $0.name == "alert.kind" && $0.value == Array("new".utf8) }) { alerts.new += 1 } else { alerts.updated += 1 }
             } else {
                 func header(_ name: String) -> String { record.headers.first { $0.name == name }?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?" }
-                let key = TopicOffset(topic: header("source.topic"), offset: Int64(header("source.offset")) ?? -1)
-                let origin = origins[key].map { "\($0.file):\($0.line)" } ?? "\(key.topic): record \(key.offset + 1)"
+                let topic = header("source.topic")
+                let offset = Int64(header("source.offset")) ?? -1
+                let position = Int(offset - batch.firstOffset)
+                let origin = topic == batch.topic && batch.lines.indices.contains(position) ? "\(batch.file):\(batch.lines[position])" : "\(topic): record \(offset + 1)"
                 let index = (Int(header("error.event_index")) ?? 0) + 1
                 printError("\(origin)\(index > 1 ? ", event \(index)" : ""): \(header("error.reason")): \(header("error.message"))")
             }
@@ -122,7 +125,7 @@ struct Replay: ParsableCommand {
         func drain() {
             driver.runUntilQuiet(using: &random)
             driver.truncateConsumed()
-            origins.removeAll(keepingCapacity: true)
+            batch.lines.removeAll(keepingCapacity: true)
         }
         for path in inputs.paths {
             var piped = 0
@@ -131,15 +134,16 @@ struct Replay: ParsableCommand {
                 let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
                 source = reader.source
                 let name = reader.source.name
+                let topic = topicName(path)
                 try reader.forEach(whileWaiting: { drain(); sink.flush() }) { framed in
                     switch framed {
                     case .oversized(let line, let bytes):
                         undecodable += 1
                         printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
                     case .record(let bytes, let line):
-                        let topic = topicName(path)
                         let offset = driver.pipe(Array(bytes), topic: topic)
-                        origins[TopicOffset(topic: topic, offset: offset)] = (name, line)
+                        if batch.lines.isEmpty { batch = (topic, name, offset, batch.lines) }
+                        batch.lines.append(line)
                         piped += 1
                         if piped % 1000 == 0 {
                             drain()
@@ -174,12 +178,6 @@ extension Array where Element: Hashable {
         var seen: Set<Element> = []
         return filter { seen.insert($0).inserted }
     }
-}
-
-/// A record's place in the replay's in-memory log.
-struct TopicOffset: Hashable {
-    var topic: String
-    var offset: Int64
 }
 
 /// Loads the rules of files and directories, or exits with status 2 saying why (no rule at all included).
