@@ -11,9 +11,9 @@ enum FramedInput {
 
 /// Reads one input and frames its records.
 ///
-/// The layout is decided on the first lines read, as before streaming: NDJSON when at least half of them
-/// are whole objects (a malformed line is then a record of its own), else documents, each a top-level
-/// value framed by its brackets. A document that never closes cannot swallow the ones after it: a line
+/// The layout is decided on the first lines read: NDJSON (a malformed line is then a record of its own),
+/// or documents, each a top-level value framed by its brackets, when the input starts as pretty-printed
+/// JSON does. A document that never closes cannot swallow the ones after it: a line
 /// starting with `{` or `[` in the first column ends it (pretty-printers indent what is nested), and a raw
 /// newline ends any string (JSON has none). Memory is the read buffer plus the longest record.
 final class RecordReader {
@@ -106,28 +106,56 @@ final class RecordReader {
         }
     }
 
-    /// NDJSON when at least half of the complete lines read so far (up to 1 000) are whole objects; nil
-    /// while no line is complete and more may come.
+    /// Documents when a line opening a value it does not close is followed by an indented line that
+    /// continues it (a member name, a closing bracket, a nested opening), as every pretty-printer writes;
+    /// NDJSON as soon as a line holds a whole value (so a stream's first event decides). Nil while the
+    /// lines read so far cannot tell and more may come.
     private func decideLayout(atEnd: Bool) -> Layout? {
-        var lines = 0
-        var objects = 0
         var position = start
+        var lines = 0
+        var previousOpens = false
         while position < end, lines < 1000 {
             let newline = memchr(buffer.baseAddress! + position, 0x0A, end - position)
                 .map { $0 - UnsafeMutableRawPointer(buffer.baseAddress!) }
             guard let lineEnd = newline ?? (atEnd ? end : nil) else { break }
             let trimmed = trim(position..<lineEnd)
-            if !trimmed.isEmpty {
-                lines += 1
-                if buffer[trimmed.lowerBound] == UInt8(ascii: "{") && buffer[trimmed.upperBound - 1] == UInt8(ascii: "}") { objects += 1 }
-            }
+            let indented = trimmed.lowerBound > position
             position = lineEnd + 1
+            guard !trimmed.isEmpty else { continue }
+            lines += 1
+            let first = buffer[trimmed.lowerBound]
+            let opens = opensWithoutClosing(trimmed)
+            if previousOpens, indented, first == UInt8(ascii: "\"") || first == UInt8(ascii: "}") || first == UInt8(ascii: "]") || opens {
+                return .documents
+            }
+            if (first == UInt8(ascii: "{") || first == UInt8(ascii: "[")) && !opens { return .lines }
+            previousOpens = opens
         }
-        if lines == 0 {
-            // No line yet: wait, unless one line fills the buffer (a single long record is NDJSON).
-            return atEnd || buffer.count - end < readSize / 4 ? .lines : nil
+        return atEnd || lines >= 1000 || buffer.count - end < readSize / 4 ? .lines : nil
+    }
+
+    /// Whether a line starts a JSON object or array that it leaves open (strings taken into account).
+    private func opensWithoutClosing(_ range: Range<Int>) -> Bool {
+        guard buffer[range.lowerBound] == UInt8(ascii: "{") || buffer[range.lowerBound] == UInt8(ascii: "[") else { return false }
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for index in range {
+            let byte = buffer[index]
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+                if depth == 0 { return false }
+            default: break
+            }
         }
-        return objects * 2 >= lines ? .lines : .documents
+        return depth > 0
     }
 
     private func frameLines(atEnd: Bool, _ body: (FramedInput) -> Void) {
