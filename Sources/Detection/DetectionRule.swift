@@ -103,11 +103,22 @@ extension DetectionRule {
 
     /// Reads one rule file.
     public static func load(file: String) throws(RuleLoadError) -> DetectionRule {
-        let text: String
-        do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
-        } catch {
-            throw RuleLoadError(file: file, message: "cannot read the file: \(error.localizedDescription)")
+        // The system's reason in one line ("No such file or directory", "Permission denied", "Is a directory").
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RuleLoadError(file: file, message: "cannot open: \(String(cString: strerror(errno)))") }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            if count > 0 { bytes += chunk[..<count]; continue }
+            if count < 0 && errno == EINTR { continue }
+            let failure = count < 0 ? errno : 0
+            close(fd)
+            if failure != 0 { throw RuleLoadError(file: file, message: "cannot read: \(String(cString: strerror(failure)))") }
+            break
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw RuleLoadError(file: file, message: "not UTF-8 text (a rule file is TOML)")
         }
         return try parse(toml: text, file: file)
     }

@@ -67,6 +67,15 @@ struct InputList {
         }
     }
 
+    /// Whether `path` is the file behind `fd` (output redirected into an input, or into a directory being
+    /// read): reading it would feed the command its own results without end, so it is refused, as grep does.
+    static func isSameFile(_ path: String, as fd: Int32) -> Bool {
+        var output = stat()
+        var input = stat()
+        guard path != "-", fstat(fd, &output) == 0, output.st_mode & S_IFMT == S_IFREG, stat(path, &input) == 0 else { return false }
+        return input.st_dev == output.st_dev && input.st_ino == output.st_ino
+    }
+
     /// Bytes of the regular files among the inputs (compressed size for gzip), nil when one is a pipe:
     /// the denominator of the progress line.
     var totalBytes: Int64? {

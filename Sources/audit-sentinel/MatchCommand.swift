@@ -73,6 +73,11 @@ struct Match: ParsableCommand {
         let output = ResultOutput()
         let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: maxRecordBytes, maxDepth: 100, maxErrorsPerRecord: .max))
         for path in inputs.paths {
+            if InputList.isSameFile(path, as: output.fd) {
+                printError("\(path): input file is also the output; skipped")
+                inputFailed = true
+                continue
+            }
             do throws(InputError) {
                 let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
                 let name = reader.source.name
@@ -130,6 +135,10 @@ struct CheckRule: ParsableCommand {
     func run() throws {
         let files = expandRuleFiles(paths)
         var failed = false
+        for path in paths where !files.contains(where: { $0 == path || $0.hasPrefix(path.hasSuffix("/") ? path : path + "/") }) {
+            printError("ERR \(path): no rule files (*.toml) in this directory")
+            failed = true
+        }
         for file in files {
             do throws(RuleLoadError) {
                 let rule = try CompiledRule.load(file: file)

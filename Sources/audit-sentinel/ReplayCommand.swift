@@ -128,6 +128,11 @@ struct Replay: ParsableCommand {
             batch.lines.removeAll(keepingCapacity: true)
         }
         for path in inputs.paths {
+            if InputList.isSameFile(path, as: sink.fd) {
+                printError("\(path): input file is also the output; skipped")
+                inputFailed = true
+                continue
+            }
             var piped = 0
             var source: InputSource?
             do throws(InputError) {

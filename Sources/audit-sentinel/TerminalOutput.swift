@@ -6,7 +6,7 @@ import Foundation
 /// is out while its input pipe stays open) and at the end. A write error ends the command with status 2;
 /// a closed pipe ends it as SIGPIPE ends `grep` (the commands leave that signal's default action alone).
 final class ResultOutput {
-    private let fd: Int32
+    let fd: Int32
     private let name: String
     private var pending: [UInt8] = []
 

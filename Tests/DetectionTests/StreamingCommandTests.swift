@@ -138,6 +138,28 @@ struct StreamingCommandTests {
         let empty = try cli.run(["replay", "--rules", noRules.path, "-"], stdin: [])
         #expect(empty.status == 2)
         #expect(empty.stderr.contains("no rules found in \(noRules.path)"))
+        let check = try cli.run(["check-rule", noRules.path])
+        #expect(check.status == 2)
+        #expect(check.stderr == "ERR \(noRules.path): no rule files (*.toml) in this directory\n")
+        let rule = try cli.run(["match", "--rule", "/nonexistent/rule.toml", "-"], stdin: [])
+        #expect(rule.status == 2)
+        #expect(rule.stderr == "/nonexistent/rule.toml: cannot open: No such file or directory\n")
+        // Output redirected into a directory being read is refused, not read back without end.
+        let log = noRules.appendingPathComponent("audit.log")
+        try Data("{}\n".utf8).write(to: log)
+        let loop = Process()
+        loop.executableURL = MatchCommandTests.binary
+        loop.arguments = ["match", "--query", "*", noRules.path]
+        let results = noRules.appendingPathComponent("results.ndjson")
+        FileManager.default.createFile(atPath: results.path, contents: nil)
+        loop.standardOutput = try FileHandle(forWritingTo: results)
+        let loopErrors = Pipe()
+        loop.standardError = loopErrors
+        try loop.run()
+        let loopMessage = String(decoding: loopErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        loop.waitUntilExit()
+        #expect(loop.terminationStatus == 2)
+        #expect(loopMessage.contains("\(results.path): input file is also the output; skipped"))
         let corrupt = FileManager.default.temporaryDirectory.appendingPathComponent("corrupt-\(UUID().uuidString).gz")
         try Data([0x1F, 0x8B, 0x08, 0x00, 0xFF, 0xFF, 0xFF, 0xFF]).write(to: corrupt)
         defer { try? FileManager.default.removeItem(at: corrupt) }
