@@ -5,7 +5,7 @@
 # --- build stage -------------------------------------------------------------------------------------------
 FROM swift:6.3-bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka-dev pkg-config \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka-dev zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits do not refetch them.
@@ -32,6 +32,7 @@ ENV AUDIT_SENTINEL_CONFIG=/etc/audit-sentinel/audit-sentinel.toml \
     AUDIT_SENTINEL_HTTP_LISTEN=0.0.0.0:9464 \
     AUDIT_SENTINEL_LOG_FORMAT=json
 EXPOSE 9464
+HEALTHCHECK --interval=10s --timeout=5s --retries=3 CMD ["audit-sentinel", "healthcheck", "--address", "127.0.0.1:9464"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["audit-sentinel"]
 CMD ["run"]

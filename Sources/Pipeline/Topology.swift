@@ -86,7 +86,9 @@ public struct Topology: Sendable {
         }
         let outputs = Set(configuration.inputTopics.map(configuration.deadLetterTopic)).sorted().map {
             NewTopic(name: $0, partitions: 1, replicationFactor: factor)
-        } + [NewTopic(name: configuration.alertsTopic, partitions: 3, replicationFactor: factor)]
+        } + [NewTopic(name: configuration.alertsTopic, partitions: 3, replicationFactor: factor,
+                      // Keyed by alert id: compaction keeps each alert's last version (an update replaces it).
+                      configs: ["cleanup.policy": "compact"])]
         return internalTopics + outputs
     }
 }

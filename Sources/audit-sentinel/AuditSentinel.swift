@@ -12,7 +12,7 @@ struct AuditSentinel: ParsableCommand {
             """,
         // `audit-sentinel --version` prints what `audit-sentinel version` prints.
         version: Version.text,
-        subcommands: [Run.self, Demo.self, Generate.self, Replay.self, Match.self, CheckRule.self, Version.self]
+        subcommands: [Run.self, Demo.self, Generate.self, Replay.self, Match.self, CheckRule.self, Healthcheck.self, Version.self]
     )
 }
 

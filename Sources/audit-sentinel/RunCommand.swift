@@ -118,6 +118,7 @@ struct Run: ParsableCommand {
         LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
         var logger = Logger(label: "audit-sentinel")
         logger.logLevel = level
+        for warning in loader.warnings { logger.warning("\(warning)") }
 
         let ruleSet = try loadRuleSet(settings.rulePaths)
         var pipelineConfiguration: PipelineConfiguration

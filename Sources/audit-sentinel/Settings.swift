@@ -102,8 +102,11 @@ struct SettingsError: Error, Equatable, CustomStringConvertible {
     var key: String
     var message: String
     var source: String?
+    /// Further errors of the same reading (every unknown key of a file), one line each after this one.
+    var more: [SettingsError] = []
     var description: String {
-        "configuration: \(key): \(message)" + (source.map { " (from \($0))" } ?? "")
+        ([self] + more).map { "configuration: \($0.key): \($0.message)" + ($0.source.map { " (from \($0))" } ?? "") }
+            .joined(separator: "\n")
     }
 }
 
@@ -165,7 +168,13 @@ struct SettingSpec {
 struct SettingsLoader {
     static let environmentPrefix = "AUDIT_SENTINEL_"
     /// Environment variables of ours that are not settings (the config file's path, test harness variables).
-    static let nonSettingVariables: Set<String> = ["AUDIT_SENTINEL_CONFIG"]
+    static let nonSettingVariables: Set<String> = ["AUDIT_SENTINEL_CONFIG", "AUDIT_SENTINEL_SHARED_TESTDATA",
+                                                   "AUDIT_SENTINEL_TANSU_BOOTSTRAP", "AUDIT_SENTINEL_PYTHON"]
+    static func isHarnessVariable(_ name: String) -> Bool {
+        let rest = name.dropFirst(environmentPrefix.count)
+        return nonSettingVariables.contains(name) || rest.hasPrefix("TEST_") || rest.hasPrefix("SIM_") || rest.hasPrefix("FUZZ")
+            || rest.hasSuffix("_SEED")
+    }
 
     /// Every key, its kind and its default (taken from ``Settings``'s own defaults, so they cannot drift).
     /// What each key means is documented in the shipped Config/audit-sentinel.toml.
@@ -207,6 +216,10 @@ struct SettingsLoader {
 
     /// Each key's value and where it came from, after all layers.
     private(set) var values: [String: (value: SettingValue, source: String)] = [:]
+    /// What was read but names nothing (a misspelled `AUDIT_SENTINEL_…` variable): logged at start.
+    private(set) var warnings: [String] = []
+    /// Unknown keys of the file, all reported together.
+    private var unknownKeys: [SettingsError] = []
 
     /// - Parameters:
     ///   - file: the TOML file (nil: none).
@@ -214,8 +227,18 @@ struct SettingsLoader {
     ///   - overrides: `key=value` pairs from the command line, in order.
     init(file: String?, environment: [String: String], overrides: [(key: String, value: String, flag: String)]) throws(SettingsError) {
         if let file { try loadFile(file) }
+        if var first = unknownKeys.first {
+            first.more = Array(unknownKeys.dropFirst())
+            throw first
+        }
         for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix(Self.environmentPrefix) {
-            guard !Self.nonSettingVariables.contains(name), let key = Self.key(forEnvironment: name) else { continue }
+            guard !Self.isHarnessVariable(name) else { continue }
+            guard let key = Self.key(forEnvironment: name) else {
+                let suggestion = Self.specs.map(\.environmentName).min { Self.distance($0, name) < Self.distance($1, name) }
+                let hint = suggestion.map { Self.distance($0, name) <= 4 ? "; did you mean \($0)?" : "" } ?? ""
+                warnings.append("environment variable \(name) names no setting; ignored\(hint)")
+                continue
+            }
             try set(key, parsing: value, source: "environment \(name)")
         }
         for override in overrides { try set(override.key, parsing: override.value, source: override.flag) }
@@ -275,10 +298,20 @@ struct SettingsLoader {
                     try walk(table, prefix: dotted, file: file)
                     continue
                 }
-                throw unknownKey(dotted, source: source)
+                unknownKeys.append(unknownKey(dotted, source: source))
+                continue
+            }
+            if !Self.isKnown(dotted) {
+                unknownKeys.append(unknownKey(dotted, source: source))
+                continue
             }
             try set(dotted, typed: value, source: source)
         }
+    }
+
+    /// Whether a key names a setting (a per-rule suppression key included).
+    static func isKnown(_ key: String) -> Bool {
+        specsByKey[key] != nil || (key.hasPrefix("rules.suppression.") && (key.hasSuffix(".group_by") || key.hasSuffix(".duration")))
     }
 
     static func isSection(_ key: String) -> Bool {

@@ -78,6 +78,13 @@ struct ConfigurationTests {
         #expect(unknown?.key == "processing.grase")
         #expect(unknown?.description.contains("did you mean processing.grace?") == true)
         #expect(error(file: "[nonsense]\nx = 1\n", environment: brokers)?.key == "nonsense")
+        // Every unknown key of a file, not the first only.
+        let several = error(file: "application_idd = \"a\"\n[processing]\ngrase = \"1s\"\nmax_bach = 3\n", environment: brokers)
+        #expect(several?.description == """
+            configuration: application_idd: unknown key; did you mean application_id? (from file \(several?.source?.dropFirst(5) ?? ""))
+            configuration: processing.grase: unknown key; did you mean processing.grace? (from file \(several?.source?.dropFirst(5) ?? ""))
+            configuration: processing.max_bach: unknown key; did you mean processing.max_batch? (from file \(several?.source?.dropFirst(5) ?? ""))
+            """)
         let wrongType = error(file: "[processing]\nmax_batch = \"many\"\n", environment: brokers)
         #expect(wrongType?.key == "processing.max_batch")
         #expect(wrongType?.message == "expected an integer")
@@ -91,6 +98,20 @@ struct ConfigurationTests {
         #expect(malformed?.message.hasPrefix("line 1") == true)
         // A header toml++ would assert on (fuzz finding) is an error naming the line, not an abort.
         #expect(error(file: "[kafka]\n[ \u{FFFD}]\n", environment: brokers)?.message.hasPrefix("line 2: expected a key") == true)
+    }
+
+    /// A misspelled variable is warned about by name, with the nearest setting's variable; the harness's
+    /// own variables are not settings and are left alone.
+    @Test func misspelledEnvironmentVariablesAreWarnedAbout() throws {
+        let loader = try SettingsLoader(file: nil, environment: [
+            "AUDIT_SENTINEL_KAFKA_BOOTSTRAP_SERVERS": "b:1", "AUDIT_SENTINEL_PROCESING_GRACE": "1m",
+            "AUDIT_SENTINEL_SHARED_TESTDATA": "/x", "AUDIT_SENTINEL_SIM_SEED": "3", "AUDIT_SENTINEL_WHATEVER": "1",
+        ], overrides: [])
+        #expect(loader.warnings == [
+            "environment variable AUDIT_SENTINEL_PROCESING_GRACE names no setting; ignored; did you mean AUDIT_SENTINEL_PROCESSING_GRACE?",
+            "environment variable AUDIT_SENTINEL_WHATEVER names no setting; ignored",
+        ])
+        #expect(try loader.settings().graceMilliseconds == Settings().graceMilliseconds)
     }
 
     @Test func passThroughPropertiesPerClientAndPerRuleSuppression() throws {

@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import Synchronization
 import Testing
 
 @testable import audit_sentinel
@@ -71,6 +72,8 @@ struct DeploymentFilesTests {
             #expect(script.contains("--topic \(topic) "), "topic \(topic) not created")
         }
 
+        #expect(script.contains("--topic \(settings.alertsTopic) --partitions 3 --config cleanup.policy=compact"), "alerts topic compacted")
+
         let traffic = try #require(services["traffic"]?.objectValue)
         #expect(traffic["profiles"]?.arrayValue?.compactMap(\.stringValue) == ["demo"])
         let command = traffic["command"]?.arrayValue?.compactMap(\.stringValue) ?? []
@@ -78,6 +81,43 @@ struct DeploymentFilesTests {
         #expect(command.contains(brokers))
         // The generate command parses these arguments.
         _ = try AuditSentinel.parseAsRoot(command)
+    }
+
+    /// The compose healthcheck, run as Docker runs it (`/bin/sh -c`, dash here as in the image), against a
+    /// live endpoint: it passes on 200, fails on 503 and when nothing listens.
+    @Test func composeHealthcheckPassesUnderBinSh() throws {
+        let compose = try #require(try yaml("docker-compose.yml").first?.objectValue)
+        let test = try #require(compose[path: "services.audit-sentinel.healthcheck.test"]?.arrayValue?.compactMap(\.stringValue))
+        #expect(test.first == "CMD-SHELL")
+        let command = try #require(test.last)
+        #expect(command.contains("127.0.0.1:9464"))
+        let healthy = Atomic<Bool>(true)
+        let endpoint = try HTTPEndpoint(listen: "127.0.0.1:0") { path in
+            path == "/healthz" && healthy.load(ordering: .relaxed) ? .init(status: 200, body: Array("ok\n".utf8)) : .init(status: 503, body: [])
+        }
+        func run() throws -> (status: Int32, stderr: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command.replacingOccurrences(of: "127.0.0.1:9464", with: "127.0.0.1:\(endpoint.port)")]
+            var environment = ProcessInfo.processInfo.environment
+            environment["PATH"] = ServiceTests.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+            process.environment = environment
+            let errors = Pipe()
+            process.standardError = errors
+            try process.run()
+            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        #expect(try run().status == 0)
+        healthy.store(false, ordering: .relaxed)
+        let unhealthy = try run()
+        #expect(unhealthy.status == 1)
+        #expect(unhealthy.stderr.contains("answered 503"))
+        endpoint.stop()
+        let gone = try run()
+        #expect(gone.status == 1)
+        #expect(gone.stderr.contains("Connection refused"))
     }
 
     @Test func dockerfileIsMultiStageWithLibrdkafkaAndASmallRuntime() throws {
@@ -91,6 +131,8 @@ struct DeploymentFilesTests {
         #expect(text.contains("COPY --from=build"))
         #expect(text.contains("USER 10001"))
         #expect(text.contains("ENTRYPOINT [\"audit-sentinel\"]"))
+        #expect(text.contains("zlib1g-dev"), "CZlib builds against zlib")
+        #expect(text.contains("HEALTHCHECK") && text.contains("\"healthcheck\""))
         let variables = text.split(separator: "\n").flatMap { $0.split(separator: " ") }.compactMap { word -> String? in
             guard word.hasPrefix("AUDIT_SENTINEL_"), let equals = word.firstIndex(of: "=") else { return nil }
             return String(word[..<equals])
@@ -122,6 +164,18 @@ struct DeploymentFilesTests {
         try checkEnvironment(Array(environment.keys), in: "deployment.yaml")
         #expect(container[path: "readinessProbe.httpGet.path"]?.stringValue == "/readyz")
         #expect(container[path: "livenessProbe.httpGet.path"]?.stringValue == "/healthz")
+        #expect(container[path: "startupProbe.httpGet.path"]?.stringValue == "/healthz")
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            #expect(integer(container[path: "\(probe).timeoutSeconds"]).map { $0 >= 2 } == true, "\(probe) timeout")
+        }
+        // The Restricted Pod Security Standard (pod and container), and no API token: it never calls the API.
+        let pod = try #require(deployment[path: "spec.template.spec"]?.objectValue)
+        #expect(pod["automountServiceAccountToken"] == .bool(false))
+        #expect(pod["securityContext"]?[path: "runAsNonRoot"] == .bool(true))
+        #expect(pod["securityContext"]?[path: "seccompProfile.type"]?.stringValue == "RuntimeDefault")
+        #expect(container[path: "securityContext.allowPrivilegeEscalation"] == .bool(false))
+        #expect(container[path: "securityContext.capabilities.drop"]?.arrayValue?.compactMap(\.stringValue) == ["ALL"])
+        #expect(container[path: "securityContext.readOnlyRootFilesystem"] == .bool(true))
         let port = try #require(container["ports"]?.arrayValue?.first?.objectValue)
         #expect(port["name"]?.stringValue == "metrics")
         #expect(service[path: "spec.ports"]?.arrayValue?.first?.objectValue?["targetPort"]?.stringValue == "metrics")
