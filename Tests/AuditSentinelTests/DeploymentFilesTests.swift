@@ -86,8 +86,8 @@ struct DeploymentFilesTests {
     /// The compose healthcheck, run as Docker runs it (`/bin/sh -c`, dash here as in the image), against a
     /// live endpoint: it passes on 200, fails on 503 and when nothing listens.
     @Test func composeHealthcheckPassesUnderBinSh() throws {
-        let compose = try #require(try yaml("docker-compose.yml").first?.objectValue)
-        let test = try #require(compose[path: "services.audit-sentinel.healthcheck.test"]?.arrayValue?.compactMap(\.stringValue))
+        let compose = try #require(try yaml("docker-compose.yml").first)
+        let test = try #require(compose[path: "services.audit-sentinel.healthcheck.test"]?.arrayValue).compactMap(\.stringValue)
         #expect(test.first == "CMD-SHELL")
         let command = try #require(test.last)
         #expect(command.contains("127.0.0.1:9464"))
