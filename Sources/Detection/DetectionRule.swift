@@ -80,6 +80,10 @@ public struct DetectionRule: Sendable {
     public var alertSuppression: AlertSuppression?
     /// The file the rule came from (for messages).
     public var file: String
+    /// Elastic's `max_signals` (alerts per execution; Kibana's default 100) and the rule's `version` (1 when
+    /// the file has none, as in Elastic's repository, where the release sets it): carried into alerts.
+    public var maxSignals = 100
+    public var version = 1
 }
 
 /// A rule file that could not be loaded, and why: never a silent skip, never a half-loaded rule.
@@ -156,6 +160,8 @@ extension DetectionRule {
             timestampOverride: rule["timestamp_override"]?.string, falsePositives: reader.strings(rule, "false_positives"),
             note: rule["note"]?.string, from: rule["from"]?.string, interval: rule["interval"]?.string,
             threat: try reader.threats(rule), newTerms: nil, alertSuppression: nil, file: file)
+        if rule["max_signals"] != nil { parsed.maxSignals = try reader.int(rule, "max_signals") }
+        if rule["version"] != nil { parsed.version = try reader.int(rule, "version") }
 
         if ruleType == .newTerms {
             guard let table = rule["new_terms"]?.table else { throw reader.failure("a new_terms rule needs a [rule.new_terms] table") }

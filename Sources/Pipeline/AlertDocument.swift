@@ -124,6 +124,8 @@ public struct AlertDocumentBuilder: Sendable {
 
         var originalEvent = sourceEvent ?? JSONObject()
         originalEvent.removeValue(forKey: "original")
+        // Kibana's map requires it: the source's own, else the time we took as its ingest time.
+        if originalEvent["ingested"] == nil { originalEvent["ingested"] = .string(ingested) }
         var ruleObject: JSONObject = [
             "uuid": .string(rule.ruleID), "rule_id": .string(rule.ruleID), "name": .string(rule.name),
             "description": .string(rule.description), "type": .string(rule.type.rawValue),
@@ -134,6 +136,24 @@ public struct AlertDocumentBuilder: Sendable {
         ]
         if let license = rule.license { ruleObject["license"] = .string(license) }
         if let timestampOverride = rule.timestampOverride { ruleObject["timestamp_override"] = .string(timestampOverride) }
+        // What Kibana's detection engine writes for its own rule types (the alert field maps' required
+        // fields; see AlertSchemaConformanceTests for the files): the security solution as consumer and
+        // producer, the rule type's id and category, the rule's descriptive fields and its parameters.
+        let kind = Self.kibanaRuleType(rule.type)
+        ruleObject["consumer"] = "siem"
+        ruleObject["producer"] = "siem"
+        ruleObject["rule_type_id"] = .string(kind.id)
+        ruleObject["category"] = .string(kind.category)
+        ruleObject["revision"] = 0
+        ruleObject["version"] = .string(String(rule.version))
+        ruleObject["enabled"] = true
+        ruleObject["false_positives"] = .array(rule.falsePositives.map(JSONValue.string))
+        ruleObject["max_signals"] = .number(JSONNumber(rule.maxSignals))
+        ruleObject["from"] = .string(rule.from ?? "now-6m")
+        ruleObject["to"] = "now"
+        ruleObject["interval"] = .string(rule.interval ?? "5m")
+        if let note = rule.note { ruleObject["note"] = .string(note) }
+        ruleObject["parameters"] = .object(parameters(ruleObject))
 
         var alert: JSONObject = [
             "uuid": .string(id),
@@ -160,20 +180,59 @@ public struct AlertDocumentBuilder: Sendable {
             }),
             "docs_count": .number(JSONNumber(window.suppressed)),
         ]
-        if action.kind == .update {
-            suppression["start"] = .string(Timestamp.rfc3339(milliseconds: window.summary.firstSeen))
-            suppression["end"] = .string(Timestamp.rfc3339(milliseconds: window.summary.lastSeen))
-        }
+        // On every version (Kibana writes them on the first alert too: start = end = its event).
+        suppression["start"] = .string(Timestamp.rfc3339(milliseconds: window.seen.first))
+        suppression["end"] = .string(Timestamp.rfc3339(milliseconds: window.seen.last))
         suppression["window"] = ["start": .string(Timestamp.rfc3339(milliseconds: window.start)),
                                  "end": .string(Timestamp.rfc3339(milliseconds: window.end))]
         if action.kind == .update { suppression["summary"] = .object(Self.summary(window.summary)) }
         if action.late { suppression["late"] = true }
         alert["suppression"] = .object(suppression)
+        if rule.type == .newTerms { alert["new_terms"] = .array(window.groupValues.map { $0.map(JSONValue.string) ?? .null }) }
         return [("@timestamp", .string(ingested)), ("ecs", ["version": .string(ecsVersion)]), ("event", .object(event)),
-                ("kibana", ["alert": .object(alert)])]
+                ("kibana", ["alert": .object(alert), "space_ids": ["default"]])]
     }
 
-    var groupByFields: [String] { rule.alertSuppression?.groupBy ?? ["kubernetes.audit.user.username"] }
+    /// A `new_terms` rule's groups are its term combinations; other rules group by their suppression fields.
+    var groupByFields: [String] {
+        if rule.type == .newTerms, let terms = rule.newTerms { return terms.fields }
+        return rule.alertSuppression?.groupBy ?? ["kubernetes.audit.user.username"]
+    }
+
+    /// Kibana's rule type id and category for ours.
+    static func kibanaRuleType(_ type: DetectionRule.RuleType) -> (id: String, category: String) {
+        switch type {
+        case .query: ("siem.queryRule", "Custom Query Rule")
+        case .newTerms: ("siem.newTermsRule", "New Terms Rule")
+        }
+    }
+
+    /// `kibana.alert.rule.parameters`: the rule's parameters as Kibana keeps them (a flattened field).
+    func parameters(_ ruleObject: JSONObject) -> JSONObject {
+        var parameters: JSONObject = [:]
+        for key in ["author", "description", "false_positives", "from", "license", "max_signals", "note", "references", "risk_score",
+                    "rule_id", "severity", "threat", "timestamp_override", "to", "type", "version"] {
+            if let value = ruleObject[key] { parameters[key] = value }
+        }
+        parameters["language"] = .string(rule.language)
+        parameters["query"] = .string(rule.query)
+        parameters["index"] = .array(rule.index.map(JSONValue.string))
+        if let terms = rule.newTerms {
+            parameters["new_terms_fields"] = .array(terms.fields.map(JSONValue.string))
+            parameters["history_window_start"] = .string(terms.historyWindowStart)
+        }
+        if let suppression = rule.alertSuppression {
+            let milliseconds = suppression.durationMilliseconds
+            let (value, unit): (Int64, String) = milliseconds % 3_600_000 == 0 ? (milliseconds / 3_600_000, "h")
+                : milliseconds % 60_000 == 0 ? (milliseconds / 60_000, "m") : (milliseconds / 1000, "s")
+            parameters["alert_suppression"] = [
+                "group_by": .array(suppression.groupBy.map(JSONValue.string)),
+                "duration": ["value": .number(JSONNumber(value)), "unit": .string(unit)],
+                "missing_fields_strategy": .string(suppression.missingFieldsStrategy.rawValue),
+            ]
+        }
+        return parameters
+    }
 
     /// Elastic's reason sentence: "event with source 10.0.0.1 by system:serviceaccount:a:b created medium
     /// alert Kubernetes Denied Service Account Request."
@@ -211,6 +270,23 @@ public struct AlertDocumentBuilder: Sendable {
         ]
     }
 
+    /// OCSF's MITRE ATT&CK objects: one per technique (or sub-technique), or per tactic without one.
+    static func attacks(_ threats: [DetectionRule.Threat]) -> [JSONValue] {
+        threats.filter { $0.framework == "MITRE ATT&CK" }.flatMap { threat -> [JSONValue] in
+            let tactic: JSONValue = ["uid": .string(threat.tactic.id), "name": .string(threat.tactic.name)]
+            guard !threat.technique.isEmpty else { return [["tactic": tactic]] }
+            return threat.technique.flatMap { technique -> [JSONValue] in
+                let base: JSONObject = ["tactic": tactic, "technique": ["uid": .string(technique.id), "name": .string(technique.name)]]
+                guard !technique.subtechnique.isEmpty else { return [.object(base)] }
+                return technique.subtechnique.map { sub in
+                    var attack = base
+                    attack["sub_technique"] = ["uid": .string(sub.id), "name": .string(sub.name)]
+                    return .object(attack)
+                }
+            }
+        }
+    }
+
     static func summary(_ summary: SuppressionSummary) -> JSONObject {
         func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
         return [
@@ -231,6 +307,8 @@ public struct AlertDocumentBuilder: Sendable {
         let source = window.first.document
         let activity = action.kind == .new ? 1 : 2
         let severityID: Int = ["informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5][rule.severity] ?? 0
+        // The rule's risk score as OCSF's confidence: Elastic's bands (21 low, 47 medium, 73 high, 99 critical).
+        let confidence: (id: Int, name: String) = rule.riskScore <= 21 ? (1, "Low") : rule.riskScore <= 47 ? (2, "Medium") : (3, "High")
         var resources: [JSONValue] = []
         if let type = firstString(source, "orchestrator.resource.type") {
             var resource: JSONObject = ["type": .string(type)]
@@ -246,7 +324,10 @@ public struct AlertDocumentBuilder: Sendable {
             "activity_id": .number(JSONNumber(activity)), "activity_name": .string(activity == 1 ? "Create" : "Update"),
             "type_uid": .number(JSONNumber(2004 * 100 + activity)),
             "severity_id": .number(JSONNumber(severityID)), "severity": .string(rule.severity.capitalized),
-            "status_id": 1, "status": "New",
+            // An update moves the finding on from New: the window it summarizes has closed or grown.
+            "status_id": .number(JSONNumber(activity == 1 ? 1 : 2)), "status": .string(activity == 1 ? "New" : "In Progress"),
+            "confidence_id": .number(JSONNumber(confidence.id)), "confidence": .string(confidence.name),
+            "timezone_offset": 0,
             "time": .number(JSONNumber(window.first.eventTime)),
             "start_time": .number(JSONNumber(window.start)),
             "end_time": .number(JSONNumber(window.end)),
@@ -256,6 +337,9 @@ public struct AlertDocumentBuilder: Sendable {
                 "uid": .string(alertID(for: window)), "title": .string(rule.name), "desc": .string(rule.description),
                 "analytic": ["uid": .string(rule.ruleID), "name": .string(rule.name), "type_id": 1, "type": "Rule"],
                 "types": .array(rule.tags.map(JSONValue.string)),
+                "attacks": .array(Self.attacks(rule.threat)),
+                "first_seen_time": .number(JSONNumber(window.seen.first)),
+                "last_seen_time": .number(JSONNumber(window.seen.last)),
             ],
             "evidences": [.object(evidence)],
             "resources": .array(resources),
@@ -266,6 +350,15 @@ public struct AlertDocumentBuilder: Sendable {
         ]
         if action.kind == .update { document["unmapped"] = ["suppression_summary": .object(Self.summary(window.summary))] }
         return document
+    }
+}
+
+extension SuppressionWindow {
+    /// Event times of the window's first match and of its latest one (the summary counts only the
+    /// suppressed matches after the first).
+    var seen: (first: Int64, last: Int64) {
+        let suppressed = summary.count > 0 ? (summary.firstSeen, summary.lastSeen) : (first.eventTime, first.eventTime)
+        return (min(first.eventTime, suppressed.0), max(first.eventTime, suppressed.1))
     }
 }
 
