@@ -1,4 +1,5 @@
 import CRDKafka
+import Foundation
 import Logging
 import Synchronization
 
@@ -17,6 +18,9 @@ final class ClientCallbacks: @unchecked Sendable {
     nonisolated(unsafe) var onRebalance: ((OpaquePointer, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> Void)?
     nonisolated(unsafe) var onCommit: ((KafkaError?, [TopicPartitionOffset]) -> Void)?
     nonisolated(unsafe) var onError: ((KafkaError) -> Void)?
+
+    /// Connection errors repeat for as long as a broker is unreachable: one line per message per interval.
+    let repeats = RepeatFilter(interval: 30)
 
     init(logger: Logger) { self.logger = logger }
 
@@ -106,8 +110,48 @@ private let kafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoint
     }
     let text = message.map { String(cString: $0) } ?? ""
     let facilityName = facility.map { String(cString: $0) } ?? ""
-    callbacks.logger.log(
-        level: swiftLevel, "\(text)", metadata: ["librdkafka.facility": "\(facilityName)"], source: "librdkafka")
+    guard let repeated = callbacks.repeats.admit(text) else { return }
+    var metadata: Logger.Metadata = ["librdkafka.facility": "\(facilityName)"]
+    if repeated > 0 { metadata["repeated"] = "\(repeated)" }
+    callbacks.logger.log(level: swiftLevel, "\(text)\(KafkaHints.hint(for: text))", metadata: metadata, source: "librdkafka")
+}
+
+/// What librdkafka's own words leave unsaid.
+enum KafkaHints {
+    static func hint(for text: String) -> String {
+        if text.contains("Read underflow") || text.contains("Protocol parse failure") || text.contains("protocol parse") {
+            return " — the broker answered in a form this librdkafka \(String(cString: rd_kafka_version_str())) cannot parse: "
+                + "a protocol version mismatch; use a librdkafka ≥ 2.2 (see README, librdkafka versions) or set "
+                + "kafka.common.\"api.version.request\" and \"broker.version.fallback\" for an older broker"
+        }
+        if text.contains("Connection refused") { return " — nothing listens at that address: check kafka.bootstrap_servers" }
+        if text.contains("Failed to resolve") { return " — the broker's host name does not resolve" }
+        return ""
+    }
+}
+
+/// Lets a message through once per interval; the repeats in between are counted and reported with the
+/// next one let through. The key is the message without librdkafka's varying "(after N ms …)" suffix.
+final class RepeatFilter: @unchecked Sendable {
+    private let interval: Double
+    private let state = Mutex<[String: (last: Double, suppressed: Int)]>([:])
+
+    init(interval: Double) { self.interval = interval }
+
+    /// nil: suppress this one; else the number of repeats suppressed since the last one let through.
+    func admit(_ message: String, now: Double = Date().timeIntervalSince1970) -> Int? {
+        let key = message.range(of: " (after ").map { String(message[..<$0.lowerBound]) } ?? message
+        return state.withLock { seen in
+            if let entry = seen[key], now - entry.last < interval {
+                seen[key] = (entry.last, entry.suppressed + 1)
+                return nil
+            }
+            let suppressed = seen[key]?.suppressed ?? 0
+            if seen.count > 1000 { seen.removeAll() }
+            seen[key] = (now, 0)
+            return suppressed
+        }
+    }
 }
 
 private let kafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
@@ -123,7 +167,10 @@ private let kafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     }
     // Broker connection errors are transient: librdkafka reconnects by itself.
     let transient = err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN
-    callbacks.logger.log(level: transient ? .warning : .error, "\(error)", source: "librdkafka")
+    let text = "\(error)"
+    if !transient || callbacks.repeats.admit(text) != nil {
+        callbacks.logger.log(level: transient ? .warning : .error, "\(text)\(KafkaHints.hint(for: text))", source: "librdkafka")
+    }
     callbacks.onError?(error)
 }
 

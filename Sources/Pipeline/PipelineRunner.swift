@@ -87,6 +87,9 @@ public final class PipelineRunner {
         let consumerConfiguration = configuration.kafka.merging([
             "group.id": configuration.applicationID, "auto.offset.reset": "earliest", "enable.auto.commit": "false",
             "isolation.level": "read_committed", "fetch.wait.max.ms": "10", "fetch.error.backoff.ms": "50",
+            // An input topic created after start (or partitions added) is seen within seconds, not after
+            // librdkafka's default five minutes of metadata refresh.
+            "topic.metadata.refresh.interval.ms": "5000",
         ]).merging(configuration.consumerProperties)
         let confined = LoopConfined(self)
         let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger) { _, event in

@@ -144,6 +144,7 @@ final class Service: @unchecked Sendable {
     let logger: Logger
     private let lastIteration = Atomic<Int64>(0)
     private var endpoint: HTTPEndpoint?
+    private let startFailure = Mutex<(any Error)?>(nil)
 
     init(settings: Settings, pipeline: PipelineConfiguration, rules: RuleSet, logger: Logger) throws {
         self.settings = settings
@@ -179,9 +180,21 @@ final class Service: @unchecked Sendable {
             }
         }
         defer { endpoint?.stop() }
-        do {
-            try runner.start()
-        } catch {
+        // Start-up (topics, metadata, the group) can wait on brokers for tens of seconds: it runs on its
+        // own thread so that a stop request is honoured at once, with the status of a clean stop.
+        let started = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { [self] in
+            do { try runner.start() } catch { startFailure.withLock { $0 = error } }
+            started.signal()
+        }
+        while started.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+            if stopRequested {
+                logger.notice("\(StopSignals.lastName) during start-up: exiting before joining the group (nothing was consumed)")
+                endpoint?.stop()
+                _exit(0)
+            }
+        }
+        if let error = startFailure.withLock({ $0 }) {
             logger.critical("cannot start the pipeline: \(error)")
             return 1
         }

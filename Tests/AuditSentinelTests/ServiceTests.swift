@@ -80,6 +80,29 @@ struct ServiceTests {
     let input = "k8s-audit"
     let alertsTopic = "k8s-alerts"
 
+    /// A broker address where nothing listens: start-up names it once per interval (not once per retry),
+    /// says what is wrong, and SIGTERM during start-up ends the process within two seconds, status 0.
+    @Test func startUpAgainstAnUnreachableBrokerIsQuietAndStopsAtOnce() throws {
+        let nowhere = "127.0.0.1:\(try freePort())"
+        let service = try ServiceProcess(brokers: nowhere, applicationID: "unreachable")
+        defer { if service.process.isRunning { kill(service.process.processIdentifier, SIGKILL) } }
+        try service.waitFor("the first connection error") { service.log.contains("Connection refused") }
+        Thread.sleep(forTimeInterval: 4)  // librdkafka retries many times a second meanwhile
+        let log = service.log
+        let refused = log.split(separator: "\n").filter { $0.contains("Connection refused") }
+        print("unreachable broker: \(refused.count) log lines in about 4 s")
+        #expect(refused.count <= 3, "one line per message per interval, not per retry:\n\(refused.joined(separator: "\n"))")
+        #expect(refused.first?.contains(nowhere) == true, "names the address")
+        #expect(refused.first?.contains("check kafka.bootstrap_servers") == true)
+        let asked = ContinuousClock.now
+        let status = service.terminate(timeout: .seconds(10))
+        let took = ContinuousClock.now - asked
+        print("unreachable broker: SIGTERM during start-up exited in \(took)")
+        #expect(status == 0)
+        #expect(took < .seconds(2))
+        #expect(service.log.contains("SIGTERM during start-up"))
+    }
+
     /// Denied service-account requests from `accounts` accounts, interleaved with ordinary traffic.
     func traffic(seed: UInt64, count: Int, accounts: Int) -> (events: [String], denied: Int) {
         var generator = SyntheticAuditTraffic(seed: seed, startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
