@@ -1,3 +1,5 @@
+import FlyingFox
+import FlyingSocks
 import Foundation
 import Kafka
 import Logging
@@ -96,22 +98,24 @@ final class PipelineMetrics: Sendable {
 
 // MARK: HTTP endpoint
 
-/// A deliberately small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`: GET and HEAD only, one
-/// connection at a time with short timeouts, requests larger than 8 KiB refused. Blocking sockets on one
-/// thread keep it independent of the pipeline's thread and free of an event-loop dependency.
+/// `/metrics`, `/healthz` and `/readyz` over FlyingFox (an async HTTP/1.1 server on non-blocking sockets):
+/// connections are served concurrently, so idle or slow clients (a port scan, a stuck scraper) never delay
+/// a probe. GET and HEAD only. The pipeline stays on its own thread; this runs on Swift's concurrency pool.
+///
+/// `@unchecked Sendable`: the stored properties are set once in `init` (the server is an actor, the task
+/// and port immutable); `stop()` is idempotent through an atomic flag.
 final class HTTPEndpoint: @unchecked Sendable {
-    struct Response {
+    struct Response: Sendable {
         var status: Int
         var contentType = "text/plain; charset=utf-8"
         var body: [UInt8]
     }
 
     static let maxRequestBytes = 8192
-    private let socket: Int32
     let port: Int
-    private let handler: @Sendable (String) -> Response
+    private let server: HTTPServer
+    private let task: Task<Void, Never>
     private let stopped = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
 
     /// "127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464" → host and port.
     static func parseListen(_ text: String) -> (host: String, port: Int)? {
@@ -130,107 +134,84 @@ final class HTTPEndpoint: @unchecked Sendable {
         return (String(host), number)
     }
 
-    /// Binds and starts serving. `listen` is `host:port`; port 0 picks a free one (see ``port``).
+    /// Binds and starts serving; returns once the socket listens (or throws why it cannot). `listen` is
+    /// `host:port` with a numeric host; port 0 picks a free one (see ``port``).
     init(listen: String, handler: @escaping @Sendable (_ path: String) -> Response) throws {
         guard let (host, port) = Self.parseListen(listen) else { throw HTTPEndpointError("invalid listen address \(listen)") }
-        self.handler = handler
-        var hints = addrinfo()
-        hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var info: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &info) == 0, let address = info else {
+        let address: any SocketAddress
+        do {
+            address = host.contains(":") ? try sockaddr_in6.inet6(ip6: host, port: UInt16(port)) : try sockaddr_in.inet(ip4: host, port: UInt16(port))
+        } catch {
             throw HTTPEndpointError("http.listen: \(host) is not a numeric IPv4 or IPv6 address")
         }
-        defer { freeaddrinfo(info) }
-        let fd = Glibc.socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HTTPEndpointError("socket: \(String(cString: strerror(errno)))") }
-        var yes: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        guard bind(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0, Glibc.listen(fd, 16) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
+        // Its own log lines (client disconnects, cancellation at stop) are noise for an operator: off.
+        let server = HTTPServer(address: address, timeout: 5, logger: DisabledLogger.disabled, handler: RequestHandler(handler: handler))
+        self.server = server
+        let failure = Mutex<(any Error)?>(nil)
+        task = Task {
+            do { try await server.run() } catch { failure.withLock { $0 = $0 ?? error } }
+        }
+        // Wait (bounded) until it listens, or until run() has failed (address in use, permission).
+        let listening = DispatchSemaphore(value: 0)
+        Task {
+            try? await server.waitUntilListening(timeout: 5)
+            listening.signal()
+        }
+        listening.wait()
+        let bound = Self.runBlocking { await server.listeningAddress }
+        switch bound {
+        case .ip4(_, let boundPort)?, .ip6(_, let boundPort)?:
+            self.port = Int(boundPort)
+        default:
+            task.cancel()
+            let reason = failure.withLock { $0 }.map { "\($0)" } ?? "not listening after 5 s"
             throw HTTPEndpointError("cannot listen on \(listen): \(reason)")
         }
-        var bound = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        // sin_port and sin6_port both sit at offset 2, in network order.
-        self.port = Int(withUnsafeBytes(of: bound) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) })
-        socket = fd
-        let thread = Thread { [self] in
-            defer { finished.signal() }
-            serve()
-        }
-        thread.name = "http-endpoint"
-        thread.start()
     }
 
+    /// Stops accepting, lets requests in flight finish (up to a second), closes every connection.
     func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        shutdown(socket, Int32(SHUT_RDWR))
-        close(socket)
-        finished.wait()
+        let server = self.server
+        Self.runBlocking { await server.stop(timeout: 1) }
+        task.cancel()
     }
 
-    private func serve() {
-        while !stopped.load(ordering: .acquiring) {
-            let client = accept(socket, nil, nil)
-            if client < 0 {
-                if errno == EINTR { continue }
-                return  // closed by stop()
+    /// Runs async work from the pipeline's threads (never from the concurrency pool) and waits for it.
+    private static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let result = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let value = await body()
+            result.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+
+    private struct RequestHandler: HTTPHandler {
+        let handler: @Sendable (String) -> Response
+
+        func handleRequest(_ request: HTTPRequest) async throws -> HTTPResponse {
+            guard request.method == .GET || request.method == .HEAD else {
+                return HTTPResponse(statusCode: .methodNotAllowed, headers: [.contentType: "text/plain; charset=utf-8", HTTPHeader("Allow"): "GET, HEAD"],
+                                    body: Data("only GET and HEAD\n".utf8))
             }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            respond(on: client)
-            close(client)
-        }
-    }
-
-    private func respond(on client: Int32) {
-        var request: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        let end: [UInt8] = Array("\r\n\r\n".utf8)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
-            if count <= 0 { return }
-            request += buffer[0..<count]
-            if request.count > Self.maxRequestBytes {
-                write(client, Response(status: 431, body: Array("request too large\n".utf8)), head: false)
-                return
+            // Probes and scrapers send a few hundred bytes: larger heads are refused, as before.
+            let headBytes = request.path.utf8.count + request.headers.reduce(0) { $0 + $1.key.rawValue.utf8.count + $1.value.utf8.count + 4 }
+            if headBytes > HTTPEndpoint.maxRequestBytes {
+                return HTTPResponse(statusCode: HTTPStatusCode(431, phrase: "Request Header Fields Too Large"),
+                                    headers: [.contentType: "text/plain; charset=utf-8"], body: Data("request too large\n".utf8))
             }
-            if request.firstRange(of: end) != nil { break }
+            let response = handler(request.path)
+            let status = HTTPStatusCode(response.status, phrase: Self.reasons[response.status] ?? "Status")
+            // HEAD: the headers GET would send (FlyingFox sends Content-Length of the body given).
+            return HTTPResponse(statusCode: status, headers: [.contentType: response.contentType],
+                                body: request.method == .HEAD ? Data() : Data(response.body))
         }
-        let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
-        let parts = line.split(separator: " ")
-        guard parts.count == 3, parts[2].hasPrefix("HTTP/1.") else {
-            write(client, Response(status: 400, body: Array("bad request\n".utf8)), head: false)
-            return
-        }
-        let method = parts[0]
-        guard method == "GET" || method == "HEAD" else {
-            write(client, Response(status: 405, body: Array("only GET and HEAD\n".utf8)), head: false)
-            return
-        }
-        let path = String(parts[1].prefix { $0 != "?" })
-        write(client, handler(path), head: method == "HEAD")
-    }
 
-    private func write(_ client: Int32, _ response: Response, head: Bool) {
-        let reasons = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
-                       503: "Service Unavailable"]
-        var header = "HTTP/1.1 \(response.status) \(reasons[response.status] ?? "Status")\r\n"
-        header += "Content-Type: \(response.contentType)\r\nContent-Length: \(response.body.count)\r\nConnection: close\r\n"
-        if response.status == 405 { header += "Allow: GET, HEAD\r\n" }
-        header += "\r\n"
-        var bytes = Array(header.utf8)
-        if !head { bytes += response.body }
-        var sent = 0
-        while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if count <= 0 { return }
-            sent += count
-        }
+        static let reasons = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"]
     }
 }
 

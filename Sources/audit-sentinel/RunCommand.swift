@@ -189,8 +189,8 @@ final class Service: @unchecked Sendable {
         }
         while started.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
             if stopRequested {
+                // Nothing to finish: no offsets, no state yet. The kernel closes the endpoint's sockets.
                 logger.notice("\(StopSignals.lastName) during start-up: exiting before joining the group (nothing was consumed)")
-                endpoint?.stop()
                 _exit(0)
             }
         }

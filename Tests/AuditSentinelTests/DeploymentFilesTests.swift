@@ -83,41 +83,27 @@ struct DeploymentFilesTests {
         _ = try AuditSentinel.parseAsRoot(command)
     }
 
-    /// The compose healthcheck, run as Docker runs it (`/bin/sh -c`, dash here as in the image), against a
-    /// live endpoint: it passes on 200, fails on 503 and when nothing listens.
-    @Test func composeHealthcheckPassesUnderBinSh() throws {
-        let compose = try #require(try yaml("docker-compose.yml").first)
+    /// The compose healthcheck's command (CMD-SHELL), as Docker runs it: `/bin/sh -c` (dash here, as in the
+    /// image), with the binary on PATH, against the endpoint on `port`. ServiceTests runs it against a live
+    /// service: passing when healthy, failing during start-up (503) and once it has stopped.
+    static func runComposeHealthcheck(port: Int) throws -> (status: Int32, stderr: String) {
+        let compose = try #require(try DeploymentFilesTests().yaml("docker-compose.yml").first)
         let test = try #require(compose[path: "services.audit-sentinel.healthcheck.test"]?.arrayValue).compactMap(\.stringValue)
         #expect(test.first == "CMD-SHELL")
         let command = try #require(test.last)
         #expect(command.contains("127.0.0.1:9464"))
-        let healthy = Atomic<Bool>(true)
-        let endpoint = try HTTPEndpoint(listen: "127.0.0.1:0") { path in
-            path == "/healthz" && healthy.load(ordering: .relaxed) ? .init(status: 200, body: Array("ok\n".utf8)) : .init(status: 503, body: [])
-        }
-        func run() throws -> (status: Int32, stderr: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", command.replacingOccurrences(of: "127.0.0.1:9464", with: "127.0.0.1:\(endpoint.port)")]
-            var environment = ProcessInfo.processInfo.environment
-            environment["PATH"] = ServiceTests.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
-            process.environment = environment
-            let errors = Pipe()
-            process.standardError = errors
-            try process.run()
-            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, text)
-        }
-        #expect(try run().status == 0)
-        healthy.store(false, ordering: .relaxed)
-        let unhealthy = try run()
-        #expect(unhealthy.status == 1)
-        #expect(unhealthy.stderr.contains("answered 503"))
-        endpoint.stop()
-        let gone = try run()
-        #expect(gone.status == 1)
-        #expect(gone.stderr.contains("Connection refused"))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command.replacingOccurrences(of: "127.0.0.1:9464", with: "127.0.0.1:\(port)")]
+        var environment = ProcessInfo.processInfo.environment
+        environment["PATH"] = ServiceTests.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
     }
 
     @Test func dockerfileIsMultiStageWithLibrdkafkaAndASmallRuntime() throws {

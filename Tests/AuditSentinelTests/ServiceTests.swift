@@ -43,7 +43,7 @@ struct ServiceTests {
         var log: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
 
         func get(_ path: String, method: String = "GET") throws -> (status: Int, body: String) {
-            try httpRequest(port: port, "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            try httpRequest(port: port, "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         }
 
         /// A metric's value summed over its label sets.
@@ -87,6 +87,9 @@ struct ServiceTests {
         let service = try ServiceProcess(brokers: nowhere, applicationID: "unreachable")
         defer { if service.process.isRunning { kill(service.process.processIdentifier, SIGKILL) } }
         try service.waitFor("the first connection error") { service.log.contains("Connection refused") }
+        // Not healthy before its loop turns: the compose healthcheck (and the startup probe) fail.
+        let starting = try DeploymentFilesTests.runComposeHealthcheck(port: service.port)
+        #expect(starting.status == 1 && starting.stderr.contains("answered 503"), "\(starting.stderr)")
         Thread.sleep(forTimeInterval: 4)  // librdkafka retries many times a second meanwhile
         let log = service.log
         let refused = log.split(separator: "\n").filter { $0.contains("Connection refused") }
@@ -101,6 +104,21 @@ struct ServiceTests {
         #expect(status == 0)
         #expect(took < .seconds(2))
         #expect(service.log.contains("SIGTERM during start-up"))
+    }
+
+    /// Opens `count` connections to the endpoint that send nothing or half a request and then wait.
+    func idleConnections(_ count: Int, port: Int) throws -> [Int32] {
+        try (0..<count).map { index in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            try #require(connected == 0)
+            if index % 2 == 0 { _ = send(fd, "GET /healthz HTTP/1.1\r\nHo", 26, Int32(MSG_NOSIGNAL)) }
+            return fd
+        }
     }
 
     /// Denied service-account requests from `accounts` accounts, interleaved with ordinary traffic.
@@ -147,6 +165,22 @@ struct ServiceTests {
         let service = try ServiceProcess(brokers: cluster.bootstrapServers, applicationID: "svc", environment: environment)
         try service.waitFor("readiness") { try service.get("/readyz").status == 200 }
         #expect(try service.get("/healthz") == (200, "ok\n"))
+        // Connections are served concurrently: 50 idle clients (a port scan, a stuck scraper; half of them
+        // mid-request) do not delay a probe, which Kubernetes gives one second by default.
+        let idle = try idleConnections(50, port: service.port)
+        Thread.sleep(forTimeInterval: 0.2)
+        var slowest: Duration = .zero
+        for _ in 0..<5 {
+            let asked = ContinuousClock.now
+            #expect(try service.get("/healthz") == (200, "ok\n"))
+            slowest = max(slowest, ContinuousClock.now - asked)
+        }
+        print("http endpoint: /healthz answered in at most \(slowest) with 50 idle connections open")
+        #expect(slowest < .milliseconds(100))
+        idle.forEach { close($0) }
+        // The compose healthcheck passes against a healthy service.
+        let healthy = try DeploymentFilesTests.runComposeHealthcheck(port: service.port)
+        #expect(healthy.status == 0, "\(healthy.stderr)")
         try service.waitFor("the first half") { try service.metric("audit_sentinel_records_consumed_total") >= Double(first.events.count) }
 
         // The endpoint: Prometheus text with our metrics, HEAD, and nothing but its three paths. (Lag is
@@ -164,15 +198,17 @@ struct ServiceTests {
         }
         #expect(try service.get("/metrics", method: "HEAD").body.isEmpty)
         #expect(try service.get("/etc/passwd").status == 404)
-        #expect(try service.get("/../metrics").status == 404)
+        #expect(try service.get("/../etc/passwd").status == 404, "dot segments are resolved, never escaping the three paths")
         #expect(try service.get("/metrics", method: "POST").status == 405)
-        let huge = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: \(String(repeating: "a", count: 10_000))\r\n\r\n"
+        let huge = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: \(String(repeating: "a", count: 10_000))\r\n\r\n"
         #expect(try httpRequest(port: service.port, huge).status == 431)
 
         // Mid-stream: the second half arrives, and SIGTERM comes while it is being processed.
         try produce(second.events, to: kafka)
         try service.waitFor("the second half to start") { try service.metric("audit_sentinel_records_consumed_total") > Double(first.events.count) }
         #expect(service.terminate() == 0)
+        let stopped = try DeploymentFilesTests.runComposeHealthcheck(port: service.port)
+        #expect(stopped.status == 1 && stopped.stderr.contains("Connection refused"), "\(stopped.stderr)")
         let firstLog = service.log
         #expect(firstLog.contains("stopping: finishing in-flight records"))
         #expect(!firstLog.contains(secret))
