@@ -21,7 +21,15 @@ final class PipelineMetrics: Sendable {
     private let lagGauges = Mutex<[TopicPartition: Gauge]>([:])
     private let latency: DurationHistogram
 
+    private let processCPU: Counter
+    private let lastCPUSeconds = Mutex<Double>(0)
+
     init() {
+        // Which build is running: a constant 1, labelled (the Prometheus convention for build information).
+        registry.makeGauge(descriptor: Self.name("build_info", "The running build: version and librdkafka at run time"),
+                           labels: [("version", AuditSentinelVersion.current), ("librdkafka", librdkafkaVersion)]).set(to: 1)
+        processCPU = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "process", metricName: "cpu", unitName: "seconds_total",
+                                                                           helpText: "User and system CPU time spent, in seconds"))
         latency = registry.makeDurationHistogram(
             descriptor: Self.name("alert_latency", unit: "seconds", "From a match's event.ingested to its alert's acknowledgement by the broker"),
             buckets: [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
@@ -93,7 +101,59 @@ final class PipelineMetrics: Sendable {
         }
     }
 
-    func exposition() -> [UInt8] { registry.emitToBuffer() }
+    func exposition() -> [UInt8] {
+        updateProcessMetrics()
+        return registry.emitToBuffer()
+    }
+
+    /// The standard `process_*` series (as Prometheus client libraries export them), read from /proc.
+    func updateProcessMetrics() {
+        guard let sample = ProcessSample.read() else { return }
+        let delta = lastCPUSeconds.withLock { last in
+            defer { last = max(last, sample.cpuSeconds) }
+            return sample.cpuSeconds - last
+        }
+        if delta > 0 { processCPU.increment(by: delta) }
+        func process(_ metric: String, _ help: String, _ value: Double) {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "process", metricName: metric, helpText: help)).set(to: value)
+        }
+        process("resident_memory_bytes", "Resident memory size in bytes", sample.residentBytes)
+        process("virtual_memory_bytes", "Virtual memory size in bytes", sample.virtualBytes)
+        process("open_fds", "Open file descriptors", sample.openFileDescriptors)
+        process("max_fds", "The limit of open file descriptors", sample.maxFileDescriptors)
+        process("start_time_seconds", "Start time of the process since the Unix epoch, in seconds", sample.startTimeSeconds)
+    }
+}
+
+/// One reading of the process's resources from Linux's /proc.
+struct ProcessSample {
+    var cpuSeconds: Double
+    var residentBytes: Double
+    var virtualBytes: Double
+    var openFileDescriptors: Double
+    var maxFileDescriptors: Double
+    var startTimeSeconds: Double
+
+    static func read() -> ProcessSample? {
+        guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+              let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let system = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let nameEnd = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, starttime 22.
+        let fields = stat[stat.index(after: nameEnd)...].split(separator: " ")
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+        guard fields.count > 19, let user = Double(fields[11]), let kernel = Double(fields[12]), let started = Double(fields[19]),
+              let bootLine = system.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }),
+              let boot = Double(bootLine.dropFirst(6)) else { return nil }
+        let memory = statm.split(separator: " ").compactMap { Double($0) }
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        return ProcessSample(cpuSeconds: (user + kernel) / ticks, residentBytes: (memory.count > 1 ? memory[1] : 0) * pageSize,
+                             virtualBytes: (memory.first ?? 0) * pageSize, openFileDescriptors: Double(descriptors),
+                             maxFileDescriptors: Double(limit.rlim_cur), startTimeSeconds: boot + started / ticks)
+    }
 }
 
 // MARK: HTTP endpoint

@@ -80,6 +80,19 @@ struct ServiceTests {
     let input = "k8s-audit"
     let alertsTopic = "k8s-alerts"
 
+    /// The process series read from /proc agree with what the test sees of its own process.
+    @Test func processMetricsDescribeThisProcess() throws {
+        let sample = try #require(ProcessSample.read())
+        #expect(sample.residentBytes > 1_000_000 && sample.virtualBytes >= sample.residentBytes)
+        #expect(sample.openFileDescriptors >= 3 && sample.maxFileDescriptors >= sample.openFileDescriptors)
+        let now = Date().timeIntervalSince1970
+        #expect(sample.startTimeSeconds <= now + 1 && sample.startTimeSeconds > now - 24 * 3600)
+        #expect(sample.cpuSeconds > 0)
+        let text = String(decoding: PipelineMetrics().exposition(), as: UTF8.self)
+        #expect(text.contains("audit_sentinel_build_info{version=\"\(AuditSentinelVersion.current)\""))
+        #expect(text.contains("process_cpu_seconds_total "))
+    }
+
     /// A broker address where nothing listens: start-up names it once per interval (not once per retry),
     /// says what is wrong, and SIGTERM during start-up ends the process within two seconds, status 0.
     @Test func startUpAgainstAnUnreachableBrokerIsQuietAndStopsAtOnce() throws {
@@ -193,7 +206,9 @@ struct ServiceTests {
         #expect(metrics.status == 200)
         for name in ["audit_sentinel_records_consumed_total", "audit_sentinel_matches_total{rule_id=", "audit_sentinel_alerts_total{",
                      "audit_sentinel_open_windows", "audit_sentinel_ready 1", "audit_sentinel_alert_latency_seconds_bucket",
-                     "audit_sentinel_consumer_lag{", "# TYPE audit_sentinel_records_consumed_total counter"] {
+                     "audit_sentinel_consumer_lag{", "# TYPE audit_sentinel_records_consumed_total counter",
+                     "audit_sentinel_build_info{", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                     "process_max_fds", "process_start_time_seconds", "# TYPE process_cpu_seconds_total counter"] {
             #expect(metrics.body.contains(name), "missing \(name)")
         }
         #expect(try service.get("/metrics", method: "HEAD").body.isEmpty)
