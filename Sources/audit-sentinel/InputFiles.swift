@@ -76,6 +76,57 @@ struct InputList {
         return input.st_dev == output.st_dev && input.st_ino == output.st_ino
     }
 
+    /// One record as the commands see it, valid only during the call that receives it.
+    struct Record {
+        var bytes: UnsafeRawBufferPointer
+        /// The input's path as given ("-" for standard input), its name in messages, the record's line.
+        var path: String
+        var name: String
+        var line: Int
+        /// Raw bytes taken from the inputs so far (compressed bytes for gzip), for the progress line.
+        var bytesRead: Int64
+    }
+
+    /// Reads the inputs in order and hands over their records. What cannot be read is said on standard
+    /// error in one line and skipped, the rest still read: an input that is the output (`outputFD`), one
+    /// that cannot be opened or read, a record over `maxRecordBytes`. Ends early on a stop signal.
+    /// - Returns: whether an input failed (exit status 2), and how many records were too large.
+    func readRecords(follow: Bool, maxRecordBytes: Int, outputFD: Int32, whileWaiting: () -> Void,
+                     afterEachInput: () -> Void = {}, _ body: (Record) -> Void) -> (inputFailed: Bool, oversized: Int) {
+        var inputFailed = false
+        var oversized = 0
+        var bytesOfEarlierInputs: Int64 = 0
+        for path in paths {
+            if Self.isSameFile(path, as: outputFD) {
+                printError("\(path): input file is also the output; skipped")
+                inputFailed = true
+                continue
+            }
+            var source: InputSource?
+            do throws(InputError) {
+                let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
+                source = reader.source
+                let name = reader.source.name
+                try reader.forEach(whileWaiting: whileWaiting) { framed in
+                    switch framed {
+                    case .oversized(let line, let bytes):
+                        oversized += 1
+                        printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
+                    case .record(let bytes, let line):
+                        body(Record(bytes: bytes, path: path, name: name, line: line, bytesRead: bytesOfEarlierInputs + reader.source.rawBytesRead))
+                    }
+                }
+            } catch {
+                inputFailed = true
+                printError("\(error)")
+            }
+            bytesOfEarlierInputs += source?.rawBytesRead ?? 0
+            afterEachInput()
+            if StopSignals.requested { break }
+        }
+        return (inputFailed, oversized)
+    }
+
     /// Bytes of the regular files among the inputs (compressed size for gzip), nil when one is a pipe:
     /// the denominator of the progress line.
     var totalBytes: Int64? {

@@ -69,56 +69,35 @@ struct Match: ParsableCommand {
         let history = InMemoryNewTermsHistory()
         var matched = 0
         var failures = 0
-        var inputFailed = false
         let output = ResultOutput()
         let decoder = AuditRecordDecoder(limits: DecoderLimits(maxRecordBytes: maxRecordBytes, maxDepth: 100, maxErrorsPerRecord: .max))
-        for path in inputs.paths {
-            if InputList.isSameFile(path, as: output.fd) {
-                printError("\(path): input file is also the output; skipped")
-                inputFailed = true
-                continue
-            }
-            do throws(InputError) {
-                let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
-                let name = reader.source.name
-                try reader.forEach(whileWaiting: output.flush) { framed in
-                    switch framed {
-                    case .oversized(let line, let bytes):
-                        failures += 1
-                        printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
-                    case .record(let bytes, let line):
-                        decoder.decode(bytes) { result in
-                            switch result {
-                            case .failure(let error):
-                                failures += 1
-                                printError("\(name):\(line): \(error)")
-                            case .success(let event):
-                                guard kql.matches(event) else { return }
-                                if let compiled, compiled.rule.type == .newTerms,
-                                   compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
-                                    return
-                                }
-                                matched += 1
-                                if preserveOriginal {
-                                    var line: [UInt8] = []
-                                    JSONValue.object(event.normalized(preserveOriginal: true)).write(to: &line, sortedKeys: true)
-                                    output.write(line: line)
-                                } else {
-                                    output.write(line: event.canonicalDocument())
-                                }
-                            }
-                        }
+        let read = inputs.readRecords(follow: follow, maxRecordBytes: maxRecordBytes, outputFD: output.fd, whileWaiting: output.flush) { record in
+            decoder.decode(record.bytes) { result in
+                switch result {
+                case .failure(let error):
+                    failures += 1
+                    printError("\(record.name):\(record.line): \(error)")
+                case .success(let event):
+                    guard kql.matches(event) else { return }
+                    if let compiled, compiled.rule.type == .newTerms,
+                       compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
+                        return
+                    }
+                    matched += 1
+                    if preserveOriginal {
+                        var line: [UInt8] = []
+                        JSONValue.object(event.normalized(preserveOriginal: true)).write(to: &line, sortedKeys: true)
+                        output.write(line: line)
+                    } else {
+                        output.write(line: event.canonicalDocument())
                     }
                 }
-            } catch {
-                inputFailed = true
-                printError("\(error)")
             }
-            if StopSignals.requested { break }
         }
+        failures += read.oversized
         output.flush()
         if failures > 0 { printError("\(failures) record(s) could not be decoded") }
-        if inputFailed { throw ExitCode(2) }
+        if read.inputFailed { throw ExitCode(2) }
         if matched == 0 { throw ExitCode(1) }
     }
 }

@@ -99,7 +99,6 @@ struct Replay: ParsableCommand {
         let driver = InMemoryDriver(configuration: configuration, rules: ruleSet)
         driver.retainsOutputs = false
         var alerts = (new: 0, updated: 0)
-        var undecodable = 0
         // Where the records piped since the driver last ran came from (all from one file, offsets in a
         // row), for its dead letters' messages.
         var batch = (topic: "", file: "", firstOffset: Int64(0), lines: [Int]())
@@ -120,50 +119,23 @@ struct Replay: ParsableCommand {
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
         var progress = ProgressLine(totalBytes: inputs.totalBytes)
-        var bytesOfEarlierFiles: Int64 = 0
-        var inputFailed = false
         func drain() {
             driver.runUntilQuiet(using: &random)
             driver.truncateConsumed()
             batch.lines.removeAll(keepingCapacity: true)
         }
-        for path in inputs.paths {
-            if InputList.isSameFile(path, as: sink.fd) {
-                printError("\(path): input file is also the output; skipped")
-                inputFailed = true
-                continue
+        var piped = 0
+        let read = inputs.readRecords(follow: follow, maxRecordBytes: maxRecordBytes, outputFD: sink.fd,
+                                      whileWaiting: { drain(); sink.flush() }, afterEachInput: drain) { record in
+            let topic = topicName(record.path)
+            let offset = driver.pipe(Array(record.bytes), topic: topic)
+            if batch.lines.isEmpty { batch = (topic, record.name, offset, batch.lines) }
+            batch.lines.append(record.line)
+            piped += 1
+            if piped % 1000 == 0 {
+                drain()
+                progress.update(bytesRead: record.bytesRead, events: driver.counters.eventsDecoded, alerts: alerts.new)
             }
-            var piped = 0
-            var source: InputSource?
-            do throws(InputError) {
-                let reader = RecordReader(source: try InputSource(path: path, follow: follow), maxRecordBytes: maxRecordBytes)
-                source = reader.source
-                let name = reader.source.name
-                let topic = topicName(path)
-                try reader.forEach(whileWaiting: { drain(); sink.flush() }) { framed in
-                    switch framed {
-                    case .oversized(let line, let bytes):
-                        undecodable += 1
-                        printError("\(name):\(line): too_large: a record of at least \(bytes) bytes exceeds --max-record-bytes \(maxRecordBytes); skipped")
-                    case .record(let bytes, let line):
-                        let offset = driver.pipe(Array(bytes), topic: topic)
-                        if batch.lines.isEmpty { batch = (topic, name, offset, batch.lines) }
-                        batch.lines.append(line)
-                        piped += 1
-                        if piped % 1000 == 0 {
-                            drain()
-                            progress.update(bytesRead: bytesOfEarlierFiles + reader.source.rawBytesRead,
-                                            events: driver.counters.eventsDecoded, alerts: alerts.new)
-                        }
-                    }
-                }
-            } catch {
-                inputFailed = true
-                printError("\(error)")
-            }
-            drain()
-            bytesOfEarlierFiles += source?.rawBytesRead ?? 0
-            if StopSignals.requested { break }
         }
         if StopSignals.requested { printError("replay: \(StopSignals.lastName): input ends here; closing every window") }
         driver.closeAllWindows()
@@ -171,8 +143,8 @@ struct Replay: ParsableCommand {
         sink.flush()
         progress.finish()
         let counters = driver.counters
-        printError("replay: \(counters.eventsDecoded) events, \(counters.decodeErrors.values.reduce(0, +) + undecodable) undecodable, \(alerts.new) alerts, \(alerts.updated) updates")
-        if inputFailed { throw ExitCode(2) }
+        printError("replay: \(counters.eventsDecoded) events, \(counters.decodeErrors.values.reduce(0, +) + read.oversized) undecodable, \(alerts.new) alerts, \(alerts.updated) updates")
+        if read.inputFailed { throw ExitCode(2) }
         if alerts.new == 0 { throw ExitCode(1) }
     }
 }

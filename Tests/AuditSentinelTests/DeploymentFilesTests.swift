@@ -1,6 +1,5 @@
 import AuditEvents
 import Foundation
-import Synchronization
 import Testing
 
 @testable import audit_sentinel
