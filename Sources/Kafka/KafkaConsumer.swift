@@ -137,7 +137,8 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     public init(
         configuration: KafkaConfiguration, logger: Logger = Logger(label: "kafka.consumer"),
-        onRebalance: RebalanceHandler? = nil, onCommit: (@Sendable (KafkaError?, [TopicPartitionOffset]) -> Void)? = nil
+        onRebalance: RebalanceHandler? = nil, onCommit: (@Sendable (KafkaError?, [TopicPartitionOffset]) -> Void)? = nil,
+        onStatistics: (@Sendable (KafkaStatistics) -> Void)? = nil
     ) throws(KafkaError) {
         var configuration = configuration
         guard configuration.groupID != nil else {
@@ -158,6 +159,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             self.rebalance(rk, err, partitions)
         }
         handle.callbacks.onCommit = onCommit
+        handle.callbacks.onStatistics = onStatistics
     }
 
     deinit {
@@ -165,7 +167,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         handle.callbacks.onRebalance = nil
         if !closed.load(ordering: .acquiring) {
             let err = rd_kafka_consumer_close(handle.pointer)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.warning("consumer close: \(KafkaError(code: .init(err)))") }
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.warning("consumer close failed", metadata: ["error.message": "\(KafkaError(code: .init(err)))"]) }
         }
         rd_kafka_queue_destroy(queue)
         buffer.deallocate()
@@ -258,7 +260,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
         let text = raw.payload.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: raw.len), as: UTF8.self) }
         let error = KafkaError(code: .init(raw.err), message: text ?? String(cString: rd_kafka_err2str(raw.err)))
-        logger.warning("consumer error: \(error)", metadata: partition.map { ["partition": "\($0)"] } ?? [:])
+        logger.warning("consumer error", metadata: ["error.message": "\(error)", "partition": "\(partition.map(\.description) ?? "-")"])
         return .error(error, partition)
     }
 
@@ -272,12 +274,12 @@ public final class KafkaConsumer: @unchecked Sendable {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS: kind = .assign
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: kind = rd_kafka_assignment_lost(rk) != 0 ? .lost : .revoke
         default:
-            logger.error("rebalance failed: \(KafkaError(code: .init(err)))")
+            logger.error("rebalance failed", metadata: ["error.message": "\(KafkaError(code: .init(err)))"])
             _ = rd_kafka_assign(rk, nil)
             return
         }
         let event = RebalanceEvent(kind: kind, partitions: partitions, protocol: cooperative ? .cooperative : .eager)
-        logger.info("rebalance: \(event)")
+        logger.info("rebalance", metadata: ["kind": "\(event.kind)", "protocol": "\(event.protocol)", "partitions": "\(event.partitions)"])
         rebalanceHandler?(self, event)
         // Applied after the handler: revoked partitions stay ours while it flushes, assigned ones fetch only
         // once it has restored their state.
@@ -292,7 +294,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             let err = rd_kafka_assign(rk, nil)
             if err != RD_KAFKA_RESP_ERR_NO_ERROR { failure = KafkaError(code: .init(err)) }
         }
-        if let failure { logger.error("applying \(kind) failed: \(failure)") }
+        if let failure { logger.error("applying the rebalance failed", metadata: ["kind": "\(kind)", "error.message": "\(failure)"]) }
     }
 
     /// The partitions currently assigned to this member.
@@ -396,13 +398,15 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     /// Records behind the high watermark per assigned partition, from the last fetch responses (no broker
-    /// request). Partitions with no position or no fetch yet are left out.
-    public func lag() throws(KafkaError) -> [TopicPartition: Int64] {
+    /// request). A partition with no position yet (nothing read since it was assigned or positioned) counts
+    /// from `fallback` when that holds it, else from its low watermark (all of it unread); one not fetched
+    /// yet, whose watermarks are unknown, is left out.
+    public func lag(fallback: [TopicPartition: Int64] = [:]) throws(KafkaError) -> [TopicPartition: Int64] {
         var result: [TopicPartition: Int64] = [:]
-        for position in try position(assignment()) where position.offset >= 0 {
-            if let marks = try watermarks(position.topicPartition) {
-                result[position.topicPartition] = max(0, marks.high - position.offset)
-            }
+        for position in try position(assignment()) {
+            guard let marks = try watermarks(position.topicPartition) else { continue }
+            let next = position.offset >= 0 ? position.offset : fallback[position.topicPartition] ?? marks.low
+            result[position.topicPartition] = max(0, marks.high - max(next, marks.low))
         }
         return result
     }
@@ -456,6 +460,6 @@ private let offsetCommitCallback: @convention(c) (OpaquePointer?, rd_kafka_resp_
     } else if let offsets {
         error = offsets.firstError("commit")
     }
-    if let error { callbacks.logger.warning("\(error)") }
+    if let error { callbacks.logger.warning("offset commit failed", metadata: ["error.message": "\(error)"]) }
     callbacks.onCommit?(error, list)
 }

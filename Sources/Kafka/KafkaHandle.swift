@@ -18,6 +18,8 @@ final class ClientCallbacks: @unchecked Sendable {
     nonisolated(unsafe) var onRebalance: ((OpaquePointer, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> Void)?
     nonisolated(unsafe) var onCommit: ((KafkaError?, [TopicPartitionOffset]) -> Void)?
     nonisolated(unsafe) var onError: ((KafkaError) -> Void)?
+    /// Set when `statistics.interval.ms` is; runs inside the client's poll.
+    nonisolated(unsafe) var onStatistics: (@Sendable (KafkaStatistics) -> Void)?
 
     /// Connection errors repeat for as long as a broker is unreachable: one line per message per interval.
     let repeats = RepeatFilter(interval: 30)
@@ -47,6 +49,7 @@ final class KafkaHandle: @unchecked Sendable {
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
         rd_kafka_conf_set_log_cb(conf, kafkaLogCallback)
         rd_kafka_conf_set_error_cb(conf, kafkaErrorCallback)
+        rd_kafka_conf_set_stats_cb(conf, kafkaStatisticsCallback)
         if configuration["security.protocol"]?.lowercased().hasSuffix("ssl") == true {
             // OpenSSL's verdict is kept; the callback only names the reason (RD_KAFKA_CONF_INVALID: no SSL here).
             _ = rd_kafka_conf_set_ssl_cert_verify_cb(conf, kafkaCertificateVerifyCallback)
@@ -114,6 +117,13 @@ private let kafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoint
     var metadata: Logger.Metadata = ["librdkafka.facility": "\(facilityName)"]
     if repeated > 0 { metadata["repeated"] = "\(repeated)" }
     callbacks.logger.log(level: swiftLevel, "\(text)\(KafkaHints.hint(for: text))", metadata: metadata, source: "librdkafka")
+}
+
+private let kafkaStatisticsCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>?, Int, UnsafeMutableRawPointer?) -> Int32 = {
+    _, json, length, opaque in
+    guard let json, let callbacks = ClientCallbacks.from(opaque), let handler = callbacks.onStatistics else { return 0 }
+    if let statistics = KafkaStatistics(json: UnsafeRawBufferPointer(start: json, count: length)) { handler(statistics) }
+    return 0  // librdkafka frees the text
 }
 
 /// What librdkafka's own words leave unsaid.

@@ -85,9 +85,11 @@ public final class KafkaProducer: @unchecked Sendable {
     ///   - configuration: librdkafka producer properties. `enable.idempotence` defaults to `true`.
     ///   - onDelivery: receives every delivery report except those of records sent with the `async` ``send(_:)``
     ///     (whose caller receives the report instead).
+    ///   - onStatistics: receives librdkafka's statistics every `statistics.interval.ms` (set it), on the poll thread.
     public init(
         configuration: KafkaConfiguration, logger: Logger = Logger(label: "kafka.producer"),
-        polling: Polling = .background, onDelivery: (@Sendable (DeliveryReport) -> Void)? = nil
+        polling: Polling = .background, onDelivery: (@Sendable (DeliveryReport) -> Void)? = nil,
+        onStatistics: (@Sendable (KafkaStatistics) -> Void)? = nil
     ) throws(KafkaError) {
         var configuration = configuration
         if configuration.isIdempotent == nil { configuration.isIdempotent = true }
@@ -98,6 +100,7 @@ public final class KafkaProducer: @unchecked Sendable {
             rd_kafka_conf_set_dr_msg_cb(conf, deliveryReportCallback)
         }
         handle.callbacks.onDelivery = { [unowned self] message in self.deliver(message) }
+        handle.callbacks.onStatistics = onStatistics
         if case .background = polling {
             poller = BackgroundPoller(name: "kafka-producer-poll") { [handle] in
                 rd_kafka_poll(handle.pointer, 100)

@@ -17,7 +17,9 @@ final class KafkaSink {
     private let owns: (TopicPartition) -> Bool
     /// Called with each offset committed (the detect side's replay floor moves with it).
     private let didCommit: (TopicPartition, Int64) -> Void
-    var alertLatencyObserver: (@Sendable (Int64) -> Void)?
+    var observer: (@Sendable (PipelineEvent) -> Void)?
+    /// When each asynchronous commit still unanswered was issued, oldest first (librdkafka answers them in order).
+    private var commitsInFlight: [ContinuousClock.Instant] = []
 
     init(producer: KafkaProducer, consumer: KafkaConsumer, tracker: DeliveryTracker, status: PipelineStatus, logger: Logger,
          maxBatch: Int, owns: @escaping (TopicPartition) -> Bool,
@@ -54,8 +56,11 @@ final class KafkaSink {
                 try send(batch.records + batch.changelog, batch: id)
                 try producer.flush(timeout: .seconds(60))
                 try settle(waitForAll: true)
+                let committing = ContinuousClock.now
                 try producer.sendOffsetsToTransaction(commitOffsets, groupMetadata: consumer.groupMetadata())
                 try producer.commitTransaction()
+                status.update { $0.commitsSucceeded += 1 }
+                observer?(.committed(latency: committing.duration(to: .now), failed: false))
             } catch let error as KafkaError where error.requiresAbort {
                 try producer.abortTransaction()
                 throw error
@@ -131,7 +136,7 @@ final class KafkaSink {
                 }
             }
             let latencies = tracker.takeLatencies()
-            if let observer = alertLatencyObserver { for latency in latencies { observer(latency) } }
+            if let observer { for latency in latencies { observer(.alertAcknowledged(latencyMilliseconds: latency)) } }
             commit(tracker.takeCompleted(), synchronously: waitForAll)
             let outstanding = tracker.outstanding
             if outstanding == 0 || (!waitForAll && outstanding <= maxOutstandingOutputs && paused.isEmpty) { return }
@@ -146,8 +151,14 @@ final class KafkaSink {
         // Only partitions still ours: a commit for one that moved on would overwrite its new owner's progress.
         let list = offsets.filter { owns($0.key) }.map { TopicPartitionOffset($0.key.topic, $0.key.partition, offset: $0.value) }
         guard !list.isEmpty else { return }
+        let issued = ContinuousClock.now
         let committed = Result { () throws(KafkaError) in
             if synchronously { try consumer.commit(list) } else { try consumer.commitAsync(list) }
+        }
+        switch (committed, synchronously) {
+        case (.success, true): commitAnswered(failed: false, issued: issued)
+        case (.success, false): commitsInFlight.append(issued)
+        case (.failure, _): break
         }
         // Issued is enough: a commit that fails leaves a lower committed offset, and records between it and
         // this one were acknowledged before it was issued, so a replay of them is recognized anyway.
@@ -158,6 +169,19 @@ final class KafkaSink {
             // recognizes their matches by input position.
             logger.warning("offset commit refused, records may be read again", metadata: ["error": "\(error)"])
             status.update { $0.commitRetries += 1 }
+            observer?(.committed(latency: issued.duration(to: .now), failed: true))
         }
+    }
+
+    /// The group coordinator's answer to an asynchronous commit (the consumer's commit callback, inside a
+    /// poll on this thread). Answers with no commit in flight (a synchronous one's) are not counted twice.
+    func commitAnswered(failed: Bool) {
+        guard !commitsInFlight.isEmpty else { return }
+        commitAnswered(failed: failed, issued: commitsInFlight.removeFirst())
+    }
+
+    private func commitAnswered(failed: Bool, issued: ContinuousClock.Instant) {
+        status.update { if failed { $0.commitRetries += 1 } else { $0.commitsSucceeded += 1 } }
+        observer?(.committed(latency: issued.duration(to: .now), failed: failed))
     }
 }

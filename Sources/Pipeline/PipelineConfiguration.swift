@@ -58,6 +58,8 @@ public struct PipelineConfiguration: Sendable {
     /// the event's own stage timestamp (else its request timestamp) when true, the wall clock when false.
     public var ingestTimeFromEvent = false
     public var productVersion = "0.1.0"
+    /// How often librdkafka reports its statistics (``PipelineEvent/statistics(_:)``); nil: never.
+    public var kafkaStatisticsInterval: Duration? = nil
 
     public init(applicationID: String, kafka: KafkaConfiguration, inputTopics: [String], alertsTopic: String) {
         self.applicationID = applicationID

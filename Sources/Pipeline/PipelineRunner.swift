@@ -34,10 +34,17 @@ public final class PipelineRunner {
     /// The next offset to read per owned partition: where it was positioned, then past each record read.
     private var nextOffsets: [TopicPartition: Int64] = [:]
 
-    /// Called with each new alert's latency in milliseconds once it is acknowledged (metrics, benchmarks).
-    public var alertLatencyObserver: (@Sendable (Int64) -> Void)? {
-        didSet { sink?.alertLatencyObserver = alertLatencyObserver }
-    }
+    /// Told of alert latencies, commits, rebalances, restores and librdkafka's statistics (metrics,
+    /// benchmarks). Set before ``start()``.
+    public var observer: (@Sendable (PipelineEvent) -> Void)?
+    /// When the rebalance (or the first join) under way began; nil between rebalances.
+    private var rebalanceStarted: ContinuousClock.Instant?
+    /// An eager revocation always precedes an assignment: the rebalance is not over until it comes.
+    private var awaitingAssignment = false
+    /// Input topics not yet seen in the cluster's metadata, when that was last asked, and whether all are.
+    private var missingInputs: [String] = []
+    private var inputsChecked = ContinuousClock.now - .seconds(60)
+    private var inputsKnown = false
 
     public init(
         configuration: PipelineConfiguration, rules: RuleSet, provisioner: any TopicProvisioner,
@@ -57,18 +64,23 @@ public final class PipelineRunner {
 
     /// Creates the topics, the producer and the consumer, and joins the group.
     public func start() throws {
+        status.updateReadiness { $0.state = .starting }
         try provisioner.create(topology.topicsToCreate)
         // Latency defaults (each overridable): a match crosses two topics before its alert is sent, so
         // neither batching on the producer nor a long fetch wait on a quiet partition should add to it.
-        var producerConfiguration = configuration.kafka.merging(["linger.ms": "1"]).merging(configuration.producerProperties)
+        let statistics: [String: String] = configuration.kafkaStatisticsInterval.map { ["statistics.interval.ms": "\($0.wholeMilliseconds)"] } ?? [:]
+        let observer = observer
+        var onStatistics: (@Sendable (KafkaStatistics) -> Void)?
+        if let observer { onStatistics = { statistics in observer(.statistics(statistics)) } }
+        var producerConfiguration = configuration.kafka.merging(["linger.ms": "1"]).merging(statistics).merging(configuration.producerProperties)
         if configuration.processingGuarantee == .exactlyOnce, producerConfiguration.transactionalID == nil {
             producerConfiguration.transactionalID = "\(configuration.applicationID)-\(UUID().uuidString.prefix(8))"
         }
         let tracker = DeliveryTracker()
-        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger) { [tracker, logger, clock] report in
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger, onDelivery: { [tracker, logger, clock] report in
             if let error = report.error { logger.warning("output not delivered", metadata: ["topic": "\(report.topic)", "error": "\(error)"]) }
             tracker.acknowledge(id: report.id, failed: report.error != nil, at: clock())
-        }
+        }, onStatistics: onStatistics)
         if producer.isTransactional { try producer.initTransactions() }
         // Learn every output topic's leaders now (the first sends need them anyway), and check that the
         // internal topics have the partitions the topology writes to.
@@ -89,25 +101,33 @@ public final class PipelineRunner {
             "isolation.level": "read_committed", "fetch.wait.max.ms": "10", "fetch.error.backoff.ms": "50",
             // An input topic created after start (or partitions added) is seen within seconds, not after
             // librdkafka's default five minutes of metadata refresh.
-            "topic.metadata.refresh.interval.ms": "5000",
-        ]).merging(configuration.consumerProperties)
+            "topic.metadata.refresh.interval.ms": "3000",
+        ]).merging(statistics).merging(configuration.consumerProperties)
         let confined = LoopConfined(self)
-        let consumer = try KafkaConsumer(configuration: consumerConfiguration, logger: logger) { _, event in
-            confined.runner?.rebalanced(event)
-        }
+        let consumer = try KafkaConsumer(
+            configuration: consumerConfiguration, logger: logger,
+            onRebalance: { _, event in confined.runner?.rebalanced(event) },
+            onCommit: { error, _ in confined.runner?.sink?.commitAnswered(failed: error != nil) },
+            onStatistics: onStatistics)
         let task = task
         let sink = KafkaSink(producer: producer, consumer: consumer, tracker: tracker, status: status, logger: logger,
                              maxBatch: configuration.maxBatch, owns: { task.owns($0) }, committed: { task.floor($0, at: $1) })
-        sink.alertLatencyObserver = alertLatencyObserver
+        sink.observer = observer
         self.sink = sink
         try consumer.subscribe(topics: topology.subscription)
         self.consumer = consumer
+        rebalanceStarted = .now
+        // Not ready before the first metadata check has found every input topic.
+        let inputs = configuration.inputTopics.filter { !$0.hasPrefix("^") }
+        status.updateReadiness { $0.state = .joining; $0.missingInputs = inputs }
         logger.info("pipeline started", metadata: ["rules": "\(rules.count)", "inputs": "\(configuration.inputTopics)"])
     }
 
     /// Leaves the group after finishing what is in flight: open windows stay in the changelog for the next
     /// owner of their partitions.
     public func stop() throws {
+        status.updateReadiness { $0.state = .stopping }
+        defer { status.updateReadiness { $0.state = .stopped } }
         try sink?.drain()
         try consumer?.close()
         try restoreConsumer?.close()
@@ -139,6 +159,8 @@ public final class PipelineRunner {
             return processed
         }
         try settleAssignment(consumer)
+        finishRebalance()
+        checkInputTopics(consumer)
         task.punctuate { partition in caughtUp(partition, consumer) }
         let counts = task.takeCounts()
         status.update { totals in
@@ -182,6 +204,9 @@ public final class PipelineRunner {
     /// Inside poll, on the loop's thread, before librdkafka applies the change.
     private func rebalanced(_ event: RebalanceEvent) {
         status.update { $0.rebalances += 1 }
+        if rebalanceStarted == nil { rebalanceStarted = .now }
+        awaitingAssignment = event.kind != .assign && event.protocol == .eager
+        status.updateReadiness { $0.rebalancing = true }
         switch event.kind {
         case .assign:
             task.assign(event.partitions)
@@ -204,6 +229,43 @@ public final class PipelineRunner {
             pendingRestores.subtract(gone)
             status.updateReadiness { $0.failedRestores.subtract(gone); $0.restoring = !pendingRestores.isEmpty }
         }
+    }
+
+    /// Once nothing of a rebalance is left to do (restores done, partitions positioned): its duration.
+    private func finishRebalance() {
+        guard let started = rebalanceStarted, pendingRestores.isEmpty, !awaitingAssignment, status.counterSnapshot.rebalances > 0 else { return }
+        rebalanceStarted = nil
+        let duration = started.duration(to: .now)
+        let assigned = task.ownedPartitions.count
+        status.updateReadiness { $0.joined = true; $0.rebalancing = false }
+        logger.info("rebalance complete", metadata: ["duration_ms": "\(duration.wholeMilliseconds)", "assigned_partitions": "\(assigned)",
+                                                     "state_partitions": "\(task.stores.count)"])
+        observer?(.rebalanced(duration: duration, assignedPartitions: assigned))
+    }
+
+    /// Until every input topic is in the cluster's metadata the member is not ready: it is subscribed and
+    /// picks a topic up within seconds of its creation (metadata refresh), but says what it waits for.
+    /// Regular-expression subscriptions (`^…`) have nothing to wait for.
+    private func checkInputTopics(_ consumer: KafkaConsumer) {
+        guard !inputsKnown, inputsChecked.duration(to: .now) >= .seconds(2) else { return }
+        inputsChecked = .now
+        let assigned = Set(task.ownedPartitions.map(\.topic))
+        var missing: [String] = []
+        for topic in configuration.inputTopics where !topic.hasPrefix("^") && !assigned.contains(topic) {
+            // A consumer's metadata request never creates a topic (allow.auto.create.topics=false).
+            let found = (try? consumer.metadata(topic: topic, timeout: .milliseconds(500)))?.topic(topic)
+            if found.map({ $0.partitions.isEmpty }) ?? true { missing.append(topic) }
+        }
+        if missing != missingInputs {
+            if !missing.isEmpty {
+                logger.warning("input topic does not exist yet; it is read within seconds of its creation", metadata: ["topics": "\(missing)"])
+            } else {
+                logger.info("input topics exist", metadata: ["topics": "\(missingInputs)"])
+            }
+        }
+        missingInputs = missing
+        inputsKnown = missing.isEmpty
+        status.updateReadiness { $0.missingInputs = missing }
     }
 
     /// After a poll in which partitions were assigned: restores their stores, positions every such partition
@@ -246,14 +308,15 @@ public final class PipelineRunner {
             logger.debug("partitions positioned", metadata: ["positions": "\(positions)"])
         }
         let elapsed = started.duration(to: .now)
-        status.update { $0.restoreMilliseconds += elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000 }
-        status.updateReadiness { $0.joined = true; $0.restoring = !pendingRestores.isEmpty }
+        status.update { $0.restoreMilliseconds += elapsed.wholeMilliseconds }
+        status.updateReadiness { $0.restoring = !pendingRestores.isEmpty }
         status.setStores(owned: task.stores.count, openWindows: task.openWindows)
     }
 
     /// Reads the changelog partitions of these stores to their ends (by the end-of-partition signal of fetch,
     /// which tansu reports correctly, unlike its ListOffsets) with one consumer, and rebuilds the stores.
     private func restore(_ ids: [StatePartition]) throws -> [StateStore] {
+        let started = ContinuousClock.now
         let reader: KafkaConsumer
         if let restoreConsumer {
             reader = restoreConsumer
@@ -288,10 +351,11 @@ public final class PipelineRunner {
             let entries = latest[partition] ?? [:]
             let store = try task.restoreStore(id, latest: entries)
             status.update { $0.restoredKeys += entries.count }
-            logger.info("restored \(id)", metadata: ["open_windows": "\(store.state.suppressor.openWindowCount)", "keys": "\(entries.count)",
+            logger.info("state restored", metadata: ["state_partition": "\(id)", "open_windows": "\(store.state.suppressor.openWindowCount)", "keys": "\(entries.count)",
                                                      "position": "\(store.position.map(String.init) ?? "none")"])
             stores.append(store)
         }
+        observer?(.restored(duration: started.duration(to: .now), keys: latest.values.reduce(0) { $0 + $1.count }, statePartitions: stores.count))
         return stores
     }
 
@@ -302,11 +366,11 @@ public final class PipelineRunner {
         return (nextOffsets[partition] ?? marks.low) >= marks.high
     }
 
-    /// Lag of every assigned partition, from the last fetch responses (no broker request), every few seconds.
+    /// Lag of every assigned partition (input and internal), from the last fetch responses (no broker request), every few seconds.
     private func refreshLag(_ consumer: KafkaConsumer) {
         guard lagRefreshed.duration(to: .now) >= .seconds(2) else { return }
         lagRefreshed = .now
-        guard let lag = try? consumer.lag() else { return }
+        guard let lag = try? consumer.lag(fallback: nextOffsets) else { return }
         status.update { $0.lag = lag }
     }
 }

@@ -1,4 +1,4 @@
-// The pipeline's status: counters, readiness and ownership, behind a lock, for metrics and probes on any thread.
+// The pipeline's status (counters, lifecycle state, readiness, ownership) and the events it reports, for metrics and probes on any thread.
 import Kafka
 import Synchronization
 
@@ -23,7 +23,10 @@ public struct PipelineCounters: Sendable, Equatable {
     public var lateMatches = 0
     public var duplicateMatches = 0
     public var produceRetries = 0
+    /// Offset commits refused when issued (a rebalance under way) or failed when answered.
     public var commitRetries = 0
+    /// Offset commits the group coordinator accepted (transactions: committed transactions).
+    public var commitsSucceeded = 0
     public var rebalances = 0
     public var restoredKeys = 0
     public var restoreFailures = 0
@@ -77,12 +80,57 @@ struct TaskCounts {
     }
 }
 
+/// Where a member is in its life. Only `running` is ready: the group joined, every assigned partition's
+/// state restored and positioned, and every input topic known to the cluster.
+public enum PipelineState: String, Sendable, CaseIterable {
+    /// Creating topics and clients.
+    case starting
+    /// Subscribed; waiting for the group's first assignment.
+    case joining
+    /// A rebalance is under way (partitions revoked, the new assignment not yet positioned).
+    case rebalancing
+    /// Reading changelogs back into state stores.
+    case restoring
+    /// Joined and restored, but an input topic does not exist yet (it is picked up once created).
+    case waitingForInput = "waiting_for_input"
+    case running
+    /// Stop requested: finishing in-flight outputs, committing, leaving the group.
+    case stopping
+    case stopped
+}
+
+/// What happens as it happens, for histograms and logs: called on the poll loop's thread, or for
+/// statistics on the producer's poll thread. Keep the handler short.
+public enum PipelineEvent: Sendable {
+    /// A new alert was acknowledged by the broker, this long after its first match's `event.ingested`.
+    case alertAcknowledged(latencyMilliseconds: Int64)
+    /// An offset commit (or a transaction's commit) was answered.
+    case committed(latency: Duration, failed: Bool)
+    /// From the first rebalance callback (or the subscription) to every assigned partition restored and positioned.
+    case rebalanced(duration: Duration, assignedPartitions: Int)
+    /// State stores rebuilt from their changelogs.
+    case restored(duration: Duration, keys: Int, statePartitions: Int)
+    /// librdkafka's periodic statistics of the consumer or the producer (`metrics.kafka_statistics_interval`).
+    case statistics(KafkaStatistics)
+}
+
 /// The small, thread-safe face of a running pipeline: the poll loop writes it, metrics and probes read it.
 public final class PipelineStatus: Sendable {
     struct Readiness {
+        var state: PipelineState = .starting
         var joined = false
+        var rebalancing = false
         var restoring = false
         var failedRestores: Set<StatePartition> = []
+        /// Input topics the cluster's metadata does not hold yet.
+        var missingInputs: [String] = []
+
+        /// The state the flags add up to (starting, stopping and stopped are set explicitly).
+        mutating func settle() {
+            guard state != .starting, state != .stopping, state != .stopped else { return }
+            state = !joined ? .joining : rebalancing ? .rebalancing : (restoring || !failedRestores.isEmpty) ? .restoring
+                : !missingInputs.isEmpty ? .waitingForInput : .running
+        }
     }
     private let counters = Mutex(PipelineCounters())
     private let readiness = Mutex(Readiness())
@@ -91,12 +139,41 @@ public final class PipelineStatus: Sendable {
     init() {}
 
     public var counterSnapshot: PipelineCounters { counters.withLock { $0 } }
-    /// Joined its group and restored the state of every partition it was given.
-    public var isReady: Bool { readiness.withLock { $0.joined && !$0.restoring && $0.failedRestores.isEmpty } }
+    /// Joined its group, restored the state of every partition it was given, and reads every input topic.
+    public var isReady: Bool { state == .running }
+    public var state: PipelineState { readiness.withLock { $0.state } }
+
+    /// Why the member is not ready, in a line for `/readyz` and logs (nil when it is).
+    public var notReadyReason: String? {
+        readiness.withLock { readiness in
+            switch readiness.state {
+            case .running: return nil
+            case .starting: return "starting: creating topics and clients"
+            case .joining: return "joining the consumer group"
+            case .rebalancing: return "rebalancing"
+            case .restoring:
+                return readiness.failedRestores.isEmpty ? "restoring state from the changelogs"
+                    : "restoring state failed for \(readiness.failedRestores.sorted().map(\.description).joined(separator: ", ")); retrying"
+            case .waitingForInput: return "waiting for input topic \(readiness.missingInputs.joined(separator: ", ")) to be created"
+            case .stopping: return "stopping"
+            case .stopped: return "stopped"
+            }
+        }
+    }
     public var ownedStatePartitions: Int { stores.withLock { $0.owned } }
     public var openWindows: Int { stores.withLock { $0.openWindows } }
 
     func update(_ change: (inout PipelineCounters) -> Void) { counters.withLock { change(&$0) } }
-    func updateReadiness(_ change: (inout Readiness) -> Void) { readiness.withLock { change(&$0) } }
+    func updateReadiness(_ change: (inout Readiness) -> Void) {
+        readiness.withLock { readiness in
+            change(&readiness)
+            readiness.settle()
+        }
+    }
     func setStores(owned: Int, openWindows: Int) { stores.withLock { $0 = (owned, openWindows) } }
+}
+
+extension Duration {
+    /// Whole milliseconds, for log metadata and counters.
+    public var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -360,7 +360,7 @@ struct LatencyBenchmark {
         configuration.maxBatch = 1000
         let runner = PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger)
         let latencies = Mutex<[Int64]>([])
-        runner.alertLatencyObserver = { latency in latencies.withLock { $0.append(latency) } }
+        runner.observer = { event in if case .alertAcknowledged(let latency) = event { latencies.withLock { $0.append(latency) } } }
         try runner.start()
         // Join the group before traffic starts, so the join is not measured.
         let joinDeadline = ContinuousClock.now + .seconds(30)

@@ -1,160 +1,13 @@
+// The HTTP endpoint (/metrics, /healthz, /readyz on FlyingFox) and the log handler (text or ECS JSON lines).
 import FlyingFox
 import FlyingSocks
 import Foundation
-import Kafka
 import Logging
-import Pipeline
-import Prometheus
 import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-// MARK: Metrics
-
-/// The pipeline's counters as Prometheus metrics. Counters advance by the difference between snapshots, so
-/// the pipeline keeps plain numbers (no metric calls per record) and the registry stays monotonic.
-final class PipelineMetrics: Sendable {
-    let registry = PrometheusCollectorRegistry()
-    private let last = Mutex(PipelineCounters())
-    private let lagGauges = Mutex<[TopicPartition: Gauge]>([:])
-    private let latency: DurationHistogram
-
-    private let processCPU: Counter
-    private let lastCPUSeconds = Mutex<Double>(0)
-
-    init() {
-        // Which build is running: a constant 1, labelled (the Prometheus convention for build information).
-        registry.makeGauge(descriptor: Self.name("build_info", "The running build: version and librdkafka at run time"),
-                           labels: [("version", AuditSentinelVersion.current), ("librdkafka", librdkafkaVersion)]).set(to: 1)
-        processCPU = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "process", metricName: "cpu", unitName: "seconds_total",
-                                                                           helpText: "User and system CPU time spent, in seconds"))
-        latency = registry.makeDurationHistogram(
-            descriptor: Self.name("alert_latency", unit: "seconds", "From a match's event.ingested to its alert's acknowledgement by the broker"),
-            buckets: [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
-                      .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60)])
-    }
-
-    static func name(_ metric: String, unit: String = "", _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "audit_sentinel", metricName: metric, unitName: unit, helpText: help)
-    }
-
-    func recordAlertLatency(milliseconds: Int64) { latency.record(.milliseconds(milliseconds)) }
-
-    private func counter(_ metric: String, _ help: String, _ labels: [(String, String)] = []) -> Counter {
-        registry.makeCounter(descriptor: Self.name(metric, unit: "total", help), labels: labels)
-    }
-
-    private func gauge(_ metric: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
-        registry.makeGauge(descriptor: Self.name(metric, help), labels: labels)
-    }
-
-    /// Brings the registry up to date with a snapshot of the pipeline.
-    func update(_ now: PipelineCounters, openWindows: Int, ready: Bool) {
-        let before = last.withLock { previous in
-            defer { previous = now }
-            return previous
-        }
-        func advance(_ metric: String, _ help: String, _ labels: [(String, String)] = [], _ new: Int, _ old: Int) {
-            // Registered even at zero so that dashboards see every series from the start.
-            let counter = counter(metric, help, labels)
-            if new > old { counter.increment(by: Int64(new - old)) }
-        }
-        advance("records_consumed", "Records read from the input and internal topics", [], now.recordsConsumed, before.recordsConsumed)
-        advance("events_decoded", "Audit events decoded from input records", [], now.eventsDecoded, before.eventsDecoded)
-        advance("prefilter_rejected", "Records the rules' prefilter proved unable to match", [], now.prefilterRejected, before.prefilterRejected)
-        for (reason, count) in now.decodeErrors {
-            advance("decode_errors", "Undecodable records or events, by reason", [("reason", reason)], count, before.decodeErrors[reason] ?? 0)
-        }
-        advance("dead_letter_records", "Records written to the dead-letter topic", [], now.deadLettered, before.deadLettered)
-        for (rule, count) in now.matches {
-            advance("matches", "Events that matched a rule", [("rule_id", rule)], count, before.matches[rule] ?? 0)
-        }
-        for (rule, count) in now.alertsNewByRule {
-            advance("alerts", "Alert documents published", [("rule_id", rule), ("kind", "new")], count, before.alertsNewByRule[rule] ?? 0)
-        }
-        for (rule, count) in now.alertsUpdatedByRule {
-            advance("alerts", "Alert documents published", [("rule_id", rule), ("kind", "update")], count, before.alertsUpdatedByRule[rule] ?? 0)
-        }
-        advance("suppressed_matches", "Matches folded into an open alert instead of alerting", [], now.suppressedMatches, before.suppressedMatches)
-        advance("late_matches", "Matches older than their window's grace period", [], now.lateMatches, before.lateMatches)
-        advance("duplicate_matches", "Matches recognized as replays of ones already applied", [], now.duplicateMatches, before.duplicateMatches)
-        advance("produce_retries", "Outputs resent after a failed delivery", [], now.produceRetries, before.produceRetries)
-        advance("commit_retries", "Offset commits the group refused (records are read again)", [], now.commitRetries, before.commitRetries)
-        advance("rebalances", "Consumer-group rebalance events", [], now.rebalances, before.rebalances)
-        advance("restored_keys", "State keys restored from changelogs", [], now.restoredKeys, before.restoredKeys)
-        advance("restore_failures", "State partitions that could not be restored", [], now.restoreFailures, before.restoreFailures)
-        gauge("open_windows", "Suppression windows open on this instance").set(to: Double(openWindows))
-        gauge("ready", "1 when partitions are assigned and their state restored").set(to: ready ? 1 : 0)
-        lagGauges.withLock { gauges in
-            for (partition, lag) in now.lag {
-                let gauge = gauges[partition] ?? gauge("consumer_lag", "Records behind the end of an assigned input partition",
-                                                       [("topic", partition.topic), ("partition", "\(partition.partition)")])
-                gauges[partition] = gauge
-                gauge.set(to: Double(lag))
-            }
-            for (partition, gauge) in gauges where now.lag[partition] == nil {
-                registry.unregisterGauge(gauge)
-                gauges.removeValue(forKey: partition)
-            }
-        }
-    }
-
-    func exposition() -> [UInt8] {
-        updateProcessMetrics()
-        return registry.emitToBuffer()
-    }
-
-    /// The standard `process_*` series (as Prometheus client libraries export them), read from /proc.
-    func updateProcessMetrics() {
-        guard let sample = ProcessSample.read() else { return }
-        let delta = lastCPUSeconds.withLock { last in
-            defer { last = max(last, sample.cpuSeconds) }
-            return sample.cpuSeconds - last
-        }
-        if delta > 0 { processCPU.increment(by: delta) }
-        func process(_ metric: String, _ help: String, _ value: Double) {
-            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "process", metricName: metric, helpText: help)).set(to: value)
-        }
-        process("resident_memory_bytes", "Resident memory size in bytes", sample.residentBytes)
-        process("virtual_memory_bytes", "Virtual memory size in bytes", sample.virtualBytes)
-        process("open_fds", "Open file descriptors", sample.openFileDescriptors)
-        process("max_fds", "The limit of open file descriptors", sample.maxFileDescriptors)
-        process("start_time_seconds", "Start time of the process since the Unix epoch, in seconds", sample.startTimeSeconds)
-    }
-}
-
-/// One reading of the process's resources from Linux's /proc.
-struct ProcessSample {
-    var cpuSeconds: Double
-    var residentBytes: Double
-    var virtualBytes: Double
-    var openFileDescriptors: Double
-    var maxFileDescriptors: Double
-    var startTimeSeconds: Double
-
-    static func read() -> ProcessSample? {
-        guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-              let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-              let system = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let nameEnd = stat.lastIndex(of: ")") else { return nil }
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15, starttime 22.
-        let fields = stat[stat.index(after: nameEnd)...].split(separator: " ")
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
-        guard fields.count > 19, let user = Double(fields[11]), let kernel = Double(fields[12]), let started = Double(fields[19]),
-              let bootLine = system.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }),
-              let boot = Double(bootLine.dropFirst(6)) else { return nil }
-        let memory = statm.split(separator: " ").compactMap { Double($0) }
-        var limit = rlimit()
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
-        return ProcessSample(cpuSeconds: (user + kernel) / ticks, residentBytes: (memory.count > 1 ? memory[1] : 0) * pageSize,
-                             virtualBytes: (memory.first ?? 0) * pageSize, openFileDescriptors: Double(descriptors),
-                             maxFileDescriptors: Double(limit.rlim_cur), startTimeSeconds: boot + started / ticks)
-    }
-}
 
 // MARK: HTTP endpoint
 
@@ -282,8 +135,11 @@ struct HTTPEndpointError: Error, CustomStringConvertible {
 
 // MARK: Logging
 
-/// swift-log to standard error, as text or as JSON lines (one object per line: time, level, label, message and
-/// metadata), for log shippers. Secrets never reach here: Kafka configurations print redacted.
+/// swift-log to standard error, as text or as ECS JSON lines (one object per line, Elastic Common Schema
+/// field names as Elastic's ecs-logging libraries write them: `@timestamp`, `log.level`, `message`,
+/// `log.logger`, `log.origin.*`, `service.*`, `process.pid`, `ecs.version`), for log shippers. Metadata keys
+/// that name an ECS field (`error.message`, `url.full`, …) are written as they are; the others go under
+/// `audit_sentinel.` (ECS's advice for custom fields). Secrets never reach here: Kafka configurations print redacted.
 struct SentinelLogHandler: LogHandler {
     enum Format: String { case text, json }
     let label: String
@@ -292,6 +148,10 @@ struct SentinelLogHandler: LogHandler {
     var metadata: Logger.Metadata = [:]
     var metadataProvider: Logger.MetadataProvider?
     private static let lock = NSLock()
+    static let ecsVersion = "8.11.0"
+    /// ECS field sets our metadata keys may name directly.
+    static let ecsFieldSets = ["error.", "event.", "url.", "process.", "service.", "log.", "labels.", "orchestrator.", "user.", "host.", "rule."]
+    private static let pid = getpid()
 
     init(label: String, format: Format, level: Logger.Level) {
         self.label = label
@@ -315,9 +175,16 @@ struct SentinelLogHandler: LogHandler {
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             line = "\(time) \(event.level) \(label): \(event.message)" + (fields.isEmpty ? "" : " " + fields)
         case .json:
-            var object = "{\"time\":\(Self.quote(time)),\"level\":\(Self.quote(event.level.rawValue)),\"logger\":\(Self.quote(label)),"
-                + "\"message\":\(Self.quote(event.message.description))"
-            for (key, value) in merged.sorted(by: { $0.key < $1.key }) { object += ",\(Self.quote(key)):\(Self.quote(value.description))" }
+            var object = "{\"@timestamp\":\(Self.quote(time)),\"log.level\":\(Self.quote(event.level.rawValue)),"
+                + "\"message\":\(Self.quote(event.message.description)),\"ecs.version\":\"\(Self.ecsVersion)\","
+                + "\"log.logger\":\(Self.quote(label)),\"log.origin.file.name\":\(Self.quote(String(event.file.split(separator: "/").last ?? ""))),"
+                + "\"log.origin.file.line\":\(event.line),\"log.origin.function\":\(Self.quote(event.function)),"
+                + "\"service.name\":\"audit-sentinel\",\"service.version\":\(Self.quote(AuditSentinelVersion.current)),\"process.pid\":\(Self.pid)"
+            if event.source != label { object += ",\"audit_sentinel.source\":\(Self.quote(event.source))" }
+            for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+                let name = Self.ecsFieldSets.contains(where: key.hasPrefix) ? key : "audit_sentinel." + key
+                object += ",\(Self.quote(name)):\(Self.quote(value.description))"
+            }
             line = object + "}"
         }
         Self.lock.lock()

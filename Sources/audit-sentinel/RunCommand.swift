@@ -118,7 +118,7 @@ struct Run: ParsableCommand {
         LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
         var logger = Logger(label: "audit-sentinel")
         logger.logLevel = level
-        for warning in loader.warnings { logger.warning("\(warning)") }
+        for warning in loader.warnings { logger.warning("configuration warning", metadata: ["warning": "\(warning)"]) }
 
         let ruleSet = try loadRuleSet(settings.rulePaths)
         var pipelineConfiguration: PipelineConfiguration
@@ -140,7 +140,7 @@ struct Run: ParsableCommand {
 final class Service: @unchecked Sendable {
     let settings: Settings
     let runner: PipelineRunner
-    let metrics = PipelineMetrics()
+    let metrics: PipelineMetrics
     let logger: Logger
     private let lastIteration = Atomic<Int64>(0)
     private var endpoint: HTTPEndpoint?
@@ -158,8 +158,10 @@ final class Service: @unchecked Sendable {
             printError("configuration: kafka: \(error.message)")
             throw ExitCode(2)
         }
+        let metrics = PipelineMetrics(ruleIDs: rules.rules.map(\.rule.ruleID))
+        self.metrics = metrics
         runner = PipelineRunner(configuration: pipeline, rules: rules, provisioner: provisioner, logger: logger)
-        runner.alertLatencyObserver = { [metrics] in metrics.recordAlertLatency(milliseconds: $0) }
+        runner.observer = { event in metrics.observe(event) }
     }
 
     private static func monotonicSeconds() -> Int64 {
@@ -173,9 +175,9 @@ final class Service: @unchecked Sendable {
         if settings.httpEnabled {
             do {
                 endpoint = try HTTPEndpoint(listen: settings.httpListen) { [self] path in respond(path) }
-                logger.info("serving /metrics, /healthz and /readyz on \(settings.httpListen)")
+                logger.info("serving /metrics, /healthz and /readyz", metadata: ["url.full": "http://\(settings.httpListen)"])
             } catch {
-                logger.critical("\(error)")
+                logger.critical("cannot serve the HTTP endpoint", metadata: ["error.message": "\(error)"])
                 return 2
             }
         }
@@ -190,12 +192,12 @@ final class Service: @unchecked Sendable {
         while started.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
             if stopRequested {
                 // Nothing to finish: no offsets, no state yet. The kernel closes the endpoint's sockets.
-                logger.notice("\(StopSignals.lastName) during start-up: exiting before joining the group (nothing was consumed)")
+                logger.notice("stop signal during start-up: exiting before joining the group (nothing was consumed)", metadata: ["signal": "\(StopSignals.lastName)"])
                 _exit(0)
             }
         }
         if let error = startFailure.withLock({ $0 }) {
-            logger.critical("cannot start the pipeline: \(error)")
+            logger.critical("cannot start the pipeline", metadata: ["error.message": "\(error)"])
             return 1
         }
         logger.info("running", metadata: ["application_id": "\(settings.applicationID)", "inputs": "\(settings.inputTopics)",
@@ -206,7 +208,7 @@ final class Service: @unchecked Sendable {
             do {
                 try runner.runOnce()
             } catch {
-                logger.critical("pipeline failed: \(error)")
+                logger.critical("pipeline failed", metadata: ["error.message": "\(error)"])
                 status = 1
                 break
             }
@@ -216,11 +218,11 @@ final class Service: @unchecked Sendable {
         do {
             try runner.stop()
         } catch {
-            logger.error("stop was not clean: \(error)")
+            logger.error("stop was not clean", metadata: ["error.message": "\(error)"])
             status = 1
         }
         let counters = runner.snapshot()
-        metrics.update(counters, openWindows: 0, ready: false)
+        metrics.update(counters, openWindows: 0, ready: false, state: runner.status.state)
         logger.info("stopped", metadata: ["records": "\(counters.recordsConsumed)", "matches": "\(counters.matches.values.reduce(0, +))",
                                           "alerts": "\(counters.alertsNew)", "updates": "\(counters.alertsUpdated)",
                                           "dead_lettered": "\(counters.deadLettered)"])
@@ -232,7 +234,7 @@ final class Service: @unchecked Sendable {
     /// Logs the signal and exits the process if stopping takes longer than the configured timeout.
     private func armShutdownTimeout() {
         let timeout = settings.shutdownTimeoutMilliseconds
-        logger.notice("\(StopSignals.lastName): stopping within \(SettingsLoader.formatDuration(timeout))")
+        logger.notice("stop signal: stopping", metadata: ["signal": "\(StopSignals.lastName)", "timeout": "\(SettingsLoader.formatDuration(timeout))"])
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
             FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
             _exit(1)
@@ -244,15 +246,18 @@ final class Service: @unchecked Sendable {
         switch path {
         case "/metrics":
             let status = runner.status  // the runner's thread-safe face: this runs on the HTTP thread
-            metrics.update(status.counterSnapshot, openWindows: status.openWindows, ready: status.isReady)
+            metrics.update(status.counterSnapshot, openWindows: status.openWindows, ready: status.isReady,
+                           state: stopRequested && status.state == .running ? .stopping : status.state)
             return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
         case "/healthz":
             // Alive while the loop turns: a batch (or a restore) may take long, two minutes without one is not.
             let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
             return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
         case "/readyz":
-            let ready = runner.status.isReady && !stopRequested
-            return ready ? .init(status: 200, body: Array("ready\n".utf8)) : .init(status: 503, body: Array("not ready\n".utf8))
+            // The reason, for an operator reading `kubectl describe pod` (the probe's output is shown there).
+            if stopRequested { return .init(status: 503, body: Array("not ready: stopping\n".utf8)) }
+            guard let reason = runner.status.notReadyReason else { return .init(status: 200, body: Array("ready\n".utf8)) }
+            return .init(status: 503, body: Array("not ready: \(reason)\n".utf8))
         default:
             return .init(status: 404, body: Array("not found\n".utf8))
         }

@@ -40,6 +40,8 @@ struct Settings: Equatable {
     var maxDepth = 100
     var httpEnabled = true
     var httpListen = "127.0.0.1:9464"
+    /// librdkafka's statistics (broker round trips, producer queue) for /metrics; 0 turns them off.
+    var kafkaStatisticsIntervalMilliseconds: Int64 = 15_000
     var logLevel = "info"
     var logFormat = "text"
     var shutdownTimeoutMilliseconds: Int64 = 30_000
@@ -68,6 +70,9 @@ struct Settings: Equatable {
         configuration.deadLetterTopicName = deadLetterTopic.isEmpty ? nil : deadLetterTopic
         configuration.alertFormat = format
         configuration.processingGuarantee = guarantee
+        if kafkaStatisticsIntervalMilliseconds > 0, httpEnabled {
+            configuration.kafkaStatisticsInterval = .milliseconds(kafkaStatisticsIntervalMilliseconds)
+        }
         configuration.graceMilliseconds = graceMilliseconds
         configuration.idleTimeoutMilliseconds = idleTimeoutMilliseconds
         configuration.skipRepartition = skipRepartition
@@ -205,6 +210,7 @@ struct SettingsLoader {
             .init("limits.max_depth", .int, .int(d.maxDepth)),
             .init("http.enabled", .bool, .bool(d.httpEnabled)),
             .init("http.listen", .string, .string(d.httpListen)),
+            .init("metrics.kafka_statistics_interval", .duration, .duration(d.kafkaStatisticsIntervalMilliseconds)),
             .init("log.level", .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), .string(d.logLevel)),
             .init("log.format", .choice(["text", "json"]), .string(d.logFormat)),
             .init("shutdown.timeout", .duration, .duration(d.shutdownTimeoutMilliseconds)),
@@ -472,6 +478,9 @@ struct SettingsLoader {
         settings.httpEnabled = bool("http.enabled") ?? settings.httpEnabled
         settings.httpListen = string("http.listen") ?? settings.httpListen
         try check(HTTPEndpoint.parseListen(settings.httpListen) != nil, "http.listen", "expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+        settings.kafkaStatisticsIntervalMilliseconds = duration("metrics.kafka_statistics_interval") ?? settings.kafkaStatisticsIntervalMilliseconds
+        try check(settings.kafkaStatisticsIntervalMilliseconds == 0 || settings.kafkaStatisticsIntervalMilliseconds >= 100,
+                  "metrics.kafka_statistics_interval", "must be 0 (off) or at least 100ms")
         settings.logLevel = string("log.level") ?? settings.logLevel
         settings.logFormat = string("log.format") ?? settings.logFormat
         settings.shutdownTimeoutMilliseconds = duration("shutdown.timeout") ?? settings.shutdownTimeoutMilliseconds

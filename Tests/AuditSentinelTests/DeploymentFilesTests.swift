@@ -7,7 +7,7 @@ import Testing
 /// The deployment files, checked by parsing them (no Docker engine or Kubernetes cluster runs here): YAML
 /// read by an independent parser (PyYAML from the project's venv), structure and names cross-checked with
 /// our configuration keys.
-@Suite("deployment files: docker-compose.yml, Dockerfile, deploy/kubernetes")
+@Suite("deployment files: docker-compose.yml, Dockerfile, deploy/kubernetes, deploy/prometheus, deploy/grafana")
 struct DeploymentFilesTests {
     /// Every YAML document of a file, as our JSON values.
     func yaml(_ relativePath: String) throws -> [JSONValue] {
@@ -105,14 +105,122 @@ struct DeploymentFilesTests {
         return (process.terminationStatus, text)
     }
 
+    // MARK: Monitoring: Prometheus rules and the Grafana dashboard
+
+    static let rulesFile = "deploy/prometheus/audit-sentinel-rules.yml"
+    static let dashboardFile = "deploy/grafana/audit-sentinel-dashboard.json"
+
+    /// Debian's `prometheus` package (scripts/deps.sh installs it) carries promtool.
+    static func promtool() throws -> String {
+        let found = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        return try #require(found, "promtool is missing: run `make deps` (scripts/deps.sh installs Debian's prometheus package)")
+    }
+
+    /// Runs a tool; its status and what it printed (both streams).
+    static func run(_ executable: String, _ arguments: [String], input: [UInt8]? = nil, in directory: URL = packageRoot) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        let stdin = Pipe()
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input)) }
+        try stdin.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    /// Every metric name the alerting rules and the dashboard query.
+    static func monitoringMetricNames() throws -> [String: Set<String>] {
+        var names: [String: Set<String>] = [:]
+        for file in [rulesFile, dashboardFile] {
+            let text = try String(contentsOf: packageRoot.appendingPathComponent(file), encoding: .utf8)
+            names[file] = Set(text.matches(of: /\b(?:audit_sentinel|process)_[a-z0-9_]+/).map { String($0.output) })
+        }
+        return names
+    }
+
+    /// The live exposition holds every metric the rules and the dashboard use, and passes `promtool check
+    /// metrics` (Prometheus's own linter: names, units, help, types). Called by ServiceTests with a running
+    /// service's /metrics.
+    static func checkMonitoring(againstLiveMetrics body: String) throws {
+        let exposed = Set(body.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line in
+            line.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+        })
+        for (file, names) in try monitoringMetricNames() {
+            #expect(names.count >= 10, "\(file) uses \(names.count) metrics")
+            for name in names.sorted() { #expect(exposed.contains(name), "\(file) uses \(name), which /metrics does not expose") }
+        }
+        let lint = try run(try promtool(), ["check", "metrics"], input: Array(body.utf8))
+        #expect(lint.status == 0, "promtool check metrics:\n\(lint.output)")
+    }
+
+    @Test func prometheusRulesPassPromtoolAndTheirOwnUnitTests() throws {
+        let promtool = try Self.promtool()
+        let folder = packageRoot.appendingPathComponent("deploy/prometheus")
+        let check = try Self.run(promtool, ["check", "rules", "audit-sentinel-rules.yml"], in: folder)
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.contains("SUCCESS: 10 rules found"), "\(check.output)")
+        // Each alert fires on the series it is written for, with its annotations rendered, and not on healthy ones.
+        let unit = try Self.run(promtool, ["test", "rules", "audit-sentinel-rules.test.yml"], in: folder)
+        #expect(unit.status == 0, "\(unit.output)")
+        // Every alert has a severity, a summary and a description.
+        let groups = try #require(try yaml(Self.rulesFile).first?[path: "groups"]?.arrayValue)
+        let rules = groups.flatMap { $0[path: "rules"]?.arrayValue ?? [] }
+        #expect(rules.count == 10)
+        for rule in rules {
+            let name = rule[path: "alert"]?.stringValue ?? "?"
+            #expect(["warning", "critical"].contains(rule[path: "labels.severity"]?.stringValue ?? ""), "\(name)")
+            #expect(rule[path: "annotations.summary"]?.stringValue?.isEmpty == false, "\(name)")
+            #expect(rule[path: "annotations.description"]?.stringValue?.isEmpty == false, "\(name)")
+        }
+    }
+
+    @Test func grafanaDashboardIsWellFormed() throws {
+        let data = try Data(contentsOf: packageRoot.appendingPathComponent(Self.dashboardFile))
+        let dashboard = try #require(try JSONValue.parse(Array(data)).objectValue)
+        #expect(dashboard["uid"]?.stringValue == "audit-sentinel")
+        let panels = try #require(dashboard["panels"]?.arrayValue)
+        let ids = panels.compactMap { $0[path: "id"].flatMap(integer) }
+        #expect(ids.count == panels.count && Set(ids).count == ids.count, "every panel has a unique id")
+        let variables = (dashboard["templating"]?[path: "list"]?.arrayValue ?? []).compactMap { $0[path: "name"]?.stringValue }
+        #expect(variables == ["datasource", "job", "instance"])
+        var queried = 0
+        for panel in panels where panel[path: "type"]?.stringValue != "row" {
+            let title = panel[path: "title"]?.stringValue ?? "?"
+            #expect(panel[path: "datasource.uid"]?.stringValue == "${datasource}", "\(title): the data source is the variable")
+            let targets = panel[path: "targets"]?.arrayValue ?? []
+            #expect(!targets.isEmpty, "\(title) has no query")
+            for target in targets {
+                let expression = try #require(target[path: "expr"]?.stringValue, "\(title)")
+                #expect(expression.contains("$instance") || expression.contains("$job"), "\(title): \(expression) ignores the instance filter")
+                queried += 1
+            }
+            // Panels stay inside the 24-column grid.
+            let x = panel[path: "gridPos.x"].flatMap(integer) ?? -1, w = panel[path: "gridPos.w"].flatMap(integer) ?? 0
+            #expect(x >= 0 && w > 0 && x + w <= 24, "\(title)")
+        }
+        #expect(queried >= 30)
+    }
+
     @Test func dockerfileIsMultiStageWithLibrdkafkaAndASmallRuntime() throws {
         let text = try String(contentsOf: packageRoot.appendingPathComponent("Dockerfile"), encoding: .utf8)
         let stages = text.split(separator: "\n").filter { $0.hasPrefix("FROM ") }
         #expect(stages.count == 2)
         #expect(stages.first?.contains("swift:") == true && stages.first?.contains(" AS build") == true)
         #expect(stages.last?.contains("-slim") == true)
-        #expect(text.contains("librdkafka-dev"))
-        #expect(text.contains("librdkafka1"))
+        // Both stages install the librdkafka this machine's suite ran with (Debian's package version).
+        let pinned = try #require(text.firstMatch(of: /ARG LIBRDKAFKA_DEBIAN_VERSION=(\S+)/)?.output.1).description
+        #expect(text.contains("\"librdkafka-dev=${LIBRDKAFKA_DEBIAN_VERSION}\""))
+        #expect(text.components(separatedBy: "\"librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}\"").count == 3, "runtime and build stage")
+        #expect(text.components(separatedBy: "ARG LIBRDKAFKA_DEBIAN_VERSION\n").count == 3, "each stage takes the global ARG")
+        let installed = try Self.run("/usr/bin/dpkg-query", ["-W", "-f", "${Version}", "librdkafka1"])
+        #expect(installed.status == 0 && installed.output == pinned, "the image pins librdkafka \(pinned); the suite ran with \(installed.output)")
         #expect(text.contains("COPY --from=build"))
         #expect(text.contains("USER 10001"))
         #expect(text.contains("ENTRYPOINT [\"audit-sentinel\"]"))

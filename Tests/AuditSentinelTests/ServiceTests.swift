@@ -30,7 +30,8 @@ struct ServiceTests {
                                  "--log-format", "json",
                                  "--set", "kafka.consumer.session.timeout.ms=6000", "--set", "kafka.consumer.heartbeat.interval.ms=500",
                                  "--set", "kafka.consumer.fetch.wait.max.ms=50", "--set", "kafka.common.topic.metadata.refresh.interval.ms=1000",
-                                 "--set", "processing.internal_partitions=2", "--set", "processing.create_topics=false", "--set", "shutdown.timeout=40s"] + extra
+                                 "--set", "processing.internal_partitions=2", "--set", "processing.create_topics=false", "--set", "shutdown.timeout=40s",
+                                 "--set", "metrics.kafka_statistics_interval=1s"] + extra
             var inherited = ProcessInfo.processInfo.environment
             inherited.removeValue(forKey: "SWIFT_BACKTRACE")   // the service sets its own
             inherited.merge(environment) { $1 }
@@ -116,7 +117,7 @@ struct ServiceTests {
         print("unreachable broker: SIGTERM during start-up exited in \(took)")
         #expect(status == 0)
         #expect(took < .seconds(2))
-        #expect(service.log.contains("SIGTERM during start-up"))
+        #expect(service.log.contains("stop signal during start-up") && service.log.contains("\"audit_sentinel.signal\":\"SIGTERM\""))
     }
 
     /// Opens `count` connections to the endpoint that send nothing or half a request and then wait.
@@ -202,8 +203,24 @@ struct ServiceTests {
         // Matches reach the aggregate stage through the repartition topic, after the input: under load the
         // first alert can come seconds after the last input record.
         try service.waitFor("the first alert") { try service.metric("audit_sentinel_alerts_total") >= 1 }
+        #expect(try service.get("/readyz") == (200, "ready\n"))
+        // librdkafka's statistics (every second here) give the brokers' round trips and the producer's queue.
+        try service.waitFor("librdkafka's statistics") { try service.get("/metrics").body.contains("audit_sentinel_kafka_broker_rtt_average_seconds{") }
+        // Lag of every assigned partition: the 3 input partitions and the 2 of the internal matches topic.
+        try service.waitFor("lag of every partition") {
+            try service.get("/metrics").body.split(separator: "\n").filter { $0.hasPrefix("audit_sentinel_consumer_lag{") }.count == 5
+        }
         let metrics = try service.get("/metrics")
         #expect(metrics.status == 200)
+        // Series known at start are there at zero; the state is a one-hot set; the monitoring files' metrics exist.
+        for line in ["audit_sentinel_decode_errors_total{reason=\"invalid_utf8\"} 0", "audit_sentinel_state{state=\"running\"} 1.0",
+                     "audit_sentinel_state{state=\"restoring\"} 0.0", "audit_sentinel_restore_failures_total 0", "audit_sentinel_commits_total{result=\"failed\"} 0"] {
+            #expect(metrics.body.contains(line + "\n"), "missing \(line)")
+        }
+        #expect(try service.metric("audit_sentinel_commits_total{result=\"committed\"}") >= 1)
+        #expect(try service.metric("audit_sentinel_rebalance_duration_seconds_count") >= 1)
+        #expect(try service.metric("audit_sentinel_commit_latency_seconds_count") >= 1)
+        try DeploymentFilesTests.checkMonitoring(againstLiveMetrics: metrics.body)
         for name in ["audit_sentinel_records_consumed_total", "audit_sentinel_matches_total{rule_id=", "audit_sentinel_alerts_total{",
                      "audit_sentinel_open_windows", "audit_sentinel_ready 1", "audit_sentinel_alert_latency_seconds_bucket",
                      "audit_sentinel_consumer_lag{", "# TYPE audit_sentinel_records_consumed_total counter",
@@ -228,10 +245,17 @@ struct ServiceTests {
         #expect(firstLog.contains("stopping: finishing in-flight records"))
         #expect(!firstLog.contains(secret))
         #expect(!metrics.body.contains(secret))
-        // JSON lines, one object each.
+        // ECS JSON lines, one object each, values in fields (never only in the message).
         for line in firstLog.split(separator: "\n") {
-            #expect((try? JSONValue.parse(Array(line.utf8)).objectValue) != nil, "not a JSON log line: \(line)")
+            let object = try? JSONValue.parse(Array(line.utf8)).objectValue
+            #expect(object != nil, "not a JSON log line: \(line)")
+            #expect(object?["@timestamp"]?.stringValue?.hasSuffix("Z") == true && object?["log.level"] != nil && object?["message"] != nil
+                    && object?["ecs.version"]?.stringValue == "8.11.0" && object?["service.name"]?.stringValue == "audit-sentinel", "\(line)")
         }
+        let rebalance = firstLog.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8)).objectValue }
+            .first { $0["message"]?.stringValue == "rebalance complete" }
+        #expect(rebalance?["audit_sentinel.duration_ms"]?.stringValue.flatMap { Int($0) } != nil, "the rebalance's duration as a field")
+        #expect(rebalance?["audit_sentinel.assigned_partitions"] != nil)
 
         // Restart: it resumes after the committed offsets and the restored state.
         let restarted = try ServiceProcess(brokers: cluster.bootstrapServers, applicationID: "svc")

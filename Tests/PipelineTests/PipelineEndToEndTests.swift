@@ -243,6 +243,52 @@ enum MalformedRecords {
 
 /// The scenarios, run on either broker.
 enum PipelineScenarios {
+    /// (Tansu only: librdkafka's mock cluster creates every topic a client asks for.) Started before its input topic exists: it joins (the internal topics), says it waits for the input
+    /// and is not ready; once the topic is created it is read within 10 s, and the member becomes ready.
+    /// The runner's events tell the rebalance, its duration and the commits, each once.
+    static func inputTopicCreatedAfterStartIsConsumedWithinSeconds(_ bench: PipelineBench) throws {
+        var bench = bench
+        bench.input = "created-later-\(UUID().uuidString.prefix(6).lowercased())"
+        let clock = ManualClock()
+        let runner = bench.runner(clock)
+        let events = Mutex<[PipelineEvent]>([])
+        runner.observer = { event in events.withLock { $0.append(event) } }
+        try runner.start()
+        let joinDeadline = ContinuousClock.now + .seconds(30)
+        while runner.status.state != .waitingForInput, ContinuousClock.now < joinDeadline { try runner.runOnce() }
+        #expect(runner.status.state == .waitingForInput, "\(runner.status.notReadyReason ?? "ready")")
+        #expect(!runner.isReady)
+        #expect(runner.status.notReadyReason == "waiting for input topic \(bench.input) to be created")
+        for _ in 0..<20 { try runner.runOnce() }  // a few more metadata checks: asking never creates the topic
+        #expect(!runner.isReady)
+
+        try bench.broker.provisioner.create([NewTopic(name: bench.input, partitions: 1, replicationFactor: 1)])
+        let created = ContinuousClock.now
+        let records = Array(Scenario.records().prefix(40))
+        try bench.produce(records)
+        while runner.snapshot().inputRecords < records.count, created.duration(to: .now) < .seconds(20) { try runner.runOnce() }
+        let took = created.duration(to: .now)
+        print("input topic created after start: its records were read \(took) after its creation")
+        #expect(runner.snapshot().inputRecords == records.count)
+        #expect(took < .seconds(10))
+        let readyDeadline = ContinuousClock.now + .seconds(10)
+        while !runner.isReady, ContinuousClock.now < readyDeadline { try runner.runOnce() }
+        #expect(runner.isReady && runner.status.state == .running)
+        // Commits answered (the asynchronous ones by the coordinator's callback): each counted once.
+        let commitDeadline = ContinuousClock.now + .seconds(10)
+        while runner.snapshot().commitsSucceeded == 0, ContinuousClock.now < commitDeadline { try runner.runOnce() }
+        try runner.stop()
+        #expect(runner.status.state == .stopped)
+        let seen = events.withLock { $0 }
+        let rebalances = seen.compactMap { event -> Duration? in if case .rebalanced(let duration, _) = event { return duration } else { return nil } }
+        let commits = seen.filter { if case .committed = $0 { return true } else { return false } }
+        #expect(rebalances.count >= 2, "the join, and the assignment of the new topic's partition")
+        #expect(rebalances.allSatisfy { $0 > .zero && $0 < .seconds(30) })
+        let counters = runner.snapshot()
+        #expect(counters.commitsSucceeded >= 1)
+        #expect(commits.count == counters.commitsSucceeded + counters.commitRetries, "one event per commit answered")
+    }
+
     /// 10 000 malformed records interleaved with the scenario: each is dead-lettered with its original bytes
     /// and a reason, every valid record is processed (the same alerts as without them), nothing stalls.
     static func malformedRecordsAreDeadLetteredAndNothingElseIsLost(_ bench: PipelineBench, malformedCount: Int = 10_000) throws {
@@ -531,6 +577,7 @@ struct TansuPipelineTests {
     @Test(arguments: PollShape.all)
     func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
     @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws { try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench()) }
+    @Test func inputTopicCreatedAfterStartIsConsumedWithinSeconds() throws { try PipelineScenarios.inputTopicCreatedAfterStartIsConsumedWithinSeconds(bench()) }
 }
 
 @Suite("Pipeline under faults and with new_terms rules (mock cluster)", .serialized)
