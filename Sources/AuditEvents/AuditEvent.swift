@@ -21,11 +21,14 @@ public struct AuditEvent: @unchecked Sendable {
     /// The event's own text in `document`, when it is one contiguous value (for `event.original`).
     let originalSpan: Range<Int>?
     let ingestTime: Int64?
+    /// `orchestrator.cluster.name` for events that carry none (GKE's `resource.labels.cluster_name`, an
+    /// ECS document's own): the name the operator gave the event's input.
+    let clusterName: String?
     /// Which event of its record this is (line or batch position).
     public let eventIndex: Int
 
     init(shape: InputShape, document: JSONDocument, root: Int, index: RootIndex, aksRecord: (JSONDocument, Int)?, wrapper: (JSONDocument, Int)?,
-         originalSpan: Range<Int>?, ingestTime: Int64?, eventIndex: Int) {
+         originalSpan: Range<Int>?, ingestTime: Int64?, clusterName: String? = nil, eventIndex: Int) {
         self.shape = shape
         self.document = document
         self.root = root
@@ -34,12 +37,13 @@ public struct AuditEvent: @unchecked Sendable {
         self.wrapper = wrapper
         self.originalSpan = originalSpan
         self.ingestTime = ingestTime
+        self.clusterName = clusterName?.isEmpty == true ? nil : clusterName
         self.eventIndex = eventIndex
     }
 
     func wrapped(in wrapperDocument: JSONDocument, root wrapperRoot: Int) -> AuditEvent {
         AuditEvent(shape: .filebeat, document: document, root: root, index: index, aksRecord: aksRecord, wrapper: (wrapperDocument, wrapperRoot),
-                   originalSpan: originalSpan, ingestTime: ingestTime, eventIndex: eventIndex)
+                   originalSpan: originalSpan, ingestTime: ingestTime, clusterName: clusterName, eventIndex: eventIndex)
     }
 
     // MARK: Field view
@@ -49,7 +53,10 @@ public struct AuditEvent: @unchecked Sendable {
     /// - Returns: false if `body` stopped the walk.
     @discardableResult
     public func forEachValue(of field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
-        if shape == .ecs { return visitECS(field, body) }
+        if shape == .ecs {
+            if case .clusterName = field.mapping, let clusterName, !exists(inECS: field) { return body(FieldValue(owned: clusterName)) }
+            return visitECS(field, body)
+        }
         // The common case first, reading the access without touching its reference count.
         if let access = field.access { return visitAudit(access, body) }
         switch field.mapping {
@@ -71,6 +78,14 @@ public struct AuditEvent: @unchecked Sendable {
         case .timestamp:
             guard let milliseconds = timestampMilliseconds else { return true }
             return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: milliseconds)))
+        case .clusterName(let access):
+            var found = false
+            let result = visitAudit(access) { value in
+                found = true
+                return body(value)
+            }
+            if !found, let clusterName { return body(FieldValue(owned: clusterName)) }
+            return result
         case .ingested:
             guard let ingestTime else { return true }
             return body(FieldValue(owned: Timestamp.rfc3339(milliseconds: ingestTime)))
@@ -149,7 +164,7 @@ public struct AuditEvent: @unchecked Sendable {
     /// The full ECS document, as ``ECSNormalizer`` builds it.
     public func normalized(preserveOriginal: Bool = false) -> JSONObject {
         if shape == .ecs {
-            return ECSNormalizer.completeECSDocument(document.value(at: root).objectValue ?? JSONObject())
+            return ECSNormalizer.completeECSDocument(document.value(at: root).objectValue ?? JSONObject(), clusterName: clusterName)
         }
         let audit = document.value(at: root).objectValue ?? JSONObject()
         let aks = aksRecord.flatMap { $0.0.value(at: $0.1).objectValue }
@@ -163,7 +178,7 @@ public struct AuditEvent: @unchecked Sendable {
                 original = JSONValue.object(audit).serialized()
             }
         }
-        var result = ECSNormalizer.normalize(audit: audit, aks: aks, original: original, ingested: ingestTime)
+        var result = ECSNormalizer.normalize(audit: audit, aks: aks, original: original, ingested: ingestTime, clusterName: clusterName)
         if let (wrapperDocument, wrapperRoot) = wrapper, let fields = wrapperDocument.value(at: wrapperRoot).objectValue {
             for member in fields where member.key != "message" && result[member.key] == nil {
                 if let value = ECSNormalizer.dropEmpty(member.value) { result[member.key] = value }
@@ -218,6 +233,15 @@ public struct AuditEvent: @unchecked Sendable {
         guard valid else { return true }
         for value in values where !body(value) { return false }
         return true
+    }
+
+    private func exists(inECS field: FieldPath) -> Bool {
+        var found = false
+        _ = visitECS(field) { _ in
+            found = true
+            return false
+        }
+        return found
     }
 
     private func visitECS(_ field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
@@ -454,6 +478,8 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case resourceName
         case timestamp
         case ingested
+        /// GKE's label, else the input's configured name.
+        case clusterName(AuditAccess)
         case aksMetadata(source: [UInt8], inProperties: Bool)
         case original
         case other
@@ -481,7 +507,8 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
     public var valuesAreVerbatim: Bool {
         switch mapping {
         case .audit, .alias, .relatedUser, .resourceType, .resourceName, .aksMetadata, .other: true
-        case .sourceIP, .outcome, .constant, .timestamp, .ingested, .original: false
+        // A configured cluster name is not in the record's bytes.
+        case .sourceIP, .outcome, .constant, .timestamp, .ingested, .original, .clusterName: false
         }
     }
 
@@ -496,7 +523,6 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         "user_agent.original": "userAgent",
         "orchestrator.api_version": "apiVersion",
         "orchestrator.namespace": "objectRef.namespace",
-        "orchestrator.cluster.name": "resource.labels.cluster_name",
         "orchestrator.cluster.id": "resource.labels.project_id",
     ]
 
@@ -518,6 +544,7 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case "orchestrator.resource.name": return .resourceName
         case "@timestamp": return .timestamp
         case "event.ingested": return .ingested
+        case "orchestrator.cluster.name": return .clusterName(AuditAccess("resource.labels.cluster_name"))
         case "event.original": return .original
         default: break
         }

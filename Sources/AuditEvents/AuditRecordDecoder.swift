@@ -69,10 +69,12 @@ public final class AuditRecordDecoder {
 
     /// Decodes every event in `record` and hands each, or the error that replaced it, to `body` in order.
     /// A bad event never hides the other events of the record.
-    /// - Parameter ingestTime: `event.ingested` in milliseconds (the Kafka record's timestamp), used unless
-    ///   the record is an ECS document carrying its own.
+    /// - Parameters:
+    ///   - ingestTime: `event.ingested` in milliseconds (the Kafka record's timestamp), used unless the record
+    ///     is an ECS document carrying its own.
+    ///   - clusterName: `orchestrator.cluster.name` for events that carry none (the input's configured name).
     public func decode<E: Error>(
-        _ record: UnsafeRawBufferPointer, ingestTime: Int64? = nil,
+        _ record: UnsafeRawBufferPointer, ingestTime: Int64? = nil, clusterName: String? = nil,
         _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void
     ) throws(E) {
         if record.count > limits.maxRecordBytes {
@@ -114,7 +116,7 @@ public final class AuditRecordDecoder {
                 continue
             }
             let document = JSONDocument(bytes: record, tape: tape)
-            try dispatch(document, root: root, span: start..<scanner.position, eventIndex: valueIndex, ingestTime: ingestTime,
+            try dispatch(document, root: root, span: start..<scanner.position, eventIndex: valueIndex, ingestTime: ingestTime, clusterName: clusterName,
                          insideWrapper: false, body)
             scanner.skipWhitespace()
             valueIndex += 1
@@ -123,7 +125,7 @@ public final class AuditRecordDecoder {
 
     /// Recognizes the shape of one top-level value and emits its events.
     private func dispatch<E: Error>(
-        _ document: JSONDocument, root: Int, span: Range<Int>, eventIndex: Int, ingestTime: Int64?, insideWrapper: Bool,
+        _ document: JSONDocument, root: Int, span: Range<Int>, eventIndex: Int, ingestTime: Int64?, clusterName: String?, insideWrapper: Bool,
         _ body: (Result<AuditEvent, AuditDecodeError>) throws(E) -> Void
     ) throws(E) {
         let offset = Int(document.entries[root].start)
@@ -140,7 +142,7 @@ public final class AuditRecordDecoder {
             }
             try body(.success(AuditEvent(
                 shape: shape, document: doc, root: eventRoot, index: eventIndexes, aksRecord: aks, wrapper: nil,
-                originalSpan: span, ingestTime: ingestTime, eventIndex: eventIndex)))
+                originalSpan: span, ingestTime: ingestTime, clusterName: clusterName, eventIndex: eventIndex)))
         }
 
         if let kubernetes = index[.kubernetes], let audit = document.member("audit", of: kubernetes), document.kind(audit) == .object {
@@ -175,7 +177,7 @@ public final class AuditRecordDecoder {
         } else if !insideWrapper, let message = index[.message], document.kind(message) == .string {
             try withEmbeddedJSON(document, string: message, eventIndex: eventIndex, body) { (inner, innerRoot, innerSpan) throws(E) in
                 // The wrapped text is itself a raw event, a GKE entry or an AKS record.
-                try dispatch(inner, root: innerRoot, span: innerSpan, eventIndex: eventIndex, ingestTime: ingestTime,
+                try dispatch(inner, root: innerRoot, span: innerSpan, eventIndex: eventIndex, ingestTime: ingestTime, clusterName: clusterName,
                              insideWrapper: true) { (result) throws(E) in
                     guard case .success(let event) = result else { return try body(result) }
                     try body(.success(event.wrapped(in: document, root: root)))

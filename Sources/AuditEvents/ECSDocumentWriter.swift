@@ -31,7 +31,7 @@ struct ECSDocumentWriter {
 
     // MARK: The document
 
-    mutating func writeEvent(root: Int, index: RootIndex, ingested: Int64?) throws(Decline) {
+    mutating func writeEvent(root: Int, index: RootIndex, ingested: Int64?, clusterName: String? = nil) throws(Decline) {
         // Members the pipeline renames (GKE) or reads from elsewhere: the tree path applies the renames.
         for key in Self.renamedMembers where index[key] != nil { throw Decline() }
         let user = index[.user].flatMap { document.kind($0) == .object ? $0 : nil }
@@ -81,6 +81,15 @@ struct ECSDocumentWriter {
         var orchestrator = ObjectWriter(&output)
         if let apiVersion = index[.apiVersion] {
             try orchestrator.member("api_version", &self) { (writer) throws(Decline) in try writer.writeNonEmpty(apiVersion) }
+        }
+        // (GKE's own cluster label is a renamed member: such events take the tree path.)
+        if let clusterName {
+            orchestrator.key("cluster", &output)
+            output.append(#"{"name":""#)
+            var escaped: [UInt8] = []
+            appendEscapedJSONText(clusterName.utf8, to: &escaped)
+            escaped.withUnsafeBytes { output.append(contentsOf: $0) }
+            output.append(#""}"#)
         }
         if let objectRef {
             if let namespace = document.member("namespace", of: objectRef) {
@@ -495,7 +504,7 @@ extension AuditEvent {
         var writer = ECSDocumentWriter(document: document, capacity: 2 * (originalSpan?.count ?? 1024))
         defer { writer.output.deallocate() }
         do throws(ECSDocumentWriter.Decline) {
-            try writer.writeEvent(root: root, index: index, ingested: ingestTime ?? ingestedIfMissing)
+            try writer.writeEvent(root: root, index: index, ingested: ingestTime ?? ingestedIfMissing, clusterName: clusterName)
             return writer.output.array
         } catch {
             return nil

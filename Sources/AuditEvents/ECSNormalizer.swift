@@ -37,7 +37,9 @@ public enum ECSNormalizer {
     ///   - original: the event's original text, for `event.original` (Elastic keeps it with the
     ///     `preserve_original_event` tag).
     ///   - ingested: `event.ingested`, milliseconds since the epoch.
-    public static func normalize(audit: JSONObject, aks: JSONObject? = nil, original: String? = nil, ingested: Int64? = nil) -> JSONObject {
+    ///   - clusterName: `orchestrator.cluster.name` when the event has none (the input's configured name).
+    public static func normalize(audit: JSONObject, aks: JSONObject? = nil, original: String? = nil, ingested: Int64? = nil,
+                                 clusterName: String? = nil) -> JSONObject {
         var audit = audit
         for field in ["responseObject", "requestObject"] {
             if var object = audit[field]?.objectValue, object["metadata"] != nil {
@@ -89,7 +91,7 @@ public enum ECSNormalizer {
         if let type = nonEmpty(audit[path: "resource.type"]) { resource["type"] = type }
         if !resource.isEmpty { orchestrator["resource"] = .object(resource) }
         var cluster = JSONObject()
-        if let name = nonEmpty(audit[path: "resource.labels.cluster_name"]) { cluster["name"] = name }
+        if let name = nonEmpty(audit[path: "resource.labels.cluster_name"]) { cluster["name"] = name } else if let clusterName { cluster["name"] = .string(clusterName) }
         if let id = nonEmpty(audit[path: "resource.labels.project_id"]) { cluster["id"] = id }
         if !cluster.isEmpty { orchestrator["cluster"] = .object(cluster) }
         document["orchestrator"] = .object(orchestrator)
@@ -144,8 +146,15 @@ public enum ECSNormalizer {
     }
 
     /// An ECS document from Elastic Agent / Filebeat: kept as it is, with the dataset fields added if missing.
-    public static func completeECSDocument(_ document: JSONObject) -> JSONObject {
+    public static func completeECSDocument(_ document: JSONObject, clusterName: String? = nil) -> JSONObject {
         var document = document
+        if let clusterName, document[path: "orchestrator.cluster.name"] == nil, document["orchestrator.cluster.name"] == nil {
+            var orchestrator = document["orchestrator"]?.objectValue ?? JSONObject()
+            var cluster = orchestrator["cluster"]?.objectValue ?? JSONObject()
+            cluster["name"] = .string(clusterName)
+            orchestrator["cluster"] = .object(cluster)
+            document["orchestrator"] = .object(orchestrator)
+        }
         for (parent, key) in [("event", "dataset"), ("data_stream", "dataset")] where document[path: "\(parent).\(key)"] == nil && document["\(parent).\(key)"] == nil {
             var object = document[parent]?.objectValue ?? JSONObject()
             object[key] = .string(dataset)

@@ -70,7 +70,8 @@ struct DetectProcessor {
         var decodeFailure: AuditDecodeError?
         var events = 0
         let rules = topology.rules
-        decoder.decode(payload, ingestTime: fromEvent ? nil : ingest) { result in
+        let clusterName = topology.configuration.clusterNames.isEmpty ? nil : topology.configuration.clusterNames[record.topic]
+        decoder.decode(payload, ingestTime: fromEvent ? nil : ingest, clusterName: clusterName) { result in
             switch result {
             case .failure(let error):
                 if decodeFailure == nil { decodeFailure = error }

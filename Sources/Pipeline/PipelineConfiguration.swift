@@ -21,6 +21,9 @@ public struct PipelineConfiguration: Sendable {
     public var consumerProperties: [String: String] = [:]
     public var producerProperties: [String: String] = [:]
     public var inputTopics: [String]
+    /// `orchestrator.cluster.name` per input topic, for events that carry none (raw API-server events do
+    /// not name their cluster): alerts from several clusters' topics are told apart.
+    public var clusterNames: [String: String] = [:]
     public var alertsTopic: String
     /// One dead-letter topic for every input; nil: `<input>.dlq` per input.
     public var deadLetterTopicName: String?

@@ -42,6 +42,9 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "Read every file as one input topic of this name, as if the events came from it (alerts cite their source topic); default: each file is its own topic.")
     var topic: String?
 
+    @Option(name: .customLong("cluster-name"), help: "orchestrator.cluster.name for events that carry none (as run's topics.cluster_names).")
+    var clusterName: String?
+
     @Flag(name: [.short, .long], help: "Keep reading a growing file (one input), like tail -F; SIGINT or SIGTERM closes the windows and ends the replay.")
     var follow = false
 
@@ -87,6 +90,9 @@ struct Replay: ParsableCommand {
         var configuration = PipelineConfiguration(applicationID: "replay", kafka: KafkaConfiguration([:]),
                                                   inputTopics: topic.map { [$0] } ?? inputs.paths.map(topicName).uniqued(), alertsTopic: "alerts")
         configuration.alertFormat = alertFormat
+        if let clusterName, !clusterName.isEmpty {
+            configuration.clusterNames = Dictionary(configuration.inputTopics.map { ($0, clusterName) }, uniquingKeysWith: { first, _ in first })
+        }
         configuration.defaultSuppression.durationMilliseconds = duration
         configuration.graceMilliseconds = Int64(grace) * 1000
         configuration.idleTimeoutMilliseconds = .max / 4

@@ -18,6 +18,8 @@ struct Settings: Equatable {
     /// Property → file path (the paths are shown; the contents never are).
     var kafkaSecretFiles: [String: String] = [:]
     var inputTopics: [String] = ["k8s-audit"]
+    /// "topic=cluster" entries: `orchestrator.cluster.name` for the events of an input that carry none.
+    var clusterNames: [String: String] = [:]
     var alertsTopic = "k8s-alerts"
     /// Empty: `<input>.dlq` for each input.
     var deadLetterTopic = ""
@@ -66,6 +68,7 @@ struct Settings: Equatable {
         var configuration = PipelineConfiguration(
             applicationID: applicationID, kafka: KafkaConfiguration(common), inputTopics: inputTopics, alertsTopic: alertsTopic)
         configuration.consumerProperties = kafkaConsumer
+        configuration.clusterNames = clusterNames
         configuration.producerProperties = kafkaProducer
         configuration.deadLetterTopicName = deadLetterTopic.isEmpty ? nil : deadLetterTopic
         configuration.alertFormat = format
@@ -189,6 +192,7 @@ struct SettingsLoader {
             .init("application_id", .string, .string(d.applicationID)),
             .init("kafka.bootstrap_servers", .string, nil),
             .init("topics.input", .strings, .strings(d.inputTopics)),
+            .init("topics.cluster_names", .strings, .strings([])),
             .init("topics.alerts", .string, .string(d.alertsTopic)),
             .init("topics.dead_letter", .string, .string(d.deadLetterTopic)),
             .init("rules.paths", .strings, .strings(d.rulePaths)),
@@ -434,6 +438,13 @@ struct SettingsLoader {
         }
         settings.inputTopics = strings("topics.input") ?? settings.inputTopics
         try check(!settings.inputTopics.isEmpty, "topics.input", "at least one input topic is required")
+        for entry in strings("topics.cluster_names") ?? [] {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            try check(parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty, "topics.cluster_names", "expected topic=cluster, got \"\(entry)\"")
+            try check(settings.inputTopics.contains(parts[0]), "topics.cluster_names", "\(parts[0]) is not an input topic (topics.input)")
+            try check(settings.clusterNames[parts[0]] == nil, "topics.cluster_names", "\(parts[0]) is named twice")
+            settings.clusterNames[parts[0]] = parts[1]
+        }
         settings.alertsTopic = string("topics.alerts") ?? settings.alertsTopic
         try check(!settings.alertsTopic.isEmpty, "topics.alerts", "must not be empty")
         try check(!settings.inputTopics.contains(settings.alertsTopic), "topics.alerts", "must differ from the input topics")

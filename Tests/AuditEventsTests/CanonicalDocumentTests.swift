@@ -16,8 +16,10 @@ import Testing
         for iteration in 0..<3_000 {
             let text = RandomEvent.text(&random, messy: iteration % 3 != 0)
             let ingest: Int64? = iteration % 5 == 0 ? nil : 1_767_225_600_000 + Int64(iteration)
+            // An input's configured cluster name, on most events (some needing escapes).
+            let cluster = [nil, "prod-eu-1", "dev \"blue\"\\green", "clé\u{1}ü"][iteration % 4]
             text.withUnsafeBytes { bytes in
-                AuditRecordDecoder().decode(bytes, ingestTime: ingest) { result in
+                AuditRecordDecoder().decode(bytes, ingestTime: ingest, clusterName: cluster) { result in
                     guard case .success(let event) = result else { return }
                     decoded += 1
                     let tree = event.treeCanonicalDocument(ingestedIfMissing: 1_767_225_700_000)
@@ -33,6 +35,38 @@ import Testing
         print("canonical document differential: \(direct) of \(decoded) decoded events written directly")
         #expect(decoded > 2_000)
         #expect(direct * 10 > decoded * 6, "the writer took \(direct) of \(decoded) events")
+    }
+
+    /// `orchestrator.cluster.name` from the input's configuration fills in only where the event has none:
+    /// a raw event takes it, GKE's own label and an ECS document's own name win; rules see what documents hold.
+    @Test func aConfiguredClusterNameFillsInOnlyWhereTheEventHasNone() throws {
+        let field = FieldPath("orchestrator.cluster.name")
+        func check(_ text: String, configured: String?, expected: String?) {
+            var seen = 0
+            Array(text.utf8).withUnsafeBytes { bytes in
+                AuditRecordDecoder().decode(bytes, ingestTime: 1, clusterName: configured) { result in
+                    guard case .success(let event) = result else { Issue.record("did not decode: \(text)"); return }
+                    seen += 1
+                    #expect(event.firstString(field) == expected, "\(text)")
+                    #expect(event.normalized()[path: "orchestrator.cluster.name"]?.stringValue == expected)
+                    #expect(event.canonicalDocument() == event.treeCanonicalDocument())
+                }
+            }
+            #expect(seen == 1)
+        }
+        let raw = #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","verb":"get","user":{"username":"u"}}"#
+        check(raw, configured: "prod-eu-1", expected: "prod-eu-1")
+        check(raw, configured: nil, expected: nil)
+        check(raw, configured: "", expected: nil)
+        let gke = String(decoding: try fixture("gke-denied.json"), as: UTF8.self)
+        let own = try #require(try JSONValue.parse(Array(gke.utf8))[path: "resource.labels.cluster_name"]?.stringValue)
+        check(gke, configured: "configured", expected: own)
+        let ecs = #"{"@timestamp":"2026-01-01T00:00:00Z","event":{"dataset":"kubernetes.audit_logs"},"kubernetes":{"audit":{"verb":"get"}},"orchestrator":{"cluster":{"name":"agent-said"}}}"#
+        check(ecs, configured: "configured", expected: "agent-said")
+        let bareECS = #"{"@timestamp":"2026-01-01T00:00:00Z","event":{"dataset":"kubernetes.audit_logs"},"kubernetes":{"audit":{"verb":"get"}}}"#
+        check(bareECS, configured: "configured", expected: "configured")
+        // A configured name is not in the record's bytes: the prefilter must not require it there.
+        #expect(!field.valuesAreVerbatim)
     }
 
     /// The synthetic traffic the benchmarks and the demo use: every event written directly, as the tree has it.

@@ -100,6 +100,26 @@ struct ConfigurationTests {
         #expect(error(file: "[kafka]\n[ \u{FFFD}]\n", environment: brokers)?.message.hasPrefix("line 2: expected a key") == true)
     }
 
+    /// `topics.cluster_names`: topic=cluster entries for input topics, reaching the pipeline's configuration.
+    @Test func clusterNamesPerInputTopic() throws {
+        let environment = ["AUDIT_SENTINEL_KAFKA_BOOTSTRAP_SERVERS": "b:1", "AUDIT_SENTINEL_TOPICS_INPUT": "audit-prod,audit-dev",
+                           "AUDIT_SENTINEL_TOPICS_CLUSTER_NAMES": "audit-prod=prod-eu-1,audit-dev=dev"]
+        let settings = try SettingsLoader(file: nil, environment: environment, overrides: []).settings()
+        #expect(settings.clusterNames == ["audit-prod": "prod-eu-1", "audit-dev": "dev"])
+        #expect(try settings.pipelineConfiguration(productVersion: "t").clusterNames == ["audit-prod": "prod-eu-1", "audit-dev": "dev"])
+        func failure(_ value: String) -> String? {
+            let merged = environment.merging(["AUDIT_SENTINEL_TOPICS_CLUSTER_NAMES": value]) { $1 }
+            switch Result(catching: { () throws(SettingsError) in try SettingsLoader(file: nil, environment: merged, overrides: []).settings() }) {
+            case .success: return nil
+            case .failure(let error): return error.key == "topics.cluster_names" ? error.message : "wrong key \(error.key)"
+            }
+        }
+        #expect(failure("audit-prod") == "expected topic=cluster, got \"audit-prod\"")
+        #expect(failure("audit-staging=stg") == "audit-staging is not an input topic (topics.input)")
+        #expect(failure("audit-prod=a,audit-prod=b") == "audit-prod is named twice")
+        #expect(failure("audit-prod=") == "expected topic=cluster, got \"audit-prod=\"")
+    }
+
     /// A misspelled variable is warned about by name, with the nearest setting's variable; the harness's
     /// own variables are not settings and are left alone.
     @Test func misspelledEnvironmentVariablesAreWarnedAbout() throws {

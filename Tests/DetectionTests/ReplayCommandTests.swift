@@ -55,6 +55,23 @@ struct ReplayCommandTests {
         #expect(again.stdout.replacingOccurrences(of: gz, with: file.path) == result.stdout)
     }
 
+    /// `--cluster-name` (run's `topics.cluster_names`): raw events do not name their cluster; the alert
+    /// carries the configured name (the event document copied into it); without one, none.
+    @Test func aConfiguredClusterNameReachesTheAlerts() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString).log")
+        try auditLog().write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let rules = packageRoot.appendingPathComponent("Config/rules").path
+        let named = try cli.run(["replay", "--rules", rules, "--cluster-name", "prod-eu-1", file.path])
+        #expect(named.status == 0)
+        let documents = try named.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        #expect(documents.count == 4)
+        for document in documents { #expect(document[path: "orchestrator.cluster.name"] == "prod-eu-1") }
+        let unnamed = try cli.run(["replay", "--rules", rules, file.path])
+        let plain = try unnamed.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        #expect(plain.count == 4 && plain.allSatisfy { $0[path: "orchestrator.cluster.name"] == nil })
+    }
+
     @Test func ocsfOutputAndErrors() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString).log")
         try ("{not json\n" + auditLog()).write(to: file, atomically: true, encoding: .utf8)
