@@ -331,6 +331,27 @@ struct ServiceTests {
     }
 }
 
+/// Start-up against tansu with a librdkafka too old to read its answers: Debian's 2.0.2 (the tansu suite
+/// itself runs with a newer one, see README) cannot parse tansu's ApiVersions response ("Read underflow").
+@Suite(
+    "Tansu: service start-up with a librdkafka that cannot speak to the broker", .serialized,
+    .enabled(if: ProcessInfo.processInfo.environment["AUDIT_SENTINEL_TANSU_BOOTSTRAP"] != nil, "AUDIT_SENTINEL_TANSU_BOOTSTRAP is not set: run `make test`"))
+struct TansuServiceStartUpTests {
+    @Test func aProtocolMismatchIsNamedWithItsRemedyAndAStopStillExitsAtOnce() throws {
+        let bootstrap = try #require(ProcessInfo.processInfo.environment["AUDIT_SENTINEL_TANSU_BOOTSTRAP"])
+        // Without the suite's LD_LIBRARY_PATH the service loads the system's librdkafka (Debian's 2.0.2).
+        let service = try ServiceTests.ServiceProcess(brokers: bootstrap, applicationID: "mismatch", environment: ["LD_LIBRARY_PATH": ""])
+        defer { if service.process.isRunning { kill(service.process.processIdentifier, SIGKILL) } }
+        try service.waitFor("the mismatch to be named", timeout: .seconds(45)) { service.log.contains("a protocol version mismatch") }
+        let line = try #require(service.log.split(separator: "\n").first { $0.contains("a protocol version mismatch") })
+        print("protocol mismatch: \(line)")
+        #expect(line.contains("cannot parse") && line.contains("librdkafka ≥ 2.2"), "\(line)")
+        #expect(line.contains("2.0."), "names the librdkafka at run time: \(line)")
+        #expect(try service.get("/readyz").status == 503)
+        #expect(service.terminate(timeout: .seconds(10)) == 0)
+    }
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
