@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // The HTTP endpoint: a small async server on non-blocking sockets (no SwiftNIO: CI builds from scratch).
         .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
+        // The service's parts (pipeline, endpoint, signals) as services with ordered graceful shutdown.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The only place that names the C API: librdkafka's public and mock-cluster headers.
@@ -58,6 +60,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "FlyingFox", package: "FlyingFox"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         // The deterministic simulation (random consumer-group histories on the in-memory driver), shared by

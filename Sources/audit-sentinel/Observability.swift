@@ -90,6 +90,13 @@ final class HTTPEndpoint: @unchecked Sendable {
         task.cancel()
     }
 
+    /// The same from the service group's tasks.
+    func stopServing() async {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        await server.stop(timeout: 1)
+        task.cancel()
+    }
+
     /// Runs async work from the pipeline's threads (never from the concurrency pool) and waits for it.
     private static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
         let result = Mutex<T?>(nil)

@@ -111,8 +111,8 @@ struct Run: ParsableCommand {
             print(loader.render())
             return
         }
-        // Before anything slow (rules, broker connections), so that a stop request is never lost.
-        StopSignals.install()
+        // Signals are the service group's (ServiceProcess); only the mask and SIGPIPE are set up here.
+        StopSignals.prepareMask()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         let format = SentinelLogHandler.Format(rawValue: settings.logFormat) ?? .text
         LoggingSystem.bootstrap { label in SentinelLogHandler(label: label, format: format, level: level) }
@@ -129,142 +129,23 @@ struct Run: ParsableCommand {
             throw ExitCode(2)
         }
         pipelineConfiguration.suppressionOverrides = settings.suppressionOverrides(for: ruleSet.rules.map(\.rule))
-        let service = try Service(settings: settings, pipeline: pipelineConfiguration, rules: ruleSet, logger: logger)
-        let status = service.run()
+        let service = try PipelineService(settings: settings, pipeline: pipelineConfiguration, rules: ruleSet, logger: logger)
+        var endpoint: HTTPEndpoint?
+        if settings.httpEnabled {
+            do {
+                endpoint = try HTTPEndpoint(listen: settings.httpListen) { [service] path in service.respond(path) }
+                logger.info("serving /metrics, /healthz and /readyz", metadata: ["url.full": "http://\(settings.httpListen)"])
+            } catch {
+                logger.critical("cannot serve the HTTP endpoint", metadata: ["error.message": "\(error)"])
+                throw ExitCode(2)
+            }
+        }
+        let status = ServiceProcess.run(settings: settings, pipeline: service, endpoint: endpoint, logger: logger)
         if status != 0 { throw ExitCode(status) }
     }
 }
 
-/// One running instance: the pipeline on this thread, the HTTP endpoint on its own, signals on a dispatch
-/// queue. Stop requests only set a flag the loop reads between batches, so a batch is never cut in half.
-final class Service: @unchecked Sendable {
-    let settings: Settings
-    let runner: PipelineRunner
-    let metrics: PipelineMetrics
-    let logger: Logger
-    private let lastIteration = Atomic<Int64>(0)
-    private var endpoint: HTTPEndpoint?
-    private let startFailure = Mutex<(any Error)?>(nil)
-
-    init(settings: Settings, pipeline: PipelineConfiguration, rules: RuleSet, logger: Logger) throws {
-        self.settings = settings
-        self.logger = logger
-        let provisioner: any TopicProvisioner
-        do {
-            provisioner = settings.createTopics
-                ? try AdminTopicProvisioner(configuration: pipeline.kafka, logger: logger)
-                : try ExistingTopicsProvisioner(configuration: pipeline.kafka, logger: logger)
-        } catch let error as KafkaError {
-            printError("configuration: kafka: \(error.message)")
-            throw ExitCode(2)
-        }
-        let metrics = PipelineMetrics(ruleIDs: rules.rules.map(\.rule.ruleID))
-        self.metrics = metrics
-        runner = PipelineRunner(configuration: pipeline, rules: rules, provisioner: provisioner, logger: logger)
-        runner.observer = { event in metrics.observe(event) }
-    }
-
-    private static func monotonicSeconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec)
-    }
-
-    /// Runs until a stop request; returns the exit status.
-    func run() -> Int32 {
-        if settings.httpEnabled {
-            do {
-                endpoint = try HTTPEndpoint(listen: settings.httpListen) { [self] path in respond(path) }
-                logger.info("serving /metrics, /healthz and /readyz", metadata: ["url.full": "http://\(settings.httpListen)"])
-            } catch {
-                logger.critical("cannot serve the HTTP endpoint", metadata: ["error.message": "\(error)"])
-                return 2
-            }
-        }
-        defer { endpoint?.stop() }
-        // Start-up (topics, metadata, the group) can wait on brokers for tens of seconds: it runs on its
-        // own thread so that a stop request is honoured at once, with the status of a clean stop.
-        let started = DispatchSemaphore(value: 0)
-        Thread.detachNewThread { [self] in
-            do { try runner.start() } catch { startFailure.withLock { $0 = error } }
-            started.signal()
-        }
-        while started.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
-            if stopRequested {
-                // Nothing to finish: no offsets, no state yet. The kernel closes the endpoint's sockets.
-                logger.notice("stop signal during start-up: exiting before joining the group (nothing was consumed)", metadata: ["signal": "\(StopSignals.lastName)"])
-                _exit(0)
-            }
-        }
-        if let error = startFailure.withLock({ $0 }) {
-            logger.critical("cannot start the pipeline", metadata: ["error.message": "\(error)"])
-            return 1
-        }
-        logger.info("running", metadata: ["application_id": "\(settings.applicationID)", "inputs": "\(settings.inputTopics)",
-                                          "alerts": "\(settings.alertsTopic)", "guarantee": "\(settings.guarantee.rawValue)"])
-        var status: Int32 = 0
-        while !stopRequested {
-            lastIteration.store(Self.monotonicSeconds(), ordering: .relaxed)
-            do {
-                try runner.runOnce()
-            } catch {
-                logger.critical("pipeline failed", metadata: ["error.message": "\(error)"])
-                status = 1
-                break
-            }
-        }
-        if stopRequested { armShutdownTimeout() }
-        logger.info("stopping: finishing in-flight records, committing, leaving the group")
-        do {
-            try runner.stop()
-        } catch {
-            logger.error("stop was not clean", metadata: ["error.message": "\(error)"])
-            status = 1
-        }
-        let counters = runner.snapshot()
-        metrics.update(counters, openWindows: 0, ready: false, state: runner.status.state)
-        logger.info("stopped", metadata: ["records": "\(counters.recordsConsumed)", "matches": "\(counters.matches.values.reduce(0, +))",
-                                          "alerts": "\(counters.alertsNew)", "updates": "\(counters.alertsUpdated)",
-                                          "dead_lettered": "\(counters.deadLettered)"])
-        return status
-    }
-
-    private var stopRequested: Bool { StopSignals.requested }
-
-    /// Logs the signal and exits the process if stopping takes longer than the configured timeout.
-    private func armShutdownTimeout() {
-        let timeout = settings.shutdownTimeoutMilliseconds
-        logger.notice("stop signal: stopping", metadata: ["signal": "\(StopSignals.lastName)", "timeout": "\(SettingsLoader.formatDuration(timeout))"])
-        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout))) {
-            FileHandle.standardError.write(Data("audit-sentinel: shutdown took longer than \(timeout) ms, exiting\n".utf8))
-            _exit(1)
-        }
-    }
-
-    /// The HTTP endpoint's three paths.
-    private func respond(_ path: String) -> HTTPEndpoint.Response {
-        switch path {
-        case "/metrics":
-            let status = runner.status  // the runner's thread-safe face: this runs on the HTTP thread
-            metrics.update(status.counterSnapshot, openWindows: status.openWindows, ready: status.isReady,
-                           state: stopRequested && status.state == .running ? .stopping : status.state)
-            return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
-        case "/healthz":
-            // Alive while the loop turns: a batch (or a restore) may take long, two minutes without one is not.
-            let stalled = Self.monotonicSeconds() - lastIteration.load(ordering: .relaxed) > 120
-            return stalled ? .init(status: 503, body: Array("stalled\n".utf8)) : .init(status: 200, body: Array("ok\n".utf8))
-        case "/readyz":
-            // The reason, for an operator reading `kubectl describe pod` (the probe's output is shown there).
-            if stopRequested { return .init(status: 503, body: Array("not ready: stopping\n".utf8)) }
-            guard let reason = runner.status.notReadyReason else { return .init(status: 200, body: Array("ready\n".utf8)) }
-            return .init(status: 503, body: Array("not ready: \(reason)\n".utf8))
-        default:
-            return .init(status: 404, body: Array("not found\n".utf8))
-        }
-    }
-}
-
-/// SIGTERM and SIGINT for the long-running commands (`run`, `generate`): the first asks the process to stop
+/// SIGTERM and SIGINT for the commands that are not services (`generate`, `demo`, `replay`, `match`): the first asks the process to stop
 /// (its loop reads ``requested``), a second exits at once (130). A plain handler that only touches an atomic
 /// is async-signal-safe and, unlike a dispatch signal source, does not depend on which of librdkafka's
 /// threads the kernel delivers the signal to.
@@ -292,16 +173,21 @@ enum CrashReports {
 }
 
 enum StopSignals {
-    /// The offline commands keep SIGPIPE's default action: `match … | head` ends as `grep … | head` does.
-    static func install(ignoringBrokenPipes: Bool = true) {
+    /// SIGPIPE ignored (a closed socket is an error, not death), and SIGTERM/SIGINT unblocked: a parent may
+    /// have started us with them blocked (the mask is inherited), and librdkafka's threads block every
+    /// signal, so some thread must take them. Done before any thread starts.
+    static func prepareMask(ignoringBrokenPipes: Bool = true) {
         if ignoringBrokenPipes { signal(SIGPIPE, SIG_IGN) }
-        // A parent may have started us with these blocked (the mask is inherited): unblock them on this
-        // thread before librdkafka starts its own threads (which block every signal).
         var unblock = sigset_t()
         sigemptyset(&unblock)
         sigaddset(&unblock, SIGTERM)
         sigaddset(&unblock, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+    }
+
+    /// The offline commands keep SIGPIPE's default action: `match … | head` ends as `grep … | head` does.
+    static func install(ignoringBrokenPipes: Bool = true) {
+        prepareMask(ignoringBrokenPipes: ignoringBrokenPipes)
         for number in [SIGTERM, SIGINT] {
             signal(number) { received in
                 if pendingStopSignals.add(1, ordering: .acquiringAndReleasing).oldValue > 0 { _exit(130) }

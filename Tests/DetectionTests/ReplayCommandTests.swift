@@ -72,6 +72,27 @@ struct ReplayCommandTests {
         #expect(plain.count == 4 && plain.allSatisfy { $0[path: "orchestrator.cluster.name"] == nil })
     }
 
+    /// The README's full documents are what the commands it quotes print (so the README stays true).
+    @Test func theReadmesFullDocumentsAreWhatReplayPrints() throws {
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        func block(after marker: String) throws -> JSONValue {
+            let start = try #require(readme.range(of: marker)?.upperBound)
+            let open = try #require(readme.range(of: "```json\n", range: start..<readme.endIndex)?.upperBound)
+            let close = try #require(readme.range(of: "\n```", range: open..<readme.endIndex)?.lowerBound)
+            return try JSONValue.parse(String(readme[open..<close]))
+        }
+        let sample = FileManager.default.temporaryDirectory.appendingPathComponent("sample-\(UUID().uuidString).ndjson")
+        defer { try? FileManager.default.removeItem(at: sample) }
+        let generated = try cli.run(["generate", "--count", "400", "--denied-fraction", "0.05", "--seed", "11", "--output", sample.path])
+        #expect(generated.status == 0)
+        for (marker, format) in [("<summary>Elastic Security (Kibana) alert", "ecs"), ("<summary>OCSF 1.1 Detection Finding", "ocsf")] {
+            let replayed = try cli.run(["replay", "--topic", "k8s-audit", "--cluster-name", "prod-eu-1", "--format", format, sample.path])
+            #expect(replayed.status == 0)
+            let first = try JSONValue.parse(String(try #require(replayed.stdout.split(separator: "\n").first)))
+            #expect(try block(after: marker) == first, "README's \(format) document differs from replay's: regenerate it")
+        }
+    }
+
     @Test func ocsfOutputAndErrors() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("audit-\(UUID().uuidString).log")
         try ("{not json\n" + auditLog()).write(to: file, atomically: true, encoding: .utf8)
