@@ -57,6 +57,16 @@ public func fuzzKQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
 func treeMatches<D: KQLDocument>(_ query: CompiledQuery, _ document: D) -> Bool { query.matches(document) }
 
+/// EQL: parse anything (errors, never a crash or a stack overflow); what parses prints a form that
+/// parses back to the same tree.
+public func fuzzEQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    guard let query = try? EQLParser.parse(text) else { return 0 }
+    let printed = query.description
+    guard let again = try? EQLParser.parse(printed), again == query else { fatalError("printed form does not parse back: \(text) → \(printed)") }
+    return 0
+}
+
 /// Rule TOML: load anything as an Elastic rule; what loads compiles or is refused with a RuleLoadError.
 public func fuzzRule(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
@@ -100,10 +110,11 @@ func runFuzzerDriver(
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
     var count = argc
     var arguments = argv
-    // One binary, three targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql or rule.
+    // One binary, four targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql, eql or rule.
     switch ProcessInfo.processInfo.environment["AUDIT_SENTINEL_FUZZ_TARGET"] ?? "decode" {
     case "kql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzKQL(data, size) }
     case "rule": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRule(data, size) }
+    case "eql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzEQL(data, size) }
     default: return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
     }
 }
