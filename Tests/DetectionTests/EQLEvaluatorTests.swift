@@ -1,0 +1,157 @@
+import AuditEvents
+import Detection
+import Foundation
+import Testing
+
+/// EQL event queries evaluated as Elasticsearch does: three-valued logic, value-by-value multi-valued
+/// fields, case rules, patterns; Elastic's four event-query rules on events of our own; and the lazy field
+/// view agreeing with the normalized document on random queries and events.
+@Suite("EQL evaluator")
+struct EQLEvaluatorTests {
+    let document: JSONObject = try! JSONValue.parse(#"""
+        {"user": {"name": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts", "system:masters"]},
+         "source": {"ip": "10.1.2.3"}, "event": {"category": ["web"], "outcome": "failure"},
+         "count": 7, "ok": true, "path": "/api/v1/namespaces/x/pods/p/exec?command=sh", "Mixed": "MiXeD"}
+        """#).objectValue!
+
+    func matches(_ query: String) throws -> Bool { try EQLEventMatcher(parsing: query).matches(document) }
+
+    @Test func threeValuedLogicAndNull() throws {
+        #expect(try matches(#"any where missing == null"#))
+        #expect(try !matches(#"any where user.name == null"#))
+        #expect(try matches(#"any where user.name != null"#))
+        // A comparison with a missing field is null: neither it nor its negation matches.
+        #expect(try !matches(#"any where missing == "x""#))
+        #expect(try !matches(#"any where missing != "x""#))
+        #expect(try !matches(#"any where not missing == "x""#))
+        #expect(try !matches(#"any where missing in ("x")"#) && !matches(#"any where missing not in ("x")"#))
+        // Kleene: null or true is true, null and false is false, null and true is null.
+        #expect(try matches(#"any where missing == "x" or ok == true"#))
+        #expect(try !matches(#"any where missing == "x" and ok == true"#))
+        #expect(try matches(#"any where not (missing == "x" and ok == false)"#))
+    }
+
+    @Test func multiValuedFieldsCompareValueByValueAndCaseRules() throws {
+        #expect(try matches(#"any where user.groups == "system:masters""#))
+        #expect(try !matches(#"any where user.groups != "system:masters""#), "!= is true only when no value equals")
+        #expect(try matches(#"any where user.groups != "system:nodes""#))
+        #expect(try !matches(#"any where not user.groups == "system:masters""#))
+        #expect(try !matches(#"any where Mixed == "mixed""#) && matches(#"any where Mixed : "mixed""#))
+        #expect(try matches(#"any where Mixed in~ ("MIXED")"#) && !matches(#"any where Mixed in ("MIXED")"#))
+        #expect(try matches(#"any where count == 7 and count >= 7.0 and count < 8 and count + 1 == 8 and count % 4 == 3"#))
+        #expect(try !matches(#"any where count == "7""#), "a string never equals a number")
+        #expect(try matches(#"web where true"#) && !matches(#"network where true"#), "the event category")
+    }
+
+    @Test func patternsAndFunctions() throws {
+        #expect(try matches(#"any where path like "/api/*/pods/?/exec*""#))
+        #expect(try !matches(#"any where path like "/API/*""#) && matches(#"any where path like~ "/API/*""#))
+        #expect(try matches(#"any where path : "/API/*exec?COMMAND=SH""#))
+        #expect(try matches(#"any where wildcard(user.name, "nothing*", "system:serviceaccount:*")"#))
+        #expect(try matches(#"any where startsWith(user.name, "system:") and endsWith~(user.name, "DEPLOYER")"#))
+        #expect(try !matches(#"any where stringContains(user.name, "CI")"#) && matches(#"any where stringContains~(user.name, "CI")"#))
+        #expect(try matches(#"any where length(Mixed) == 5 and cidrMatch(source.ip, "10.0.0.0/8", "192.168.0.0/16")"#))
+        #expect(try matches(#"any where concat(Mixed, "-", count) == "MiXeD-7" and number("12") == 12 and string(count) == "7""#))
+        #expect(try matches(#"any where startsWith(user.groups, "system:m")"#), "any value of a multi-valued field")
+        // A pattern with many stars against a long text an attacker could send: linear, not exponential.
+        let hostile = String(repeating: "a", count: 100_000)
+        let matcher = try EQLEventMatcher(parsing: #"any where path like "*a*a*a*a*a*a*a*a*b""#)
+        let started = ContinuousClock.now
+        #expect(!matcher.matches(["path": .string(hostile)] as JSONObject))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        // Refused at compile time, with the reason.
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where a regex "x+""#) }
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where frobnicate(a)"#) }
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where startsWith(a)"#) }
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"sequence [any where a] [any where b]"#) }
+    }
+
+    /// Random queries over random traffic: the lazy field view and the normalized document give the same
+    /// verdicts (seeded; prints its seed), and the generator reaches both verdicts.
+    @Test func theFieldViewAndTheDocumentAgree() throws {
+        let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_EQL_SEED"].flatMap(UInt64.init) ?? 20_261_203
+        print("EQL field view vs document: seed \(seed) (AUDIT_SENTINEL_EQL_SEED reruns it)")
+        var random = SplitMix(seed: seed)
+        var traffic = SyntheticAuditTraffic(seed: seed)
+        let records = (0..<200).map { _ in Array(traffic.next(traffic.nextKind(deniedFraction: 0.3)).json.utf8) }
+        let fields = ["kubernetes.audit.verb", "user.name", "source.ip", "kubernetes.audit.objectRef.resource", "event.outcome",
+                      "kubernetes.audit.user.groups", "kubernetes.audit.responseStatus.code", "orchestrator.namespace", "missing.field",
+                      "kubernetes.audit.annotations.authorization_k8s_io/decision", "user_agent.original", "event.action"]
+        let values: [EQLLiteral] = [.string("get"), .string("list"), .string("failure"), .string("forbid"), .string("pods"), .string("secrets"),
+                                    .string("system:serviceaccounts"), .integer(403), .integer(200), .null, .string("default")]
+        var verdicts = [0, 0]
+        for iteration in 0..<400 {
+            func condition(_ depth: Int) -> EQLExpression {
+                let field = EQLExpression.field(fields[random.next(0...(fields.count - 1))])
+                let value = EQLExpression.literal(values[random.next(0...(values.count - 1))])
+                switch depth > 0 ? random.next(0...6) : random.next(3...6) {
+                case 0: return .and([condition(depth - 1), condition(depth - 1)])
+                case 1: return .or([condition(depth - 1), condition(depth - 1)])
+                case 2: return .not(condition(depth - 1))
+                case 3: return .compare(field, random.next(0...1) == 0 ? .equal : .notEqual, value)
+                case 4: return .membership(field, [value, .literal(values[random.next(0...(values.count - 1))])], caseInsensitive: random.next(0...1) == 0, negated: random.next(0...3) == 0)
+                case 5: return .stringPredicate(field, .like, [.literal(.string(["*a*", "get", "s*s", "?ist", "*"][random.next(0...4)]))], caseInsensitive: random.next(0...1) == 0)
+                default: return .function("startsWith", [field, .literal(.string(["sys", "l", "10.", ""][random.next(0...3)]))], caseInsensitive: false)
+                }
+            }
+            let matcher = try EQLEventMatcher(EQLEventQuery(category: nil, condition: condition(3)))
+            for record in records.prefix(20 + iteration % 20) {
+                record.withUnsafeBytes { bytes in
+                    AuditRecordDecoder().decode(bytes, ingestTime: 1) { result in
+                        guard case .success(let event) = result else { return }
+                        let lazy = matcher.matches(event)
+                        verdicts[lazy ? 1 : 0] += 1
+                        #expect(lazy == matcher.matches(event.normalized()), "seed \(seed), query \(iteration): \(matcher.query)")
+                    }
+                }
+            }
+        }
+        print("EQL field view vs document: \(verdicts[1]) matches, \(verdicts[0]) non-matches")
+        #expect(verdicts[0] > 1000 && verdicts[1] > 1000)
+    }
+}
+
+/// Elastic's EQL event-query rules (from ../shared/testdata) on events of our own.
+@Suite("EQL evaluator: Elastic's Kubernetes EQL rules", .enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+struct ElasticEQLRulesEvaluateTests {
+    /// Elastic's four event-query rules (read from ../shared): each matches an event of ours and not its near miss.
+    @Test func elasticsEventQueryRulesMatchPositivesAndNotNearMisses() throws {
+        func query(_ file: String) throws -> String {
+            let table = try TOMLTable(parsing: String(contentsOf: SharedRules.directory.appendingPathComponent(file), encoding: .utf8))
+            return try #require(table["rule"]?.table?["query"]?.string, "\(file) has no query")
+        }
+        let deleted = try query("defense_evasion_events_deleted.toml")
+        let anonymous = try query("execution_anonymous_create_update_patch_pod_request.toml")
+        let forbidden = try query("execution_forbidden_creation_request.toml")
+        let exec = try query("execution_user_exec_to_pod.toml")
+        func event(verb: String, resource: String, stage: String = "ResponseComplete", level: String = "Request", user: String? = "alice",
+                   decision: String = "allow", subresource: String? = nil, namespace: String = "default", name: String = "p") -> String {
+            let userPart = user.map { #""user":{"username":"\#($0)"},"# } ?? ""
+            let sub = subresource.map { #","subresource":"\#($0)""# } ?? ""
+            return #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"\#(level)","auditID":"a","stage":"\#(stage)","verb":"\#(verb)",\#(userPart)"objectRef":{"resource":"\#(resource)","namespace":"\#(namespace)","name":"\#(name)"\#(sub)},"annotations":{"authorization.k8s.io/decision":"\#(decision)"}}"#
+        }
+        let cases: [(query: String, positive: String, nearMiss: String)] = [
+            (deleted, event(verb: "delete", resource: "events"), event(verb: "delete", resource: "events", stage: "RequestReceived")),
+            (anonymous, event(verb: "create", resource: "pods", user: "system:anonymous"), event(verb: "create", resource: "pods", user: "bob")),
+            (anonymous, event(verb: "patch", resource: "pods", user: nil), event(verb: "get", resource: "pods", user: nil)),
+            (forbidden, event(verb: "create", resource: "pods", decision: "forbid"), event(verb: "create", resource: "pods", decision: "allow")),
+            (exec, event(verb: "create", resource: "pods", subresource: "exec"),
+             event(verb: "create", resource: "pods", subresource: "exec", namespace: "trident", name: "trident-controller-7")),
+        ]
+        for (query, positive, nearMiss) in cases {
+            let matcher = try EQLEventMatcher(parsing: query)
+            for (text, expected) in [(positive, true), (nearMiss, false)] {
+                var seen = 0
+                Array(text.utf8).withUnsafeBytes { bytes in
+                    AuditRecordDecoder().decode(bytes, ingestTime: 1) { result in
+                        guard case .success(let event) = result else { Issue.record("did not decode: \(text)"); return }
+                        seen += 1
+                        #expect(matcher.matches(event) == expected, "\(query)\n on \(text)")
+                        #expect(matcher.matches(event.normalized()) == expected, "the normalized document agrees")
+                    }
+                }
+                #expect(seen == 1)
+            }
+        }
+    }
+}
