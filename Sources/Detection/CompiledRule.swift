@@ -1,10 +1,16 @@
 import AuditEvents
 import Foundation
 
-/// A loaded rule, ready to run: its KQL compiled, its prefilter derived, its term fields resolved.
+/// A loaded rule, ready to run: its query compiled (KQL, or an EQL event query), its prefilter derived, its
+/// term fields resolved.
 public final class CompiledRule: Sendable {
+    public enum Matcher: Sendable {
+        case kql(CompiledQuery)
+        case eql(EQLEventMatcher)
+    }
+
     public let rule: DetectionRule
-    public let query: CompiledQuery
+    public let matcher: Matcher
     /// Literals a record must contain to possibly match; nil when the query requires none.
     public let prefilter: Prefilter?
     public let newTermsFields: [FieldPath]
@@ -13,12 +19,35 @@ public final class CompiledRule: Sendable {
 
     public init(_ rule: DetectionRule) throws(RuleLoadError) {
         self.rule = rule
-        do {
-            query = try CompiledQuery(parsing: rule.query)
-        } catch {
-            throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+        if rule.type == .eql {
+            let parsed: EQLQuery
+            do {
+                parsed = try EQLParser.parse(rule.query)
+            } catch {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+            }
+            guard case .event(let eventQuery) = parsed else {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name,
+                                    message: "EQL sequence rules are not supported yet (EQL event queries are; supported types: \(DetectionRule.supportedTypes.joined(separator: ", ")))")
+            }
+            let eql: EQLEventMatcher
+            do {
+                eql = try EQLEventMatcher(eventQuery)
+            } catch {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+            }
+            matcher = .eql(eql)
+            prefilter = eql.requiredLiterals.map { Prefilter(requirements: $0) }
+        } else {
+            let query: CompiledQuery
+            do {
+                query = try CompiledQuery(parsing: rule.query)
+            } catch {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+            }
+            matcher = .kql(query)
+            prefilter = query.requiredLiterals.map { Prefilter(requirements: $0) }
         }
-        prefilter = query.requiredLiterals.map { Prefilter(requirements: $0) }
         newTermsFields = rule.newTerms?.fields.map(FieldPath.init) ?? []
         timestampField = FieldPath(rule.timestampOverride ?? "@timestamp")
     }
@@ -30,10 +59,23 @@ public final class CompiledRule: Sendable {
     public var id: String { rule.ruleID }
     public var name: String { rule.name }
 
-    /// Whether the event matches the rule's query (for `new_terms` rules: before the novelty check).
-    public func matches(_ event: some KQLDocument) -> Bool { query.matches(event) }
+    /// The KQL query (nil for EQL rules).
+    public var query: CompiledQuery? { if case .kql(let query) = matcher { query } else { nil } }
 
-    public func matches(_ event: AuditEvent) -> Bool { query.matches(event) }
+    /// Whether the event matches the rule's query (for `new_terms` rules: before the novelty check).
+    public func matches(_ event: some KQLDocument) -> Bool {
+        switch matcher {
+        case .kql(let query): query.matches(event)
+        case .eql(let eql): eql.matches(event)
+        }
+    }
+
+    public func matches(_ event: AuditEvent) -> Bool {
+        switch matcher {
+        case .kql(let query): query.matches(event)  // the flat program on the lazy view
+        case .eql(let eql): eql.matches(event)
+        }
+    }
 
     /// The event's time for this rule, in milliseconds.
     public func eventTime(_ event: AuditEvent) -> Int64? {

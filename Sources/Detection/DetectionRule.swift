@@ -6,6 +6,8 @@ public struct DetectionRule: Sendable {
     public enum RuleType: String, Sendable, CaseIterable {
         case query
         case newTerms = "new_terms"
+        /// EQL event queries (sequences are refused when the rule is compiled).
+        case eql
     }
 
     public struct Threat: Sendable, Equatable, Codable {
@@ -103,7 +105,7 @@ public struct RuleLoadError: Error, Sendable, CustomStringConvertible {
 
 extension DetectionRule {
     public static let supportedTypes = RuleType.allCases.map(\.rawValue)
-    public static let supportedLanguages = ["kuery"]
+    public static let supportedLanguages = ["kuery", "eql"]
 
     /// Reads one rule file.
     public static func load(file: String) throws(RuleLoadError) -> DetectionRule {
@@ -143,10 +145,10 @@ extension DetectionRule {
         let type = try reader.string(rule, "type")
         let language = try reader.string(rule, "language")
         guard let ruleType = RuleType(rawValue: type) else {
-            throw reader.failure("rule type \"\(type)\" (language \"\(language)\") is not supported; supported types: \(supportedTypes.joined(separator: ", ")) with language kuery")
+            throw reader.failure("rule type \"\(type)\" (language \"\(language)\") is not supported; supported types: query and new_terms with language kuery, eql with language eql")
         }
-        guard supportedLanguages.contains(language) else {
-            throw reader.failure("language \"\(language)\" is not supported (EQL and ES|QL rules cannot run here); supported: kuery (KQL)")
+        guard supportedLanguages.contains(language), (language == "eql") == (ruleType == .eql) else {
+            throw reader.failure("language \"\(language)\" is not supported for type \(type) (ES|QL rules cannot run here); supported: kuery (KQL) for query and new_terms, eql for eql")
         }
 
         var parsed = DetectionRule(

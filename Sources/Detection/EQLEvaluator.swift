@@ -39,6 +39,57 @@ public struct EQLEventMatcher: Sendable {
 
     static let categoryField = FieldPath("event.category")
 
+    /// Literals every matching record must contain, for ``Prefilter`` (as ``CompiledQuery/requiredLiterals``
+    /// for KQL): a conjunction of alternatives, or nil. Only case-sensitive tests of fields whose values come
+    /// verbatim from the record count; a `not`, a `~` or a derived field requires nothing.
+    public var requiredLiterals: [[String]]? {
+        let groups = Self.literals(condition)
+        return groups.isEmpty ? nil : groups
+    }
+
+    static func literals(_ node: Node) -> [[String]] {
+        func verbatim(_ node: Node) -> Bool {
+            if case .field(let path) = node { return path.valuesAreVerbatim }
+            return false
+        }
+        func selective(_ strings: [String]) -> [[String]] {
+            strings.isEmpty || strings.contains { $0.utf8.count < 3 } ? [] : [Array(Set(strings)).sorted()]
+        }
+        switch node {
+        case .and(let parts): return parts.flatMap(literals)
+        case .or(let parts):
+            var group: [String] = []
+            for part in parts {
+                guard let best = literals(part).max(by: { ($0.map(\.count).min() ?? 0) < ($1.map(\.count).min() ?? 0) }) else { return [] }
+                group += best
+            }
+            return group.isEmpty ? [] : [Array(Set(group)).sorted()]
+        case .compare(let left, .equal, let right):
+            for (field, value) in [(left, right), (right, left)] where verbatim(field) {
+                if case .literal(let box) = value, case .string(let text) = box.value { return selective([text]) }
+            }
+            return []
+        case .membership(let field, let list, false, false) where verbatim(field):
+            var strings: [String] = []
+            for item in list {
+                guard case .literal(let box) = item, case .string(let text) = box.value else { return [] }
+                strings.append(text)
+            }
+            return selective(strings)
+        case .patterns(let field, let patterns) where verbatim(field):
+            var pieces: [String] = []
+            for pattern in patterns {
+                guard !pattern.caseInsensitive else { return [] }
+                let longest = String(String.UnicodeScalarView(pattern.scalars)).split(whereSeparator: { $0 == "*" || $0 == "?" })
+                    .max { $0.utf8.count < $1.utf8.count }
+                guard let longest else { return [] }
+                pieces.append(String(longest))
+            }
+            return selective(pieces)
+        default: return []
+        }
+    }
+
     private static func hasCategory(_ document: some KQLDocument, _ category: String) -> Bool {
         var found = false
         document.forEachValue(of: categoryField) { value in

@@ -204,6 +204,7 @@ public struct AlertDocumentBuilder: Sendable {
         switch type {
         case .query: ("siem.queryRule", "Custom Query Rule")
         case .newTerms: ("siem.newTermsRule", "New Terms Rule")
+        case .eql: ("siem.eqlRule", "Event Correlation Rule")
         }
     }
 

@@ -45,12 +45,11 @@ struct Match: ParsableCommand {
 
     func run() throws {
         let compiled: CompiledRule?
-        let kql: CompiledQuery
+        let kql: CompiledQuery?
         do {
             if let rule {
-                let loaded = try CompiledRule.load(file: rule)
-                compiled = loaded
-                kql = loaded.query
+                compiled = try CompiledRule.load(file: rule)
+                kql = nil
             } else {
                 compiled = nil
                 kql = try CompiledQuery(parsing: query!)
@@ -78,7 +77,7 @@ struct Match: ParsableCommand {
                     failures += 1
                     printError("\(record.name):\(record.line): \(error)")
                 case .success(let event):
-                    guard kql.matches(event) else { return }
+                    guard kql?.matches(event) ?? compiled?.matches(event) ?? false else { return }
                     if let compiled, compiled.rule.type == .newTerms,
                        compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
                         return

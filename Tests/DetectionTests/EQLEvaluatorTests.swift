@@ -154,4 +154,28 @@ struct ElasticEQLRulesEvaluateTests {
             }
         }
     }
+
+    /// Loaded as rules (`type = "eql"`): they alert through the same path as KQL rules, their prefilter
+    /// never rejects their positive event, and `replay` writes Kibana's EQL rule type into the alert.
+    @Test func asRulesTheyAlertAndReplayWritesTheEQLRuleType() throws {
+        let file = "execution_forbidden_creation_request.toml"
+        let path = SharedRules.directory.appendingPathComponent(file).path
+        let rule = try CompiledRule.load(file: path)
+        let positive = Array(#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","verb":"create","user":{"username":"mallory"},"objectRef":{"resource":"pods","namespace":"default"},"annotations":{"authorization.k8s.io/decision":"forbid"},"stageTimestamp":"2026-01-01T00:00:00Z","requestReceivedTimestamp":"2026-01-01T00:00:00Z"}"#.utf8)
+        #expect(alerts(rule, positive))
+        let prefilter = try #require(rule.prefilter, "the rule's literals make a prefilter")
+        #expect(positive.withUnsafeBytes { prefilter.mightMatch($0) })
+        #expect(!Array(#"{"kind":"Event","verb":"get"}"#.utf8).withUnsafeBytes { prefilter.mightMatch($0) }, "and it is selective")
+
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("eql-\(UUID().uuidString).ndjson")
+        try (String(decoding: positive, as: UTF8.self) + "\n").write(to: input, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: input) }
+        let replayed = try MatchCommandTests().run(["replay", "--rules", path, input.path])
+        #expect(replayed.status == 0, "\(replayed.stderr)")
+        let alert = try JSONValue.parse(String(try #require(replayed.stdout.split(separator: "\n").first)))
+        #expect(alert[path: "kibana.alert.rule.rule_type_id"] == "siem.eqlRule")
+        #expect(alert[path: "kibana.alert.rule.category"] == "Event Correlation Rule")
+        #expect(alert[path: "kibana.alert.rule.type"] == "eql")
+        #expect(alert[path: "user.name"] == "mallory")
+    }
 }

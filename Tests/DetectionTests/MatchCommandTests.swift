@@ -88,11 +88,11 @@ struct MatchCommandTests {
         #expect(ok.status == 0)
         #expect(ok.stdout.contains("Kubernetes Denied Service Account Request [query, medium, risk 47]"))
         let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).toml")
-        try "[rule]\nname = \"EQL one\"\ntype = \"eql\"\nlanguage = \"eql\"\n".write(to: broken, atomically: true, encoding: .utf8)
+        try "[rule]\nname = \"ES|QL one\"\ntype = \"esql\"\nlanguage = \"esql\"\n".write(to: broken, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: broken) }
         let failed = try run(["check-rule", seed, broken.path])
         #expect(failed.status == 2)
-        #expect(failed.stderr.contains("EQL one"))
+        #expect(failed.stderr.contains("ES|QL one"))
         #expect(failed.stderr.contains("not supported"))
     }
 }
