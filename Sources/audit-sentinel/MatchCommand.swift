@@ -3,10 +3,10 @@ import AuditEvents
 import Detection
 import Foundation
 
-/// `audit-sentinel match`: grep for KQL over audit logs, streaming.
+/// `audit-sentinel match`: grep for KQL or EQL over audit logs, streaming.
 struct Match: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the audit events that match a rule or a KQL query, as normalized ECS JSON lines.",
+        abstract: "Print the audit events that match a rule, a KQL query or an EQL event query, as normalized ECS JSON lines.",
         discussion: """
             Reads audit records in any supported shape (raw events, EventList batches, NDJSON, GKE and AKS \
             records, ECS documents, Filebeat wrappers; gzip files, concatenated members included) from the \
@@ -25,6 +25,9 @@ struct Match: ParsableCommand {
     @Option(name: .long, help: "A KQL query, e.g. 'kubernetes.audit.verb:delete'.")
     var query: String?
 
+    @Option(name: .long, help: "An EQL event query, e.g. 'any where kubernetes.audit.verb == \"delete\"'.")
+    var eql: String?
+
     @Flag(name: .long, help: "Keep the event's original text in event.original.")
     var preserveOriginal = false
 
@@ -38,7 +41,7 @@ struct Match: ParsableCommand {
     var files: [String] = []
 
     func validate() throws {
-        if (rule == nil) == (query == nil) { throw ValidationError("give exactly one of --rule FILE or --query KQL") }
+        if [rule, query, eql].compactMap({ $0 }).count != 1 { throw ValidationError("give exactly one of --rule FILE, --query KQL or --eql EQL") }
         if follow && files.count > 1 { throw ValidationError("--follow reads one input: give one file (or none, for standard input)") }
         if maxRecordBytes < 1024 { throw ValidationError("--max-record-bytes: at least 1024") }
     }
@@ -46,14 +49,11 @@ struct Match: ParsableCommand {
     func run() throws {
         let compiled: CompiledRule?
         let kql: CompiledQuery?
+        let eventQuery: EQLEventMatcher?
         do {
-            if let rule {
-                compiled = try CompiledRule.load(file: rule)
-                kql = nil
-            } else {
-                compiled = nil
-                kql = try CompiledQuery(parsing: query!)
-            }
+            compiled = try rule.map { (path) throws(RuleLoadError) in try CompiledRule.load(file: path) }
+            kql = try query.map { (text) throws(KQLSyntaxError) in try CompiledQuery(parsing: text) }
+            eventQuery = try eql.map { (text) throws(EQLSyntaxError) in try EQLEventMatcher(parsing: text) }
         } catch {
             printError("\(error)")
             throw ExitCode(2)
@@ -77,7 +77,7 @@ struct Match: ParsableCommand {
                     failures += 1
                     printError("\(record.name):\(record.line): \(error)")
                 case .success(let event):
-                    guard kql?.matches(event) ?? compiled?.matches(event) ?? false else { return }
+                    guard kql?.matches(event) ?? eventQuery?.matches(event) ?? compiled?.matches(event) ?? false else { return }
                     if let compiled, compiled.rule.type == .newTerms,
                        compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
                         return

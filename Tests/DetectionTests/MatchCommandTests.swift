@@ -63,6 +63,17 @@ struct MatchCommandTests {
         #expect(result.stdout.split(separator: "\n").count == 2)
     }
 
+    /// `--eql`: the same events as the equivalent KQL query; a syntax error names its position.
+    @Test func eqlEventQueriesMatchAsTheirKQLEquivalent() throws {
+        let input = Array(try Data(contentsOf: fixtures.appendingPathComponent("eventlist-batch.json")))
+        let eql = try run(["match", "--eql", #"any where kubernetes.audit.verb in ("list", "patch") and cidrMatch(source.ip, "10.244.0.0/16")"#], stdin: input)
+        let kql = try run(["match", "--query", "kubernetes.audit.verb:(list or patch) and source.ip:10.244.0.0/16"], stdin: input)
+        #expect(eql.status == 0 && eql.stdout == kql.stdout && eql.stdout.split(separator: "\n").count == 2)
+        let bad = try run(["match", "--eql", #"any where verb = "get""#], stdin: input)
+        #expect(bad.status == 2 && bad.stderr.contains("EQL syntax error at character 15"), "\(bad.stderr)")
+        #expect(try run(["match", "--eql", "any where true", "--query", "a:b"], stdin: input).status != 0, "one of them")
+    }
+
     @Test func exitsOneWhenNothingMatchesAndTwoOnErrors() throws {
         let minimal = fixtures.appendingPathComponent("minimal.json").path
         #expect(try run(["match", "--query", "kubernetes.audit.verb:delete", minimal]).status == 1)
