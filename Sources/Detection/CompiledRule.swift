@@ -1,6 +1,19 @@
 import AuditEvents
 import Foundation
 
+/// How prefilter literals of a disjunction combine, for KQL and EQL alike: one group holding the best
+/// (most selective) group of each alternative; nothing when any alternative requires nothing.
+enum PrefilterLiterals {
+    static func disjunction(_ alternatives: [[[String]]]) -> [[String]] {
+        var group: [String] = []
+        for groups in alternatives {
+            guard let best = groups.max(by: { ($0.map(\.count).min() ?? 0) < ($1.map(\.count).min() ?? 0) }) else { return [] }
+            group += best
+        }
+        return group.isEmpty ? [] : [Array(Set(group)).sorted()]
+    }
+}
+
 /// A loaded rule, ready to run: its query compiled (KQL, or an EQL event query), its prefilter derived, its
 /// term fields resolved.
 public final class CompiledRule: Sendable {

@@ -57,13 +57,7 @@ public struct EQLEventMatcher: Sendable {
         }
         switch node {
         case .and(let parts): return parts.flatMap(literals)
-        case .or(let parts):
-            var group: [String] = []
-            for part in parts {
-                guard let best = literals(part).max(by: { ($0.map(\.count).min() ?? 0) < ($1.map(\.count).min() ?? 0) }) else { return [] }
-                group += best
-            }
-            return group.isEmpty ? [] : [Array(Set(group)).sorted()]
+        case .or(let parts): return PrefilterLiterals.disjunction(parts.map(literals))
         case .compare(let left, .equal, let right):
             for (field, value) in [(left, right), (right, left)] where verbatim(field) {
                 if case .literal(let box) = value, case .string(let text) = box.value { return selective([text]) }
@@ -201,26 +195,8 @@ public struct EQLEventMatcher: Sendable {
         func truth(_ document: some KQLDocument) -> Bool? {
             switch self {
             case .not(let inner): return inner.truth(document).map { !$0 }
-            case .and(let parts):
-                var sawNull = false
-                for part in parts {
-                    switch part.truth(document) {
-                    case false?: return false
-                    case nil: sawNull = true
-                    case true?: break
-                    }
-                }
-                return sawNull ? nil : true
-            case .or(let parts):
-                var sawNull = false
-                for part in parts {
-                    switch part.truth(document) {
-                    case true?: return true
-                    case nil: sawNull = true
-                    case false?: break
-                    }
-                }
-                return sawNull ? nil : false
+            case .and(let parts): return Self.kleene(parts.lazy.map { $0.truth(document) }, absorbing: false)
+            case .or(let parts): return Self.kleene(parts.lazy.map { $0.truth(document) }, absorbing: true)
             case .compare(let left, let op, let right):
                 let a = left.evaluate(document), b = right.evaluate(document)
                 // `== null` and `!= null` (the literal) test for presence; any other comparison with a null
@@ -232,15 +208,8 @@ public struct EQLEventMatcher: Sendable {
                 if a == .null || b == .null { return nil }
                 let pairs = a.elements.flatMap { x in b.elements.map { (x, $0) } }
                 if op == .notEqual { return !pairs.contains { Self.compare($0, .equal, $1) == true } }
-                var sawNull = false
-                for (x, y) in pairs {
-                    switch Self.compare(x, op, y) {
-                    case true?: return true
-                    case nil: sawNull = true
-                    case false?: break
-                    }
-                }
-                return sawNull ? nil : false
+                // Any pair that compares true (value by value), else null if one had no answer.
+                return Self.kleene(pairs.lazy.map { Self.compare($0, op, $1) }, absorbing: true)
             case .membership(let value, let list, let insensitive, let negated):
                 let candidates = value.evaluate(document)
                 if candidates == .null { return nil }
@@ -289,6 +258,17 @@ public struct EQLEventMatcher: Sendable {
                 if case .number(let value) = inner.evaluate(document) { return .number(-value) }
                 return .null
             }
+        }
+
+        /// Kleene's `or` (absorbing true) or `and` (absorbing false) over truths computed one at a time: stops
+        /// at the absorbing value; null if any was null, else the other value.
+        static func kleene(_ truths: some Sequence<Bool?>, absorbing: Bool) -> Bool? {
+            var sawNull = false
+            for truth in truths {
+                if truth == absorbing { return absorbing }
+                if truth == nil { sawNull = true }
+            }
+            return sawNull ? nil : !absorbing
         }
 
         static func equal(_ a: Value, _ b: Value, caseInsensitive: Bool) -> Bool {

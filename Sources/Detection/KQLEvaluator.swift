@@ -242,14 +242,7 @@ public struct CompiledQuery: Sendable, CustomStringConvertible {
     static func literals(_ node: Node) -> [[String]] {
         switch node {
         case .and(let parts): return parts.flatMap(literals)
-        case .or(let parts):
-            // One literal of each alternative: if any alternative requires nothing, the disjunction doesn't.
-            var group: [String] = []
-            for part in parts {
-                guard let best = literals(part).max(by: { ($0.map(\.count).min() ?? 0) < ($1.map(\.count).min() ?? 0) }) else { return [] }
-                group += best
-            }
-            return group.isEmpty ? [] : [Array(Set(group)).sorted()]
+        case .or(let parts): return PrefilterLiterals.disjunction(parts.map(literals))
         case .field(let field, let values):
             guard field.valuesAreVerbatim else { return [] }
             return literals(values)

@@ -21,8 +21,6 @@ public struct KafkaStatistics: Sendable, Equatable {
 
     /// "producer" or "consumer".
     public var clientType: String
-    /// The client's name (client.id and a number), as in its log lines.
-    public var clientName: String
     /// Messages and bytes in the producer's queue (waiting for delivery or its report).
     public var queuedMessages: Int64
     public var queuedBytes: Int64
@@ -34,7 +32,6 @@ public struct KafkaStatistics: Sendable, Equatable {
               let type = object["type"] as? String else { return nil }
         func integer(_ value: Any?) -> Int64? { (value as? NSNumber)?.int64Value }
         clientType = type
-        clientName = object["name"] as? String ?? ""
         queuedMessages = integer(object["msg_cnt"]) ?? 0
         queuedBytes = integer(object["msg_size"]) ?? 0
         var brokers: [Broker] = []

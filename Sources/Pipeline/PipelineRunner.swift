@@ -39,7 +39,7 @@ public final class PipelineRunner {
     public var observer: (@Sendable (PipelineEvent) -> Void)?
     /// When the rebalance (or the first join) under way began; nil between rebalances.
     private var rebalanceStarted: ContinuousClock.Instant?
-    /// An eager revocation always precedes an assignment: the rebalance is not over until it comes.
+    /// An eager revocation (and the first join) always precedes an assignment: the rebalance is not over until it comes.
     private var awaitingAssignment = false
     /// Input topics not yet seen in the cluster's metadata, when that was last asked, and whether all are.
     private var missingInputs: [String] = []
@@ -117,6 +117,7 @@ public final class PipelineRunner {
         try consumer.subscribe(topics: topology.subscription)
         self.consumer = consumer
         rebalanceStarted = .now
+        awaitingAssignment = true  // the first join ends with an assignment (possibly empty), eager or cooperative
         // Not ready before the first metadata check has found every input topic.
         let inputs = configuration.inputTopics.filter { !$0.hasPrefix("^") }
         status.updateReadiness { $0.state = .joining; $0.missingInputs = inputs }
@@ -233,7 +234,7 @@ public final class PipelineRunner {
 
     /// Once nothing of a rebalance is left to do (restores done, partitions positioned): its duration.
     private func finishRebalance() {
-        guard let started = rebalanceStarted, pendingRestores.isEmpty, !awaitingAssignment, status.counterSnapshot.rebalances > 0 else { return }
+        guard let started = rebalanceStarted, pendingRestores.isEmpty, !awaitingAssignment else { return }
         rebalanceStarted = nil
         let duration = started.duration(to: .now)
         let assigned = task.ownedPartitions.count

@@ -82,22 +82,15 @@ final class HTTPEndpoint: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting, lets requests in flight finish (up to a second), closes every connection.
-    func stop() {
-        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let server = self.server
-        Self.runBlocking { await server.stop(timeout: 1) }
-        task.cancel()
-    }
-
-    /// The same from the service group's tasks.
+    /// Stops accepting, lets requests in flight finish (up to a second), closes every connection (from the
+    /// service group's endpoint service).
     func stopServing() async {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         await server.stop(timeout: 1)
         task.cancel()
     }
 
-    /// Runs async work from the pipeline's threads (never from the concurrency pool) and waits for it.
+    /// Runs async work from a thread outside the concurrency pool (the command's, in `init`) and waits for it.
     private static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
         let result = Mutex<T?>(nil)
         let done = DispatchSemaphore(value: 0)

@@ -136,11 +136,8 @@ final class PipelineService: Service, @unchecked Sendable {
             logger.critical("cannot start the pipeline", metadata: ["error.message": "\(error)"])
             return 1
         }
+        // From here a stop request is a graceful stop (requestStop reads this after setting `stopping`).
         started.store(true, ordering: .releasing)
-        if isStopping {
-            // The stop came as start-up finished: requestStop saw it running, or will; leave cleanly.
-            logger.info("stop requested as start-up finished")
-        }
         logger.info("running", metadata: ["application_id": "\(settings.applicationID)", "inputs": "\(settings.inputTopics)",
                                           "alerts": "\(settings.alertsTopic)", "guarantee": "\(settings.guarantee.rawValue)"])
         var status: Int32 = 0

@@ -53,17 +53,20 @@ struct EQLEvaluatorTests {
         #expect(try matches(#"any where length(Mixed) == 5 and cidrMatch(source.ip, "10.0.0.0/8", "192.168.0.0/16")"#))
         #expect(try matches(#"any where concat(Mixed, "-", count) == "MiXeD-7" and number("12") == 12 and string(count) == "7""#))
         #expect(try matches(#"any where startsWith(user.groups, "system:m")"#), "any value of a multi-valued field")
-        // A pattern with many stars against a long text an attacker could send: linear, not exponential.
-        let hostile = String(repeating: "a", count: 100_000)
-        let matcher = try EQLEventMatcher(parsing: #"any where path like "*a*a*a*a*a*a*a*a*b""#)
-        let started = ContinuousClock.now
-        #expect(!matcher.matches(["path": .string(hostile)] as JSONObject))
-        #expect(ContinuousClock.now - started < .seconds(5))
         // Refused at compile time, with the reason.
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where a regex "x+""#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where frobnicate(a)"#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where startsWith(a)"#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"sequence [any where a] [any where b]"#) }
+    }
+
+    /// A pattern with many stars against a long text an attacker could send: the single-backtrack matcher
+    /// finishes (a backtracking one would not, within the limit); its cost is measured by no clock here.
+    @Test(.timeLimit(.minutes(1))) func manyStarsAgainstALongTextFinish() throws {
+        let hostile = String(repeating: "a", count: 100_000)
+        let matcher = try EQLEventMatcher(parsing: #"any where path like "*a*a*a*a*a*a*a*a*b""#)
+        #expect(!matcher.matches(["path": .string(hostile)] as JSONObject))
+        #expect(try EQLEventMatcher(parsing: #"any where path like "*a*a*a*a*a*a*a*a*""#).matches(["path": .string(hostile)] as JSONObject))
     }
 
     /// Random queries over random traffic: the lazy field view and the normalized document give the same

@@ -283,7 +283,7 @@ enum PipelineScenarios {
         let rebalances = seen.compactMap { event -> Duration? in if case .rebalanced(let duration, _) = event { return duration } else { return nil } }
         let commits = seen.filter { if case .committed = $0 { return true } else { return false } }
         #expect(rebalances.count >= 2, "the join, and the assignment of the new topic's partition")
-        #expect(rebalances.allSatisfy { $0 > .zero && $0 < .seconds(30) })
+        #expect(rebalances.allSatisfy { $0 > .zero })
         let counters = runner.snapshot()
         #expect(counters.commitsSucceeded >= 1)
         #expect(commits.count == counters.commitsSucceeded + counters.commitRetries, "one event per commit answered")
