@@ -20,6 +20,8 @@ public final class CompiledRule: Sendable {
     public enum Matcher: Sendable {
         case kql(CompiledQuery)
         case eql(EQLEventMatcher)
+        /// An EQL sequence: per event, the steps it matches; joining them is the pipeline's keyed state.
+        case sequence(EQLSequenceSteps)
     }
 
     public let rule: DetectionRule
@@ -39,18 +41,26 @@ public final class CompiledRule: Sendable {
             } catch {
                 throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
             }
-            guard case .event(let eventQuery) = parsed else {
-                throw RuleLoadError(file: rule.file, ruleName: rule.name,
-                                    message: "EQL sequence rules are not supported yet (EQL event queries are; supported types: \(DetectionRule.supportedTypes.joined(separator: ", ")))")
+            switch parsed {
+            case .event(let eventQuery):
+                let eql: EQLEventMatcher
+                do {
+                    eql = try EQLEventMatcher(eventQuery)
+                } catch {
+                    throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+                }
+                matcher = .eql(eql)
+                prefilter = eql.requiredLiterals.map { Prefilter(requirements: $0) }
+            case .sequence(let sequence):
+                let steps: EQLSequenceSteps
+                do {
+                    steps = try EQLSequenceSteps(sequence)
+                } catch {
+                    throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+                }
+                matcher = .sequence(steps)
+                prefilter = steps.requiredLiterals.map { Prefilter(requirements: $0) }
             }
-            let eql: EQLEventMatcher
-            do {
-                eql = try EQLEventMatcher(eventQuery)
-            } catch {
-                throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
-            }
-            matcher = .eql(eql)
-            prefilter = eql.requiredLiterals.map { Prefilter(requirements: $0) }
         } else {
             let query: CompiledQuery
             do {
@@ -80,6 +90,7 @@ public final class CompiledRule: Sendable {
         switch matcher {
         case .kql(let query): query.matches(event)
         case .eql(let eql): eql.matches(event)
+        case .sequence(let steps): steps.matchesAny(event)
         }
     }
 
@@ -87,8 +98,12 @@ public final class CompiledRule: Sendable {
         switch matcher {
         case .kql(let query): query.matches(event)  // the flat program on the lazy view
         case .eql(let eql): eql.matches(event)
+        case .sequence(let steps): steps.matchesAny(event)
         }
     }
+
+    /// The sequence's steps, for an EQL sequence rule.
+    public var sequence: EQLSequenceSteps? { if case .sequence(let steps) = matcher { steps } else { nil } }
 
     /// The event's time for this rule, in milliseconds.
     public func eventTime(_ event: AuditEvent) -> Int64? {

@@ -16,15 +16,23 @@ struct AggregateProcessor {
 
     func emptyState(ruleIndex: Int) -> RuleState {
         let configuration = topology.configuration
-        let rule = topology.rules[ruleIndex].rule
+        let compiled = topology.rules[ruleIndex]
+        let rule = compiled.rule
         return RuleState(rule: rule, suppression: configuration.suppression(for: rule),
-                         graceMilliseconds: configuration.graceMilliseconds, idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds)
+                         graceMilliseconds: configuration.graceMilliseconds, idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
+                         sequence: compiled.sequence.map { ($0.steps.count, $0.maxspanMilliseconds ?? configuration.sequenceSpanMilliseconds) })
     }
 
     /// Applies one match of a record the store does not hold yet (the caller checks
     /// ``StateStore/covers(offset:)`` once per record, then moves the position past it).
     func apply(_ match: RuleMatch, to store: inout StateStore, now: Int64, counts: inout TaskCounts, output: inout [OutputRecord]) {
         counts.matchesAggregated += 1
+        if store.state.sequences != nil {
+            for sequence in store.state.applySequenceStep(match, now: now) {
+                output += sequenceAlertRecords(sequence, ruleIndex: store.id.ruleIndex, counts: &counts)
+            }
+            return
+        }
         let before = (store.state.suppressor.lateCount, store.state.suppressor.duplicateCount)
         let actions = store.state.apply(match, rule: topology.rules[store.id.ruleIndex].rule, now: now)
         let late = store.state.suppressor.lateCount - before.0
@@ -33,6 +41,25 @@ struct AggregateProcessor {
         counts.duplicateMatches += duplicate
         if duplicate == 0 && !actions.contains(where: { $0.kind == .new }) { counts.suppressedMatches += 1 }
         for action in actions { output.append(alertRecord(action, ruleIndex: store.id.ruleIndex, counts: &counts)) }
+    }
+
+    /// A completed sequence's alerts, keyed by their ids: in ECS, one building-block alert per event and
+    /// the shell alert that groups them (last, so a consumer that sees the shell has seen its parts); in
+    /// OCSF, one finding with the events as evidences.
+    func sequenceAlertRecords(_ sequence: CompletedSequence, ruleIndex: Int, counts: inout TaskCounts) -> [OutputRecord] {
+        let builder = builders[ruleIndex]
+        let ruleID = topology.rules[ruleIndex].id
+        counts.alertsNew += 1
+        counts.alertsNewByRule[ruleID, default: 0] += 1
+        let format = topology.configuration.alertFormat
+        let documents = builder.sequenceDocuments(sequence, format: format)
+        return documents.enumerated().map { index, document in
+            OutputRecord(
+                topic: topology.configuration.alertsTopic, key: Array(document.id.utf8), value: document.bytes,
+                headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) }
+                    + [KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue), KafkaHeader("alert.sequence", document.role)],
+                latencyOrigin: index == documents.count - 1 ? sequence.end : nil, lastWriteWins: true)
+        }
     }
 
     func alertRecord(_ action: AlertAction, ruleIndex: Int, counts: inout TaskCounts) -> OutputRecord {

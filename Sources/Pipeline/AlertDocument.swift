@@ -317,9 +317,6 @@ public struct AlertDocumentBuilder: Sendable {
             if let namespace = firstString(source, "orchestrator.namespace") { resource["namespace"] = .string(namespace) }
             resources.append(.object(resource))
         }
-        var evidence: JSONObject = ["data": .object(source)]
-        if let user = firstString(source, "user.name") { evidence["actor"] = ["user": ["name": .string(user)]] }
-        if let ip = firstString(source, "source.ip") { evidence["src_endpoint"] = ["ip": .string(ip)] }
         var document: JSONObject = [
             "class_uid": 2004, "class_name": "Detection Finding", "category_uid": 2, "category_name": "Findings",
             "activity_id": .number(JSONNumber(activity)), "activity_name": .string(activity == 1 ? "Create" : "Update"),
@@ -342,7 +339,7 @@ public struct AlertDocumentBuilder: Sendable {
                 "first_seen_time": .number(JSONNumber(window.seen.first)),
                 "last_seen_time": .number(JSONNumber(window.seen.last)),
             ],
-            "evidences": [.object(evidence)],
+            "evidences": [.object(evidence(source))],
             "resources": .array(resources),
             "metadata": [
                 "version": "1.1.0",
@@ -351,6 +348,111 @@ public struct AlertDocumentBuilder: Sendable {
         ]
         if action.kind == .update { document["unmapped"] = ["suppression_summary": .object(Self.summary(window.summary))] }
         return document
+    }
+
+    /// OCSF's evidence of one event: the normalized document, its actor and source address.
+    func evidence(_ source: JSONObject) -> JSONObject {
+        var evidence: JSONObject = ["data": .object(source)]
+        if let user = firstString(source, "user.name") { evidence["actor"] = ["user": ["name": .string(user)]] }
+        if let ip = firstString(source, "source.ip") { evidence["src_endpoint"] = ["ip": .string(ip)] }
+        return evidence
+    }
+
+    // MARK: EQL sequences
+
+    /// One alert document of a completed sequence.
+    public struct SequenceDocument: Sendable {
+        public var id: String
+        public var bytes: [UInt8]
+        /// `building_block`, `shell` (ECS) or `finding` (OCSF).
+        public var role: String
+    }
+
+    /// The ids of a sequence's alerts: name-based from the rule, the join key and each event's input
+    /// position, so a sequence completed again after a restart has the same ids.
+    public func sequenceIDs(_ sequence: CompletedSequence) -> (group: String, shell: String, buildingBlocks: [String]) {
+        let name = "\(rule.ruleID)|sequence|\(sequence.groupKey)|"
+            + sequence.events.map { "\($0.source.topic)/\($0.source.partition)/\($0.source.offset)/\($0.sequence)" }.joined(separator: ",")
+        return (UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "group|" + name),
+                UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "shell|" + name),
+                sequence.events.indices.map { UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "building_block|\($0)|" + name) })
+    }
+
+    /// The alerts of a completed sequence, as Elastic's EQL rules write them: in ECS, one building-block
+    /// alert per event (`kibana.alert.building_block_type`, `kibana.alert.group.id` and `.index`), then the
+    /// shell alert (the fields every event shares, its ancestors the events and the building blocks); in
+    /// OCSF, one Detection Finding whose evidences are the events, in sequence order.
+    public func sequenceDocuments(_ sequence: CompletedSequence, format: AlertFormat) -> [SequenceDocument] {
+        let ids = sequenceIDs(sequence)
+        let documents = sequence.events.map(\.document)
+        func window(_ first: RuleMatch) -> SuppressionWindow {
+            SuppressionWindow(groupKey: sequence.groupKey, groupValues: sequence.groupValues, start: sequence.start, end: sequence.end,
+                              first: first, suppressed: 0, summary: SuppressionSummary(), applied: [:])
+        }
+        func serialized(_ object: JSONObject) -> [UInt8] {
+            var bytes: [UInt8] = []
+            JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+            return bytes
+        }
+        if format == .ocsf {
+            var finding = ocsfDocument(for: AlertAction(kind: .new, window: window(sequence.events[0]), late: false))
+            finding["time"] = .number(JSONNumber(sequence.end))
+            finding["count"] = .number(JSONNumber(sequence.events.count))
+            finding["evidences"] = .array(documents.map { .object(evidence($0)) })
+            if case .object(var info)? = finding["finding_info"] {
+                info["uid"] = .string(ids.shell)
+                info["last_seen_time"] = .number(JSONNumber(sequence.end))
+                finding["finding_info"] = .object(info)
+            }
+            return [SequenceDocument(id: ids.shell, bytes: serialized(finding), role: "finding")]
+        }
+        var result: [SequenceDocument] = []
+        var buildingBlockAncestors: [JSONValue] = []
+        var eventAncestors: [JSONValue] = []
+        for (index, event) in sequence.events.enumerated() {
+            var document = ecsDocument(for: AlertAction(kind: .new, window: window(event), late: false))
+            var alert = document[path: "kibana.alert"]?.objectValue ?? [:]
+            eventAncestors += alert["ancestors"]?.arrayValue ?? []
+            alert["uuid"] = .string(ids.buildingBlocks[index])
+            alert["building_block_type"] = "default"
+            alert["group"] = ["id": .string(ids.group), "index": .number(JSONNumber(index))]
+            alert.removeValue(forKey: "suppression")
+            document["kibana"] = ["alert": .object(alert), "space_ids": ["default"]]
+            result.append(SequenceDocument(id: ids.buildingBlocks[index], bytes: serialized(document), role: "building_block"))
+            buildingBlockAncestors.append(["id": .string(ids.buildingBlocks[index]), "type": "signal",
+                                           "index": .string("alerts"), "depth": 1, "rule": .string(rule.ruleID)])
+        }
+        // The shell: what every event has in common, as the source of an alert at depth 2.
+        let common = documents.dropFirst().reduce(documents[0]) { Self.intersection($0, $1) }
+        var last = sequence.events[sequence.events.count - 1]
+        last.document = common
+        var shell = ecsDocument(for: AlertAction(kind: .new, window: window(last), late: false))
+        var alert = shell[path: "kibana.alert"]?.objectValue ?? [:]
+        alert["uuid"] = .string(ids.shell)
+        alert["group"] = ["id": .string(ids.group)]
+        alert["depth"] = 2
+        alert["ancestors"] = .array(eventAncestors + buildingBlockAncestors)
+        alert["original_time"] = documents[0]["@timestamp"] ?? .string(Timestamp.rfc3339(milliseconds: sequence.start))
+        alert.removeValue(forKey: "suppression")
+        shell["kibana"] = ["alert": .object(alert), "space_ids": ["default"]]
+        result.append(SequenceDocument(id: ids.shell, bytes: serialized(shell), role: "shell"))
+        return result
+    }
+
+    /// The members two documents share with equal values (objects compared member by member).
+    static func intersection(_ left: JSONObject, _ right: JSONObject) -> JSONObject {
+        var common = JSONObject()
+        for member in left {
+            let (key, value) = (member.key, member.value)
+            guard let other = right[key] else { continue }
+            if case .object(let leftObject) = value, case .object(let rightObject) = other {
+                let inner = intersection(leftObject, rightObject)
+                if !inner.isEmpty { common[key] = .object(inner) }
+            } else if value == other {
+                common[key] = value
+            }
+        }
+        return common
     }
 }
 

@@ -24,6 +24,9 @@ public struct RuleMatch: Sendable, Equatable {
     public var source: RecordPosition
     /// The match's place among those one input record produced (events of a batch, term combinations).
     public var sequence: Int
+    /// For an EQL sequence rule: the steps the event matches (bit `i` for step `i`,
+    /// ``EQLSequenceSteps/untilBit`` for the until query); 0 for other rules.
+    public var steps: UInt32 = 0
 
     public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition, sequence: Int = 0) {
         var bytes: [UInt8] = []
@@ -42,7 +45,7 @@ public struct RuleMatch: Sendable, Equatable {
 
     public static func == (lhs: RuleMatch, rhs: RuleMatch) -> Bool {
         lhs.groupValues == rhs.groupValues && lhs.eventTime == rhs.eventTime && lhs.source == rhs.source
-            && lhs.sequence == rhs.sequence && (lhs.documentBytes == rhs.documentBytes || lhs.document == rhs.document)
+            && lhs.sequence == rhs.sequence && lhs.steps == rhs.steps && (lhs.documentBytes == rhs.documentBytes || lhs.document == rhs.document)
     }
 
     /// The match's position in its input partition: input offset, then sequence within the record. A match
@@ -279,6 +282,14 @@ public struct AlertSuppressor: Sendable {
         earliestEnd = min(earliestEnd, window.end)
         actions.append(AlertAction(kind: .new, window: window, late: false))
         return actions
+    }
+
+    /// Moves the clocks for a record that opens no window (a step of an EQL sequence): stream time and
+    /// activity move as for a match, so that the partition's idle and watermark handling stay one.
+    public mutating func observe(eventTime: Int64, now: Int64) -> [AlertAction] {
+        recordTime = max(recordTime, eventTime)
+        lastActivity = now
+        return advance(to: max(streamTime, eventTime))
     }
 
     /// Closes windows by wall clock on a quiet partition: stream time is taken to have moved on by the idle

@@ -38,6 +38,9 @@ public struct PipelineConfiguration: Sendable {
     public var suppressionOverrides: [String: DetectionRule.AlertSuppression] = [:]
     public var graceMilliseconds: Int64 = 30_000
     public var idleTimeoutMilliseconds: Int64 = 60_000
+    /// How long a pending EQL sequence waits for its next step when the rule states no `maxspan`.
+    public var sequenceSpanMilliseconds: Int64 = Self.defaultSequenceSpan
+    public static let defaultSequenceSpan: Int64 = 60 * 60_000
     public var decoderLimits = DecoderLimits()
     /// Decode every input record, so that every malformed one reaches the dead-letter topic (default). When
     /// false, records the rules' prefilter rejects are skipped before parsing: faster, but malformed records

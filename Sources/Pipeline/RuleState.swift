@@ -16,6 +16,18 @@ extension CompiledRule {
     public func ruleMatches(for event: AuditEvent, groupBy: [FieldPath], source: RecordPosition, sequence: Int, ingestTime: Int64) -> [RuleMatch] {
         let ingested = event.ingestedMilliseconds ?? ingestTime
         let time = timestampField.name == "event.ingested" ? ingested : (eventTime(event) ?? ingested)
+        if let sequenceSteps = self.sequence {
+            // One match per join key the event matches steps under, grouped (and partitioned) by that key.
+            let steps = sequenceSteps.matches(event)
+            guard !steps.isEmpty else { return [] }
+            let document = event.canonicalDocument(ingestedIfMissing: ingested)
+            return steps.enumerated().map { index, entry in
+                var match = RuleMatch(groupValues: entry.key.map(Optional.some), eventTime: time, documentBytes: document, source: source,
+                                      sequence: min(sequence, 1023) << 10 | min(index, 1023))
+                match.steps = entry.steps
+                return match
+            }
+        }
         let document = event.canonicalDocument(ingestedIfMissing: ingested)
         let groups: [[String?]] = rule.type == .newTerms
             ? termCombinations(event).map { $0.values.map(Optional.some) }
@@ -32,14 +44,39 @@ extension CompiledRule {
 public struct RuleState: Sendable {
     public var suppressor: AlertSuppressor
     public var history: InMemoryNewTermsHistory
+    /// For an EQL sequence rule: its pending sequences (its suppressor then keeps only the clocks).
+    public var sequences: PendingSequences?
     var dirtyKeys: Set<String> = []
     var dirtyTerms: Set<TermsKey> = []
+    var dirtySequenceKeys: Set<String> = []
 
-    public init(rule: DetectionRule, suppression: DetectionRule.AlertSuppression, graceMilliseconds: Int64, idleTimeoutMilliseconds: Int64) {
+    /// - Parameter sequence: for an EQL sequence rule, its step count and span (`maxspan`, else the
+    ///   pipeline's default span for sequences).
+    public init(rule: DetectionRule, suppression: DetectionRule.AlertSuppression, graceMilliseconds: Int64, idleTimeoutMilliseconds: Int64,
+                sequence: (steps: Int, span: Int64)? = nil) {
         suppressor = AlertSuppressor(configuration: .init(
             duration: suppression.durationMilliseconds, grace: graceMilliseconds, idleTimeout: idleTimeoutMilliseconds,
             missingFieldsStrategy: suppression.missingFieldsStrategy))
         history = InMemoryNewTermsHistory()
+        sequences = sequence.map { PendingSequences(stepCount: $0.steps, maxspan: $0.span) }
+    }
+
+    /// Applies one event's match to an EQL sequence rule's pending sequences (Elastic does not suppress
+    /// sequence alerts: each completed sequence alerts).
+    /// - Returns: the sequences it completes.
+    public mutating func applySequenceStep(_ match: RuleMatch, now: Int64) -> [CompletedSequence] {
+        guard sequences != nil else { return [] }
+        _ = suppressor.observe(eventTime: match.eventTime, now: now)
+        let completed = sequences!.apply(match)
+        dirtySequenceKeys.insert(match.groupKey)
+        expireSequences()
+        return completed
+    }
+
+    /// Drops pending sequences that stream time has left behind.
+    mutating func expireSequences() {
+        guard sequences != nil, suppressor.streamTime != .min else { return }
+        for key in sequences!.expire(horizon: suppressor.streamTime - suppressor.configuration.grace) { dirtySequenceKeys.insert(key) }
     }
 
     /// Applies one match; for `new_terms` rules only combinations not seen within the history window reach
@@ -63,12 +100,14 @@ public struct RuleState: Sendable {
     mutating func advance(toWatermark time: Int64) -> [AlertAction] {
         let actions = suppressor.advance(toWatermark: time)
         for action in actions { dirtyKeys.insert(action.window.groupKey) }
+        expireSequences()
         return actions
     }
 
     mutating func tick(now: Int64) -> [AlertAction] {
         let actions = suppressor.tick(now: now)
         for action in actions { dirtyKeys.insert(action.window.groupKey) }
+        expireSequences()
         return actions
     }
 }

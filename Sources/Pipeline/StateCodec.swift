@@ -25,6 +25,7 @@ public enum StateCodec {
         writeJSONString(ruleID, to: &bytes)
         bytes.append(contentsOf: #","sequence":\#(match.sequence),"source":"#.utf8)
         position(match.source).write(to: &bytes, sortedKeys: true)
+        if match.steps != 0 { bytes.append(contentsOf: #","steps":\#(match.steps)"#.utf8) }
         bytes.append(contentsOf: #","time":\#(match.eventTime)}"#.utf8)
         return bytes
     }
@@ -46,8 +47,12 @@ public enum StateCodec {
             let source = object["source"].flatMap(position), let event, event.first == UInt8(ascii: "{")
         else { throw DecodingError(description: "not a match record") }
         let sequence = Int(int(object["sequence"]) ?? 0)
-        return (ruleID, RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, documentBytes: event, source: source, sequence: sequence),
-                int(object["floor"]))
+        var match = RuleMatch(groupValues: group.map(\.stringValue), eventTime: time, documentBytes: event, source: source, sequence: sequence)
+        if let steps = int(object["steps"]) {
+            guard let mask = UInt32(exactly: steps) else { throw DecodingError(description: "not a match record: steps \(steps)") }
+            match.steps = mask
+        }
+        return (ruleID, match, int(object["floor"]))
     }
 
     // MARK: Watermarks (repartition topic)
@@ -125,6 +130,45 @@ public enum StateCodec {
             windows.append(window)
         }
         return (windows, streamTime)
+    }
+
+    // MARK: Pending sequences (changelog topic)
+
+    /// A join key's pending sequences: per step waited for, each sequence's events as match records.
+    public static func encode(waiting: [[PendingSequence]], ruleID: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.append(contentsOf: #"{"waiting":["#.utf8)
+        for (step, sequences) in waiting.enumerated() {
+            if step > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(UInt8(ascii: "["))
+            for (index, sequence) in sequences.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                bytes.append(UInt8(ascii: "["))
+                for (position, match) in sequence.events.enumerated() {
+                    if position > 0 { bytes.append(UInt8(ascii: ",")) }
+                    bytes.append(contentsOf: encode(match, ruleID: ruleID))
+                }
+                bytes.append(UInt8(ascii: "]"))
+            }
+            bytes.append(UInt8(ascii: "]"))
+        }
+        bytes.append(contentsOf: "]}".utf8)
+        return bytes
+    }
+
+    public static func decodeWaiting(_ bytes: UnsafeRawBufferPointer) throws -> [[PendingSequence]] {
+        guard let steps = try parseObject(bytes)["waiting"]?.arrayValue else { throw DecodingError(description: "not a pending sequences record") }
+        return try steps.map { step in
+            guard let sequences = step.arrayValue else { throw DecodingError(description: "malformed step in pending sequences record") }
+            return try sequences.map { sequence in
+                guard let events = sequence.arrayValue, !events.isEmpty else { throw DecodingError(description: "malformed pending sequence") }
+                return PendingSequence(events: try events.map { event in
+                    var record: [UInt8] = []
+                    event.write(to: &record, sortedKeys: true)
+                    return try record.withUnsafeBytes { try decodeMatch($0).match }
+                })
+            }
+        }
     }
 
     // MARK: A store's position and clocks (changelog key `p|`)

@@ -24,7 +24,8 @@ public struct SourceLedger: Sendable, Equatable {
 
 /// The aggregation state of one ``StatePartition``, and what it writes to (and reads back from) its
 /// changelog partition. Changelog keys: `w|<group key>` → the key's windows (tombstone when it has none),
-/// `t|<terms>` → a `new_terms` combination's last sighting, `p|` → the store's position (the next offset of
+/// `t|<terms>` → a `new_terms` combination's last sighting, `s|<join key>` → an EQL sequence rule's pending
+/// sequences of the key (tombstone when none waits), `p|` → the store's position (the next offset of
 /// the partition that carries it) and its clocks (stream time, last activity). The position is written after the state it covers, in the same batch, so
 /// a restored store knows which records are already in it: those below its position are skipped, and
 /// consumption resumes there when that is past the committed offset (a commit refused in a rebalance).
@@ -94,8 +95,18 @@ struct StateStore {
                 topic: topic, partition: partition, key: Array(("t|" + key.values.joined(separator: "\u{1F}")).utf8),
                 value: Array("{\"last_seen\":\(seen)}".utf8), lastWriteWins: true))
         }
+        for key in state.dirtySequenceKeys.sorted() {
+            let recordKey = Array("s|\(key)".utf8)
+            if let waiting = state.sequences?.state(of: key) {
+                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
+                                            value: StateCodec.encode(waiting: waiting, ruleID: id.ruleID), lastWriteWins: true))
+            } else {
+                tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
+            }
+        }
         state.dirtyKeys.removeAll()
         state.dirtyTerms.removeAll()
+        state.dirtySequenceKeys.removeAll()
         var records = upserts
         let clocks = state.suppressor.clocks
         if !upserts.isEmpty || !tombstones.isEmpty || position != writtenPosition || clocks != writtenClocks || !sourcesWritten {
@@ -130,6 +141,10 @@ struct StateStore {
                 guard let value else { continue }
                 let decoded = try value.withUnsafeBytes { try StateCodec.decodeWindows($0) }
                 store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: false)
+            } else if key.hasPrefix("s|") {
+                guard let value else { continue }
+                let waiting = try value.withUnsafeBytes { try StateCodec.decodeWaiting($0) }
+                store.state.sequences?.restore(key: String(key.dropFirst(2)), waiting: waiting)
             } else if key.hasPrefix("t|"), let value, let object = try? JSONValue.parse(value).objectValue,
                 case .number(let seen)? = object["last_seen"], let time = seen.intValue
             {

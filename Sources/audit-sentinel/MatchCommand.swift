@@ -2,18 +2,21 @@ import ArgumentParser
 import AuditEvents
 import Detection
 import Foundation
+import Pipeline
 
 /// `audit-sentinel match`: grep for KQL or EQL over audit logs, streaming.
 struct Match: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the audit events that match a rule, a KQL query or an EQL event query, as normalized ECS JSON lines.",
+        abstract: "Print the audit events that match a rule, a KQL query or an EQL query, as normalized ECS JSON lines.",
         discussion: """
             Reads audit records in any supported shape (raw events, EventList batches, NDJSON, GKE and AKS \
             records, ECS documents, Filebeat wrappers; gzip files, concatenated members included) from the \
             files and directories, or from standard input when none are given ("-" names it too). Records are \
             read, matched and printed as they arrive, in bounded memory: each result is written before the \
             command waits for more input. For a new_terms rule, only events bringing a combination of terms not \
-            seen within the rule's history window (in this input) are printed. Records that cannot be decoded \
+            seen within the rule's history window (in this input) are printed. For an EQL sequence (a rule \
+            or --eql), each completed sequence is printed as one line: a JSON array of its events' documents, \
+            in sequence order, as soon as its last event is read. Records that cannot be decoded \
             are reported on standard error as FILE:LINE and skipped. \
             Exit status: 0 if something matched, 1 if nothing did, 2 on an error (a bad rule or query, an \
             input that cannot be read; matches found before it are still printed).
@@ -25,7 +28,7 @@ struct Match: ParsableCommand {
     @Option(name: .long, help: "A KQL query, e.g. 'kubernetes.audit.verb:delete'.")
     var query: String?
 
-    @Option(name: .long, help: "An EQL event query, e.g. 'any where kubernetes.audit.verb == \"delete\"'.")
+    @Option(name: .long, help: "An EQL event query or sequence, e.g. 'any where kubernetes.audit.verb == \"delete\"'.")
     var eql: String?
 
     @Flag(name: .long, help: "Keep the event's original text in event.original.")
@@ -49,11 +52,16 @@ struct Match: ParsableCommand {
     func run() throws {
         let compiled: CompiledRule?
         let kql: CompiledQuery?
-        let eventQuery: EQLEventMatcher?
+        var eventQuery: EQLEventMatcher?
+        var sequence: EQLSequenceSteps?
         do {
             compiled = try rule.map { (path) throws(RuleLoadError) in try CompiledRule.load(file: path) }
             kql = try query.map { (text) throws(KQLSyntaxError) in try CompiledQuery(parsing: text) }
-            eventQuery = try eql.map { (text) throws(EQLSyntaxError) in try EQLEventMatcher(parsing: text) }
+            switch try eql.map({ (text) throws(EQLSyntaxError) in try EQLParser.parse(text) }) {
+            case .event(let parsed)?: eventQuery = try EQLEventMatcher(parsed)
+            case .sequence(let parsed)?: sequence = try EQLSequenceSteps(parsed)
+            case nil: sequence = compiled?.sequence
+            }
         } catch {
             printError("\(error)")
             throw ExitCode(2)
@@ -66,6 +74,7 @@ struct Match: ParsableCommand {
         StopSignals.install(ignoringBrokenPipes: false)
 
         let history = InMemoryNewTermsHistory()
+        let sequences = sequence.map { SequenceLines(steps: $0, eventTime: { event in compiled?.eventTime(event) ?? event.timestampMilliseconds ?? 0 }) }
         var matched = 0
         var failures = 0
         let output = ResultOutput()
@@ -77,6 +86,14 @@ struct Match: ParsableCommand {
                     failures += 1
                     printError("\(record.name):\(record.line): \(error)")
                 case .success(let event):
+                    if let sequences {
+                        for line in sequences.add(event, position: RecordPosition(topic: record.name, partition: 0, offset: Int64(record.line)),
+                                                  preserveOriginal: preserveOriginal) {
+                            matched += 1
+                            output.write(line: line)
+                        }
+                        return
+                    }
                     guard kql?.matches(event) ?? eventQuery?.matches(event) ?? compiled?.matches(event) ?? false else { return }
                     if let compiled, compiled.rule.type == .newTerms,
                        compiled.newTerms(event, at: compiled.eventTime(event) ?? 0, history: history).isEmpty {
@@ -98,6 +115,55 @@ struct Match: ParsableCommand {
         if failures > 0 { printError("\(failures) record(s) could not be decoded") }
         if read.inputFailed { throw ExitCode(2) }
         if matched == 0 { throw ExitCode(1) }
+    }
+}
+
+/// `match` for an EQL sequence: the pipeline's pending-sequence state machine over one input, in read order,
+/// printing each completed sequence as a JSON array of its events' documents.
+final class SequenceLines {
+    let steps: EQLSequenceSteps
+    let eventTime: (AuditEvent) -> Int64
+    var pending: PendingSequences
+    var streamTime = Int64.min
+    var eventIndex = 0
+    /// As the pipeline's default: an event this much older than the newest still joins.
+    static let grace: Int64 = 30_000
+
+    init(steps: EQLSequenceSteps, eventTime: @escaping (AuditEvent) -> Int64) {
+        self.steps = steps
+        self.eventTime = eventTime
+        pending = PendingSequences(stepCount: steps.steps.count, maxspan: steps.maxspanMilliseconds ?? PipelineConfiguration.defaultSequenceSpan)
+    }
+
+    func add(_ event: AuditEvent, position: RecordPosition, preserveOriginal: Bool) -> [[UInt8]] {
+        let matches = steps.matches(event)
+        eventIndex += 1
+        guard !matches.isEmpty else { return [] }
+        let time = eventTime(event)
+        var document: [UInt8] = []
+        if preserveOriginal {
+            JSONValue.object(event.normalized(preserveOriginal: true)).write(to: &document, sortedKeys: true)
+        } else {
+            document = event.canonicalDocument()
+        }
+        var lines: [[UInt8]] = []
+        for (index, entry) in matches.enumerated() {
+            var match = RuleMatch(groupValues: entry.key.map(Optional.some), eventTime: time, documentBytes: document, source: position,
+                                  sequence: min(eventIndex, 1023) << 10 | min(index, 1023))
+            match.steps = entry.steps
+            for completed in pending.apply(match) {
+                var line: [UInt8] = [UInt8(ascii: "[")]
+                for (position, event) in completed.events.enumerated() {
+                    if position > 0 { line.append(UInt8(ascii: ",")) }
+                    line += event.documentBytes
+                }
+                line.append(UInt8(ascii: "]"))
+                lines.append(line)
+            }
+        }
+        streamTime = max(streamTime, time)
+        _ = pending.expire(horizon: streamTime - Self.grace)
+        return lines
     }
 }
 
