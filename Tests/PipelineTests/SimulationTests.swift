@@ -1,7 +1,8 @@
 // The deterministic simulation under swift test: a few hundred seeded histories (make test runs 10 000 in release).
+import AuditEvents
 import Detection
 import Foundation
-import PipelineSimulation
+@testable import PipelineSimulation
 import Testing
 
 @Suite("Deterministic simulation (in-memory driver, no broker)")
@@ -22,5 +23,27 @@ struct SimulationTests {
         let failures = Simulation.run(base: base, count: count, threads: 2, rules: Self.rules)
         print("simulation: seeds \(base)…\(base + UInt64(count) - 1), \(failures.count) failing")
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+}
+
+@Suite("Deterministic simulation: coverage of EQL sequences")
+struct SimulationSequenceCoverageTests {
+    /// The property above is only as strong as its histories: they must complete sequences (and leave some
+    /// pending across the faults), or the sequence rule beside the denied-request rule proves nothing.
+    @Test func referenceRunsCompleteSequences() throws {
+        var shells = 0
+        var seedsWithSequences = 0
+        for seed in UInt64(1_000_001)...1_000_080 {
+            var simulation = Simulation(seed: seed, rules: SimulationTests.rules)
+            let outcome = simulation.reference(simulation.makeInput())
+            let count = outcome.finals.values.count { document in
+                guard let alert = (try? JSONValue.parse(document))?.objectValue?[path: "kibana.alert"]?.objectValue else { return false }
+                return alert[path: "rule.rule_id"]?.stringValue == Simulation.sequenceRule.id && alert["building_block_type"] == nil
+            }
+            shells += count
+            if count > 0 { seedsWithSequences += 1 }
+        }
+        print("simulation coverage: \(shells) completed sequences in \(seedsWithSequences) of 80 reference runs")
+        #expect(seedsWithSequences >= 20)
     }
 }
