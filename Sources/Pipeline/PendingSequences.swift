@@ -27,7 +27,8 @@ public struct CompletedSequence: Sendable, Equatable {
 ///   last event is not after it in event time (ties: the one read first), and drops that one's older
 ///   rivals at the same step; the taken sequence advances, or completes at the last step;
 /// - a sequence whose event would end more than `maxspan` after its first is rejected;
-/// - an event matching `until` discards the key's sequences whose last event is before it;
+/// - an event matching `until` discards the key's sequences whose last event is not after it, before it
+///   counts as a step (so it can start a sequence, not continue one);
 /// - an event matching several steps is applied from the last step down, so it never fills two
 ///   consecutive steps of one sequence.
 /// A pending sequence expires once stream time, less the grace period, is past its start plus `maxspan`
@@ -62,6 +63,14 @@ public struct PendingSequences: Sendable {
         let key = match.groupKey
         var waiting = keys[key] ?? Array(repeating: [], count: stepCount - 1)
         var completed: [CompletedSequence] = []
+        if match.steps & EQLSequenceSteps.untilBit != 0 {
+            // First: the event ends what came before it, then counts as a step (it can start a sequence).
+            for step in waiting.indices {
+                let before = waiting[step].count
+                waiting[step].removeAll { $0.last <= match.eventTime }
+                discardedByUntil += before - waiting[step].count
+            }
+        }
         for step in stride(from: stepCount - 1, through: 0, by: -1) where match.steps & (1 << UInt32(step)) != 0 {
             if step == 0 {
                 Self.insert(PendingSequence(events: [match]), into: &waiting[0])
@@ -79,17 +88,6 @@ public struct PendingSequences: Sendable {
                 completed.append(CompletedSequence(groupKey: key, groupValues: sequence.events[0].groupValues, events: sequence.events))
             } else {
                 Self.insert(sequence, into: &waiting[step])
-            }
-        }
-        if match.steps & EQLSequenceSteps.untilBit != 0 {
-            for step in waiting.indices {
-                let before = waiting[step].count
-                // This event's own sequences (ending in it) are not before it.
-                waiting[step].removeAll { sequence in
-                    let last = sequence.events[sequence.events.count - 1]
-                    return sequence.last <= match.eventTime && !(last.source == match.source && last.sequence == match.sequence)
-                }
-                discardedByUntil += before - waiting[step].count
             }
         }
         keys[key] = waiting.allSatisfy(\.isEmpty) ? nil : waiting
