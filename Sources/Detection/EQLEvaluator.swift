@@ -26,7 +26,7 @@ public struct EQLEventMatcher: Sendable {
 
     public init(parsing text: String) throws(EQLSyntaxError) {
         guard case .event(let query) = try EQLParser.parse(text) else {
-            throw EQLSyntaxError(message: "a sequence", position: 0, expected: "an event query (sequences are not evaluated yet)")
+            throw EQLSyntaxError(message: "a sequence", position: 0, expected: "an event query (a sequence runs as a rule, or with match --eql)")
         }
         try self.init(query)
     }

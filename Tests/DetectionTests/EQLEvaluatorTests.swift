@@ -181,4 +181,71 @@ struct ElasticEQLRulesEvaluateTests {
         #expect(alert[path: "kibana.alert.rule.type"] == "eql")
         #expect(alert[path: "user.name"] == "mallory")
     }
+
+    /// Elastic's sequence rule (RBAC change, then a workload created or patched by the same user within
+    /// five minutes): `match` prints the one completed sequence as a JSON array of its two documents;
+    /// `replay` writes two building-block alerts and their shell (ECS), or one finding with two evidences
+    /// (OCSF). Near misses around it complete nothing: another user, too late, the wrong order, a denied
+    /// RBAC change, a system:masters workload change.
+    @Test func elasticsSequenceRuleAlertsOnASequenceAndNotOnNearMisses() throws {
+        let path = SharedRules.directory.appendingPathComponent("privilege_escalation_sensitive_rbac_change_followed_by_workload_modification.toml").path
+        let rule = try CompiledRule.load(file: path)
+        let sequence = try #require(rule.sequence)
+        #expect(sequence.steps.count == 2 && sequence.maxspanMilliseconds == 300_000 && sequence.joinKeyNames == ["user.name"])
+        func event(_ id: String, _ user: String, _ verb: String, _ resource: String, minute: Int, second: Int = 0,
+                   decision: String = "allow", groups: [String] = ["system:authenticated"]) -> String {
+            let time = "2026-03-01T10:\(String(format: "%02d", minute)):\(String(format: "%02d", second)).000000Z"
+            let groupList = groups.map { "\"\($0)\"" }.joined(separator: ",")
+            return #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"\#(id)","stage":"ResponseComplete","verb":"\#(verb)","user":{"username":"\#(user)","groups":[\#(groupList)]},"sourceIPs":["10.2.0.7"],"objectRef":{"resource":"\#(resource)","namespace":"default","name":"x"},"responseStatus":{"code":200},"requestReceivedTimestamp":"\#(time)","stageTimestamp":"\#(time)","annotations":{"authorization.k8s.io/decision":"\#(decision)"}}"#
+        }
+        let lines = [
+            event("w-first", "carol", "create", "deployments", minute: 0),          // wrong order: workload first…
+            event("r-carol", "carol", "update", "roles", minute: 1),                 // …then RBAC, nothing after
+            event("r-denied", "dave", "create", "clusterroles", minute: 1, decision: "forbid"),
+            event("w-dave", "dave", "patch", "deployments", minute: 2),             // follows only a denied change
+            event("r-mallory", "mallory", "create", "clusterroles", minute: 2),
+            event("w-other", "trent", "patch", "daemonsets", minute: 3),            // another user
+            event("w-masters", "mallory", "patch", "daemonsets", minute: 3, groups: ["system:masters"]),
+            event("w-mallory", "mallory", "create", "cronjobs", minute: 4),         // the sequence
+            event("r-erin", "erin", "patch", "roles", minute: 5),
+            event("w-erin", "erin", "create", "deployments", minute: 10, second: 1),  // 5 min 1 s later: too late
+        ]
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("eql-sequence-\(UUID().uuidString).ndjson")
+        try (lines.joined(separator: "\n") + "\n").write(to: input, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: input) }
+
+        let matched = try MatchCommandTests().run(["match", "--rule", path, input.path])
+        #expect(matched.status == 0, "\(matched.stderr)")
+        let printed = matched.stdout.split(separator: "\n")
+        #expect(printed.count == 1)
+        let first = try #require(printed.first)
+        let documents = try #require(try JSONValue.parse(String(first)).arrayValue)
+        #expect(documents.map { $0[path: "kubernetes.audit.auditID"] } == ["r-mallory", "w-mallory"])
+
+        let replayed = try MatchCommandTests().run(["replay", "--rules", path, input.path])
+        #expect(replayed.status == 0, "\(replayed.stderr)")
+        let alerts = try replayed.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        #expect(alerts.count == 3)
+        let groupID = try #require(alerts.first?[path: "kibana.alert.group.id"]?.stringValue)
+        #expect(alerts.allSatisfy { $0[path: "kibana.alert.group.id"]?.stringValue == groupID })
+        #expect(alerts.map { $0[path: "kibana.alert.building_block_type"] } == ["default", "default", nil])
+        #expect(alerts.map { $0[path: "kibana.alert.group.index"] } == [0, 1, nil])
+        #expect(alerts.map { $0[path: "kubernetes.audit.auditID"] } == ["r-mallory", "w-mallory", nil], "the shell holds only what both share")
+        #expect(alerts.allSatisfy { $0[path: "kibana.alert.rule.type"] == "eql" && $0[path: "user.name"] == "mallory" })
+        let shell = try #require(alerts.last)
+        #expect(shell[path: "kibana.alert.depth"] == 2)
+        let ancestors = try #require(shell[path: "kibana.alert.ancestors"]?.arrayValue)
+        #expect(ancestors.compactMap { $0[path: "id"]?.stringValue }.suffix(2) == alerts.prefix(2).compactMap { $0[path: "kibana.alert.uuid"]?.stringValue })
+        #expect(Set(alerts.compactMap { $0[path: "kibana.alert.uuid"]?.stringValue }).count == 3)
+
+        let again = try MatchCommandTests().run(["replay", "--rules", path, input.path])
+        #expect(again.stdout == replayed.stdout, "the same input gives the same bytes, ids included")
+
+        let ocsf = try MatchCommandTests().run(["replay", "--format", "ocsf", "--rules", path, input.path])
+        let findings = try ocsf.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        #expect(findings.count == 1)
+        #expect(findings.first?[path: "finding_info.uid"] == shell[path: "kibana.alert.uuid"])
+        #expect(findings.first?[path: "evidences"]?.arrayValue?.map { $0[path: "data.kubernetes.audit.auditID"] } == ["r-mallory", "w-mallory"])
+        #expect(findings.first?[path: "count"] == 2)
+    }
 }
