@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The crash test: `scripts/chaos.sh KILLS [EVENTS]` (make test runs a short form, make chaos a long one).
 # Three `audit-sentinel run` instances in one group on tansu read a 6-partition input fed a seeded stream
-# (keyed by account, so each account's events keep their order);
+# (keyed by account, so each account's events keep their order), with two rules: the shipped one and an EQL
+# sequence rule of ours (Tests/Fixtures/rules), whose pending sequences must survive the kills;
 # instances are killed with SIGKILL at random moments and restarted until KILLS kills have happened and
 # the input is drained. The expected alerts come from `audit-sentinel replay` on the same events (the same
 # pipeline code, no Kafka; every record produced with its event's time as the Kafka timestamp). The
@@ -30,15 +31,19 @@ bootstrap="127.0.0.1:$TANSU_PORT"
 app="chaos-$seed"
 input="chaos-audit"
 alerts="chaos-alerts"
-rule_id=$(sed -n 's/^rule_id = "\(.*\)"/\1/p' Config/rules/*.toml | head -n 1)
+rules="$work/rules"
+mkdir -p "$rules"
+cp Config/rules/*.toml Tests/Fixtures/rules/sequence_role_change_then_secret_access.toml "$rules/"
+matches_topics=()
+for id in $(sed -n 's/^rule_id = "\(.*\)"/\1/p' "$rules"/*.toml); do matches_topics+=("$app-$id-matches"); done
 
 "$binary" generate --count "$events" --denied-fraction 0.05 --seed "$seed" --output "$work/events.ndjson"
 "$python" scripts/chaos.py produce "$bootstrap" "$input" "$work/events.ndjson" "$work/replay.ndjson"
-"$binary" replay --rules Config/rules --grace 2 --suppression-duration 10s "$work/replay.ndjson" > "$work/expected.ndjson" 2> "$work/replay.log"
+"$binary" replay --rules "$rules" --grace 2 --suppression-duration 10s "$work/replay.ndjson" > "$work/expected.ndjson" 2> "$work/replay.log"
 
 declare -a pids=(0 0 0)
 start_instance() {  # $1 = slot
-  "$binary" run --brokers "$bootstrap" --input "$input" --alerts-topic "$alerts" --application-id "$app" \
+  "$binary" run --brokers "$bootstrap" --input "$input" --alerts-topic "$alerts" --application-id "$app" --rules "$rules" \
     --http-listen "127.0.0.1:0" --log-format json --log-level notice \
     --set "processing.idle_timeout=${idle}s" --set processing.grace=2s --set suppression.duration=10s \
     --set processing.replication_factor=1 --set processing.max_batch=200 \
@@ -67,11 +72,11 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     start_instance "$slot"
     continue
   fi
-  if "$python" scripts/chaos.py drained "$bootstrap" "$app" "$input" "$app-$rule_id-matches" > "$work/drained.log" 2>&1; then
+  if "$python" scripts/chaos.py drained "$bootstrap" "$app" "$input" "${matches_topics[@]}" > "$work/drained.log" 2>&1; then
     break
   fi
 done
-"$python" scripts/chaos.py drained "$bootstrap" "$app" "$input" "$app-$rule_id-matches" || { echo "chaos: input not drained in time" >&2; exit 1; }
+"$python" scripts/chaos.py drained "$bootstrap" "$app" "$input" "${matches_topics[@]}" || { echo "chaos: input not drained in time" >&2; exit 1; }
 # Quiet partitions close their windows after the idle timeout, counted from the last restore: after the
 # last kill the group first waits out the dead member's session (6 s), then restores, then idles. Verify
 # until the alerts match or that has had ample time (the final verdict below is the one that counts).

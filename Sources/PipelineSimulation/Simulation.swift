@@ -22,34 +22,13 @@ public struct Simulation {
     var random: SyntheticAuditTraffic.Generator
     public let configuration: PipelineConfiguration
 
-    /// An EQL sequence rule of our own over the simulation's events, run beside the given rules: a role
-    /// created or patched, then a secret touched by the same account within two minutes, unless the role
-    /// is deleted in between. Its pending sequences cross restarts and rebalances in every history.
-    public static let sequenceRuleTOML = #"""
-        [metadata]
-        creation_date = "2026/12/02"
-        maturity = "development"
-
-        [rule]
-        author = ["Audit Sentinel"]
-        description = "A role created or patched, then a secret touched by the same account within two minutes (simulation rule)."
-        index = ["logs-kubernetes.audit_logs-*"]
-        language = "eql"
-        name = "Simulation Role Change Followed by Secret Access"
-        risk_score = 47
-        rule_id = "5e0c5e9a-7a51-4c38-9d4e-0b7f3c1d2a60"
-        severity = "medium"
-        timestamp_override = "event.ingested"
-        type = "eql"
-        query = '''
-        sequence by user.name with maxspan=2m
-          [any where kubernetes.audit.objectRef.resource == "roles" and kubernetes.audit.verb in ("create", "patch")]
-          [any where kubernetes.audit.objectRef.resource == "secrets"]
-        until [any where kubernetes.audit.objectRef.resource == "roles" and kubernetes.audit.verb == "delete"]
-        '''
-        """#
-
-    public static let sequenceRule = try! CompiledRule(DetectionRule.parse(toml: sequenceRuleTOML, file: "<simulation sequence rule>"))
+    /// An EQL sequence rule of our own over the simulation's events (`Tests/Fixtures/rules/`; the chaos
+    /// test runs it too), run beside the given rules: a role created or patched, then a secret touched by
+    /// the same account within two minutes, unless the role is deleted in between. Its pending sequences
+    /// cross restarts and rebalances in every history.
+    public static let sequenceRulePath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/rules/sequence_role_change_then_secret_access.toml").path
+    public static let sequenceRule = try! CompiledRule.load(file: sequenceRulePath)
 
     public init(seed: UInt64, rules: RuleSet) {
         self.seed = seed

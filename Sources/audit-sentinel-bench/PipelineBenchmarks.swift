@@ -26,7 +26,7 @@ struct CoreBenchmark {
             let label = rate == 0.001 ? "0.1 %" : rate == 0.01 ? "1 %" : "10 %"
 
             func ours(validateEveryRecord: Bool) -> (seconds: Double, result: Int) {
-                best(rounds: 5) { Self.measuredPass(rule: rule, prefilter: ruleSet.prefilter, records: records, validateEveryRecord: validateEveryRecord) }
+                best(rounds: 5) { Self.measuredPass(rules: [rule], prefilter: ruleSet.prefilter, records: records, validateEveryRecord: validateEveryRecord) }
             }
 
             let foundation = best(rounds: 3) {
@@ -60,6 +60,30 @@ struct CoreBenchmark {
                        ratio: foundation.seconds / fast.seconds, ratioName: "× JSONDecoder")
         }
         report.note("core: \(count) events per rate, one thread; 'every record decoded' is the default (malformed records reach the DLQ), 'prefilter first' is processing.validate_every_record = false")
+        try runElasticRuleSet(count: count, report: &report)
+    }
+
+    /// Elastic's Kubernetes rules that run here (KQL and EQL, the sequence included; from
+    /// `AUDIT_SENTINEL_SHARED_TESTDATA` or ../shared/testdata), all loaded at once, at 1 % seed-rule matches:
+    /// the cost of a full rule set against the seed rule alone, in the same run.
+    func runElasticRuleSet(count: Int, report: inout BenchReport) throws {
+        let testdata = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_SHARED_TESTDATA"] ?? "../shared/testdata"
+        let directory = (testdata as NSString).appendingPathComponent("elastic-detection-rules-kubernetes")
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory).filter({ $0.hasSuffix(".toml") }).sorted() else {
+            report.note("core: Elastic's rule set not measured (\(directory) not found)")
+            return
+        }
+        let elastic = files.compactMap { try? CompiledRule.load(file: (directory as NSString).appendingPathComponent($0)) }
+        let seed = try CompiledRule.load(file: rulePath)
+        let records = corpus(count: count, matchRate: 0.01, seed: 21)
+        let bytes = Double(records.reduce(0) { $0 + $1.count })
+        let alone = best(rounds: 5) { Self.measuredPass(rules: [seed], prefilter: RuleSet([seed]).prefilter, records: records, validateEveryRecord: true) }
+        let all = best(rounds: 5) { Self.measuredPass(rules: elastic, prefilter: RuleSet(elastic).prefilter, records: records, validateEveryRecord: true) }
+        let events = Double(records.count)
+        let kinds = Dictionary(grouping: elastic) { rule in rule.sequence != nil ? "EQL sequence" : rule.rule.type == .eql ? "EQL" : "KQL" }.mapValues(\.count)
+        report.add("core", "ours, Elastic's \(elastic.count) rules loaded, 1 % matches", events: events / all.seconds, bytes: bytes / all.seconds,
+                   ratio: alone.seconds / all.seconds, ratioName: "× seed rule alone")
+        report.note("core: Elastic's rule set = \(kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")) of \(files.count) files (the ES|QL ones do not load); \(all.result) matches over \(records.count) events")
     }
 }
 
@@ -67,16 +91,19 @@ extension CoreBenchmark {
     /// One pass of the default core (every record validated), for instruction counts (callgrind).
     func once(records: [[UInt8]]) throws -> Int {
         let rule = try CompiledRule.load(file: rulePath)
-        return Self.measuredPass(rule: rule, prefilter: RuleSet([rule]).prefilter, records: records, validateEveryRecord: true)
+        return Self.measuredPass(rules: [rule], prefilter: RuleSet([rule]).prefilter, records: records, validateEveryRecord: true)
     }
 
     /// The core over `records`: a record no rule can match is judged by the validation-only pass (or, with
     /// `validateEveryRecord` off, skipped); candidates are decoded, evaluated, their matches applied.
     @inline(never)
-    static func measuredPass(rule: CompiledRule, prefilter: PrefilterSet, records: [[UInt8]], validateEveryRecord: Bool) -> Int {
+    static func measuredPass(rules: [CompiledRule], prefilter: PrefilterSet, records: [[UInt8]], validateEveryRecord: Bool) -> Int {
         let decoder = AuditRecordDecoder()
         let groupBy = [FieldPath("kubernetes.audit.user.username")]
-        var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000)
+        var states = rules.map { rule in
+            RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000,
+                      sequence: rule.sequence.map { ($0.steps.count, $0.maxspanMilliseconds ?? 3_600_000) })
+        }
         var matches = 0
         for (index, record) in records.enumerated() {
             record.withUnsafeBytes { buffer in
@@ -85,11 +112,17 @@ extension CoreBenchmark {
                     return
                 }
                 decoder.decode(buffer, ingestTime: 1_763_625_600_000 + Int64(index)) { result in
-                    guard case .success(let event) = result, rule.matches(event) else { return }
-                    let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
-                    for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
-                        _ = state.apply(match, rule: rule.rule, now: 0)
-                        matches += 1
+                    guard case .success(let event) = result else { return }
+                    for (ruleIndex, rule) in rules.enumerated() where rule.matches(event) {
+                        let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
+                        for match in rule.ruleMatches(for: event, groupBy: groupBy, source: position, sequence: 0, ingestTime: 0) {
+                            if states[ruleIndex].sequences != nil {
+                                _ = states[ruleIndex].applySequenceStep(match, now: 0)
+                            } else {
+                                _ = states[ruleIndex].apply(match, rule: rule.rule, now: 0)
+                            }
+                            matches += 1
+                        }
                     }
                 }
             }
@@ -152,7 +185,52 @@ struct MemoryBenchmark {
             report.note(String(format: "memory: %d windows: %.0f bytes each (heap in use); after they close: %.0f bytes retained per former window",
                                size, perWindow, Double(heapClosed - heapBefore) / Double(size)))
         }
+        try pendingSequences(report: &report)
         report.note("memory: peak RSS of the whole benchmark process so far \(String(format: "%.0f", Double(peakResidentBytes()) / 1e6)) MB")
+    }
+}
+
+extension MemoryBenchmark {
+    /// Pending EQL sequences: one per account, each holding its first step's match (its ECS document as
+    /// canonical bytes, as the pipeline keeps it), for an Elastic-like two-step sequence by user.name.
+    func pendingSequences(report: inout BenchReport) throws {
+        let rule = try CompiledRule(DetectionRule.parse(toml: #"""
+            [rule]
+            name = "bench sequence"
+            rule_id = "bench-sequence"
+            type = "eql"
+            language = "eql"
+            risk_score = 47
+            severity = "medium"
+            description = "bench"
+            timestamp_override = "event.ingested"
+            query = '''sequence by user.name with maxspan=5m [any where kubernetes.audit.verb == "list"] [any where kubernetes.audit.verb == "delete"]'''
+            """#))
+        let decoder = AuditRecordDecoder()
+        var traffic = SyntheticAuditTraffic(seed: 6)
+        let templates = (0..<256).map { _ in traffic.next(.deniedServiceAccount, user: "system:serviceaccount:TEMPLATE:worker", verb: "list").json }
+        for size in [1_000, 100_000].filter({ $0 <= environmentInt("BENCH_MEMORY_MAX_WINDOWS", 1_000_000) }) {
+            var state = RuleState(rule: rule.rule, suppression: .pipelineDefault, graceMilliseconds: 30_000, idleTimeoutMilliseconds: 60_000,
+                                  sequence: (2, 300_000))
+            let heapBefore = heapInUse()
+            for index in 0..<size {
+                let text = templates[index % templates.count].replacingOccurrences(of: "TEMPLATE", with: "ns-\(index)")
+                Array(text.utf8).withUnsafeBytes { buffer in
+                    decoder.decode(buffer, ingestTime: 1_763_625_600_000) { result in
+                        guard case .success(let event) = result else { return }
+                        let position = RecordPosition(topic: "in", partition: 0, offset: Int64(index))
+                        for match in rule.ruleMatches(for: event, groupBy: [], source: position, sequence: 0, ingestTime: 0) {
+                            _ = state.applySequenceStep(match, now: 0)
+                        }
+                    }
+                }
+            }
+            let pending = state.sequences?.pendingCount ?? 0
+            precondition(pending == size, "expected \(size) pending sequences, got \(pending)")
+            let perSequence = Double(heapInUse() - heapBefore) / Double(size)
+            report.add("memory", "pending sequences: \(size) accounts", events: nil, ratio: perSequence, ratioName: " B/sequence")
+            report.note(String(format: "memory: %d pending EQL sequences (one step matched, its document kept): %.0f bytes each (heap in use, changelog bookkeeping included)", size, perSequence))
+        }
     }
 }
 

@@ -188,6 +188,11 @@ struct CheckRule: ParsableCommand {
                 let rule = try CompiledRule.load(file: file)
                 var line = "ok  \(file): \(rule.name) [\(rule.rule.type.rawValue), \(rule.rule.severity), risk \(rule.rule.riskScore)] id \(rule.id)"
                 if let terms = rule.rule.newTerms { line += "; new terms \(terms.fields) over \(terms.historyWindowStart)" }
+                if let sequence = rule.sequence {
+                    line += "; sequence of \(sequence.steps.count) steps by \(sequence.joinKeyNames.joined(separator: ", "))"
+                    line += sequence.maxspanMilliseconds.map { ", maxspan \($0 / 1000) s" } ?? ", no maxspan (pending for sequences.default_span)"
+                    if sequence.until != nil { line += ", until" }
+                }
                 if let literals = rule.prefilter?.requirements {
                     line += "; prefilter \(literals.map { "(" + $0.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " | ") + ")" }.joined(separator: " & "))"
                 }

@@ -30,6 +30,7 @@ struct Settings: Equatable {
     var guarantee: PipelineConfiguration.ProcessingGuarantee = .atLeastOnce
     var graceMilliseconds: Int64 = 30_000
     var idleTimeoutMilliseconds: Int64 = 60_000
+    var sequenceSpanMilliseconds: Int64 = PipelineConfiguration.defaultSequenceSpan
     var skipRepartition = false
     var createTopics = true
     var internalPartitions = 6
@@ -78,6 +79,7 @@ struct Settings: Equatable {
         }
         configuration.graceMilliseconds = graceMilliseconds
         configuration.idleTimeoutMilliseconds = idleTimeoutMilliseconds
+        configuration.sequenceSpanMilliseconds = sequenceSpanMilliseconds
         configuration.skipRepartition = skipRepartition
         configuration.internalPartitions = Int32(internalPartitions)
         configuration.replicationFactor = Int32(replicationFactor)
@@ -203,6 +205,7 @@ struct SettingsLoader {
             .init("processing.guarantee", .choice(["at_least_once", "exactly_once"]), .string(d.guarantee.rawValue)),
             .init("processing.grace", .duration, .duration(d.graceMilliseconds)),
             .init("processing.idle_timeout", .duration, .duration(d.idleTimeoutMilliseconds)),
+            .init("processing.sequence_span", .duration, .duration(d.sequenceSpanMilliseconds)),
             .init("processing.skip_repartition", .bool, .bool(d.skipRepartition)),
             .init("processing.create_topics", .bool, .bool(d.createTopics)),
             .init("processing.internal_partitions", .int, .int(d.internalPartitions)),
@@ -470,6 +473,8 @@ struct SettingsLoader {
         settings.graceMilliseconds = duration("processing.grace") ?? settings.graceMilliseconds
         settings.idleTimeoutMilliseconds = duration("processing.idle_timeout") ?? settings.idleTimeoutMilliseconds
         try check(settings.idleTimeoutMilliseconds > 0, "processing.idle_timeout", "must be positive")
+        settings.sequenceSpanMilliseconds = duration("processing.sequence_span") ?? settings.sequenceSpanMilliseconds
+        try check(settings.sequenceSpanMilliseconds > 0, "processing.sequence_span", "must be positive")
         settings.skipRepartition = bool("processing.skip_repartition") ?? settings.skipRepartition
         settings.createTopics = bool("processing.create_topics") ?? settings.createTopics
         settings.internalPartitions = int("processing.internal_partitions") ?? settings.internalPartitions

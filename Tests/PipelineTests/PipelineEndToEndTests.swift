@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipeline
+import PipelineSimulation
 import Synchronization
 import Testing
 
@@ -519,6 +520,69 @@ enum PipelineScenarios {
         #expect(Set(updates) == [19, 29, 17])
     }
 
+    /// An EQL sequence rule (a role created, then a secret touched by the same account within two minutes,
+    /// unless the role is deleted first): its first steps are read by one instance, which stops; a second
+    /// restores them from the changelog; a third joins (partitions move) and the second leaves. Every
+    /// sequence completes once, whichever instance held it: five shells with their building blocks, one
+    /// set of ids, each version the same document wherever it was written twice.
+    static func sequencesSpanningARestartAndARebalanceCompleteExactlyOnce(_ bench: PipelineBench) throws {
+        var bench = bench
+        bench.rules = RuleSet([Simulation.sequenceRule])
+        var traffic = SyntheticAuditTraffic(seed: 5, startMilliseconds: Scenario.start, spacingMilliseconds: 0)
+        var time = Scenario.start
+        func record(_ user: Int, _ verb: String, _ resource: String) -> Scenario.Record {
+            time += 1_000
+            traffic.clock = time
+            let event = traffic.next(.normal, user: "system:serviceaccount:team\(user):deployer", namespace: "team\(user)", verb: verb, resource: resource)
+            return Scenario.Record(value: Array(event.json.utf8), timestamp: time, key: "node-\(user % 3)")
+        }
+        let clock = ManualClock()
+        let partitions = Int(bench.configuration().internalPartitions)
+        func shells(_ runners: [PipelineRunner]) -> Int { runners.reduce(0) { $0 + $1.snapshot().alertsNew } }
+
+        // The first steps (and two second steps with nothing before them), read by one instance that stops.
+        try bench.produce((0..<6).map { record($0, "create", "roles") } + [record(6, "get", "secrets"), record(7, "list", "secrets")])
+        let first = bench.runner(clock)
+        try first.start()
+        try drive([first], clock: clock, until: { first.snapshot().matchesAggregated >= 8 })
+        try first.stop()
+        #expect(first.snapshot().alertsNew == 0)
+
+        // A restart: two sequences complete from restored state.
+        let second = bench.runner(clock)
+        try second.start()
+        try bench.produce([record(0, "get", "secrets"), record(1, "watch", "secrets")])
+        try drive([second], clock: clock, until: { shells([second]) >= 2 })
+        #expect(second.snapshot().restoredKeys > 0, "pending sequences came back from the changelog")
+
+        // A rebalance: a third instance joins, two more complete wherever their keys went.
+        let third = bench.runner(clock)
+        try third.start()
+        try drive([second, third], clock: clock, until: { third.ownedStatePartitions > 0 && second.ownedStatePartitions + third.ownedStatePartitions == partitions })
+        try bench.produce([record(2, "get", "secrets"), record(3, "get", "secrets")])
+        try drive([second, third], clock: clock, until: { shells([second, third]) >= 4 })
+
+        // The second leaves; one more completes, one is ended by its until step first.
+        try second.stop()
+        try bench.produce([record(4, "get", "secrets"), record(5, "delete", "roles"), record(5, "get", "secrets")])
+        try drive([third], clock: clock, until: { third.ownedStatePartitions == partitions && shells([second, third]) >= 5 })
+        try third.stop()
+
+        let alerts = try bench.alerts(atLeast: 15)
+        var versions: [String: Set<String>] = [:]
+        for alert in alerts { versions[alert.id, default: []].insert(JSONValue.object(alert.document).serialized(sortedKeys: true)) }
+        #expect(versions.count == 15, "five sequences of two building blocks and a shell, each id once")
+        #expect(versions.values.allSatisfy { $0.count == 1 }, "a copy written twice is the same document")
+        let shellDocuments = alerts.filter { $0.document[path: "kibana.alert.depth"] == 2 }
+        let users = Set(shellDocuments.compactMap { $0.document[path: "user.name"]?.stringValue })
+        #expect(users == Set((0..<5).map { "system:serviceaccount:team\($0):deployer" }))
+        for shell in Dictionary(grouping: shellDocuments, by: \.id).values.compactMap(\.first) {
+            let group = shell.document[path: "kibana.alert.group.id"]
+            let parts = alerts.filter { $0.document[path: "kibana.alert.group.id"] == group && $0.id != shell.id }
+            #expect(Set(parts.map(\.id)).count == 2, "two building blocks per shell")
+        }
+    }
+
     static func exactlyOnceUsesTheTransactionCallSequence(_ bench: PipelineBench) throws {
         let records = Array(Scenario.records().prefix(60))
         try bench.produce(records)
@@ -544,6 +608,9 @@ struct PipelineEndToEndTests {
     @Test(arguments: PollShape.all)
     func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
     @Test func exactlyOnceUsesTheTransactionCallSequence() throws { try PipelineScenarios.exactlyOnceUsesTheTransactionCallSequence(bench()) }
+    @Test func sequencesSpanningARestartAndARebalanceCompleteExactlyOnce() throws {
+        try PipelineScenarios.sequencesSpanningARestartAndARebalanceCompleteExactlyOnce(bench())
+    }
     /// 3 000 here: librdkafka's mock broker keeps only the newest 5 MB of a partition, and the one-partition
     /// dead-letter topic of 10 000 records (with their headers) is more; the tansu suite runs 10 000.
     @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws {
@@ -578,6 +645,9 @@ struct TansuPipelineTests {
     func twoInstancesShareTheWorkAndLoseNothing(poll: PollShape) throws { try PipelineScenarios.twoInstancesShareTheWorkAndLoseNothing(bench(), poll: poll) }
     @Test func malformedRecordsAreDeadLetteredAndNothingElseIsLost() throws { try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench()) }
     @Test func inputTopicCreatedAfterStartIsConsumedWithinSeconds() throws { try PipelineScenarios.inputTopicCreatedAfterStartIsConsumedWithinSeconds(bench()) }
+    @Test func sequencesSpanningARestartAndARebalanceCompleteExactlyOnce() throws {
+        try PipelineScenarios.sequencesSpanningARestartAndARebalanceCompleteExactlyOnce(bench())
+    }
 }
 
 @Suite("Pipeline under faults and with new_terms rules (mock cluster)", .serialized)
