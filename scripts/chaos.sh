@@ -40,6 +40,9 @@ for id in $(sed -n 's/^rule_id = "\(.*\)"/\1/p' "$rules"/*.toml); do matches_top
 "$binary" generate --count "$events" --denied-fraction 0.05 --seed "$seed" --output "$work/events.ndjson"
 "$python" scripts/chaos.py produce "$bootstrap" "$input" "$work/events.ndjson" "$work/replay.ndjson"
 "$binary" replay --rules "$rules" --grace 2 --suppression-duration 10s "$work/replay.ndjson" > "$work/expected.ndjson" 2> "$work/replay.log"
+# The stream must hold sequences for the kills to cut through (shells are the alerts at depth 2).
+sequences=$(grep -c '"depth":2' "$work/expected.ndjson" || true)
+[ "$sequences" -gt 0 ] || { echo "chaos: the stream completes no EQL sequence; the test would prove nothing about them" >&2; exit 1; }
 
 declare -a pids=(0 0 0)
 start_instance() {  # $1 = slot
@@ -87,5 +90,5 @@ while [ "$SECONDS" -lt "$settle_deadline" ] && ! "$python" scripts/chaos.py veri
 done
 stop_all
 pids=(0 0 0)
-echo "chaos: seed $seed, $events events, $done_kills kills (SIGKILL) survived; expected: $(tail -n 1 "$work/replay.log")"
+echo "chaos: seed $seed, $events events, $done_kills kills (SIGKILL) survived; expected: $(tail -n 1 "$work/replay.log"), $sequences of them EQL sequences"
 "$python" scripts/chaos.py verify "$bootstrap" "$alerts" "$work/expected.ndjson"

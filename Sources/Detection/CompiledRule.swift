@@ -35,31 +35,24 @@ public final class CompiledRule: Sendable {
     public init(_ rule: DetectionRule) throws(RuleLoadError) {
         self.rule = rule
         if rule.type == .eql {
-            let parsed: EQLQuery
-            do {
-                parsed = try EQLParser.parse(rule.query)
+            do throws(EQLSyntaxError) {
+                switch try EQLParser.parse(rule.query) {
+                case .event(let eventQuery):
+                    let eql = try EQLEventMatcher(eventQuery)
+                    matcher = .eql(eql)
+                    prefilter = eql.requiredLiterals.map { Prefilter(requirements: $0) }
+                case .sequence(let sequence):
+                    let steps = try EQLSequenceSteps(sequence)
+                    matcher = .sequence(steps)
+                    prefilter = steps.requiredLiterals.map { Prefilter(requirements: $0) }
+                }
             } catch {
                 throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
             }
-            switch parsed {
-            case .event(let eventQuery):
-                let eql: EQLEventMatcher
-                do {
-                    eql = try EQLEventMatcher(eventQuery)
-                } catch {
-                    throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
-                }
-                matcher = .eql(eql)
-                prefilter = eql.requiredLiterals.map { Prefilter(requirements: $0) }
-            case .sequence(let sequence):
-                let steps: EQLSequenceSteps
-                do {
-                    steps = try EQLSequenceSteps(sequence)
-                } catch {
-                    throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
-                }
-                matcher = .sequence(steps)
-                prefilter = steps.requiredLiterals.map { Prefilter(requirements: $0) }
+            if case .sequence = matcher, rule.alertSuppression != nil {
+                // As in Kibana, which offers suppression for EQL event queries only.
+                throw RuleLoadError(file: rule.file, ruleName: rule.name,
+                                    message: "[rule.alert_suppression] on an EQL sequence: Elastic suppresses event-query alerts, not sequences; remove it")
             }
         } else {
             let query: CompiledQuery

@@ -368,11 +368,17 @@ public struct AlertDocumentBuilder: Sendable {
         public var role: String
     }
 
-    /// The ids of a sequence's alerts: name-based from the rule, the join key and each event's input
-    /// position, so a sequence completed again after a restart has the same ids.
+    /// The ids of a sequence's alerts: name-based from the rule, the join key and each event's time and
+    /// document (a 64-bit FNV-1a of its canonical bytes), so a sequence completed again after a restart, or
+    /// by `replay` of the same events however the input was partitioned, has the same ids.
     public func sequenceIDs(_ sequence: CompletedSequence) -> (group: String, shell: String, buildingBlocks: [String]) {
+        func fingerprint(_ bytes: [UInt8]) -> String {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            return String(hash, radix: 16)
+        }
         let name = "\(rule.ruleID)|sequence|\(sequence.groupKey)|"
-            + sequence.events.map { "\($0.source.topic)/\($0.source.partition)/\($0.source.offset)/\($0.sequence)" }.joined(separator: ",")
+            + sequence.events.map { "\($0.eventTime):\(fingerprint($0.documentBytes))" }.joined(separator: ",")
         return (UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "group|" + name),
                 UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "shell|" + name),
                 sequence.events.indices.map { UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "building_block|\($0)|" + name) })

@@ -168,7 +168,7 @@ public final class PipelineRunner {
             totals.recordsConsumed += processed
             counts.add(to: &totals)
         }
-        status.setStores(owned: task.stores.count, openWindows: task.openWindows)
+        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences)
         refreshLag(consumer)
         let batch = task.takeBatch()
         nextOffsets.merge(batch.offsets) { max($0, $1) }
@@ -199,6 +199,7 @@ public final class PipelineRunner {
     public var ownedStatePartitions: Int { status.ownedStatePartitions }
     /// Open windows across every owned state partition.
     public var openWindows: Int { status.openWindows }
+    public var pendingSequences: Int { status.pendingSequences }
 
     // MARK: Rebalancing and restore
 
@@ -311,7 +312,7 @@ public final class PipelineRunner {
         let elapsed = started.duration(to: .now)
         status.update { $0.restoreMilliseconds += elapsed.wholeMilliseconds }
         status.updateReadiness { $0.restoring = !pendingRestores.isEmpty }
-        status.setStores(owned: task.stores.count, openWindows: task.openWindows)
+        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences)
     }
 
     /// Reads the changelog partitions of these stores to their ends (by the end-of-partition signal of fetch,

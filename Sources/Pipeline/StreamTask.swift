@@ -240,4 +240,5 @@ final class StreamTask {
     }
 
     var openWindows: Int { stores.values.reduce(0) { $0 + $1.state.suppressor.openWindowCount } }
+    var pendingSequences: Int { stores.values.reduce(0) { $0 + ($1.state.sequences?.pendingCount ?? 0) } }
 }

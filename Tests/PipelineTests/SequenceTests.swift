@@ -3,6 +3,7 @@ import AuditEvents
 import Detection
 import Foundation
 import Pipeline
+import PipelineSimulation
 import Testing
 
 /// A generated corpus event: flat fields the queries test, always-present join keys, one multi-valued field.
@@ -306,5 +307,16 @@ struct SequenceTests {
             }
             #expect(liveCompleted == restoredCompleted, "seed \(seed): \(query)")
         }
+    }
+
+    /// Kibana offers alert suppression for EQL event queries only: a sequence rule asking for it is refused
+    /// with the reason, not run with the setting silently ignored.
+    @Test func aSequenceRuleWithAlertSuppressionIsRefused() throws {
+        let text = try String(contentsOfFile: Simulation.sequenceRulePath, encoding: .utf8)
+            + "\n[rule.alert_suppression]\ngroup_by = [\"user.name\"]\n\n[rule.alert_suppression.duration]\nvalue = 5\nunit = \"m\"\n"
+        let rule = try DetectionRule.parse(toml: text, file: "sequence.toml")
+        let error = #expect(throws: RuleLoadError.self) { try CompiledRule(rule) }
+        #expect(error?.message.contains("alert_suppression") == true, "\(error?.message ?? "")")
+        #expect(try CompiledRule(DetectionRule.parse(toml: String(contentsOfFile: Simulation.sequenceRulePath, encoding: .utf8))).sequence != nil)
     }
 }
