@@ -47,6 +47,9 @@ public struct PendingSequences: Sendable {
     public private(set) var rejectedByMaxspan = 0
     public private(set) var discardedByUntil = 0
     public private(set) var expired = 0
+    /// No pending sequence expires before this horizon (a lower bound: sequences taken since may have
+    /// raised it), so most events skip the scan over every key.
+    private var earliestExpiry = Int64.max
 
     public init(stepCount: Int, maxspan: Int64) {
         precondition(stepCount >= 2, "a sequence has at least two steps")
@@ -73,7 +76,7 @@ public struct PendingSequences: Sendable {
         }
         for step in stride(from: stepCount - 1, through: 0, by: -1) where match.steps & (1 << UInt32(step)) != 0 {
             if step == 0 {
-                Self.insert(PendingSequence(events: [match]), into: &waiting[0])
+                insert(PendingSequence(events: [match]), into: &waiting[0])
                 continue
             }
             guard let index = waiting[step - 1].lastIndex(where: { $0.last <= match.eventTime }) else { continue }
@@ -87,7 +90,7 @@ public struct PendingSequences: Sendable {
             if step == stepCount - 1 {
                 completed.append(CompletedSequence(groupKey: key, groupValues: sequence.events[0].groupValues, events: sequence.events))
             } else {
-                Self.insert(sequence, into: &waiting[step])
+                insert(sequence, into: &waiting[step])
             }
         }
         keys[key] = waiting.allSatisfy(\.isEmpty) ? nil : waiting
@@ -98,25 +101,26 @@ public struct PendingSequences: Sendable {
     /// - Parameter horizon: stream time less the grace period.
     /// - Returns: the keys whose pending sequences changed.
     public mutating func expire(horizon: Int64) -> [String] {
-        guard horizon > .min + maxspan else { return [] }
+        guard horizon > .min + maxspan, earliestExpiry < horizon else { return [] }
         var changed: [String] = []
+        var next = Int64.max
         for (key, waiting) in keys {
             var kept = waiting
             for step in kept.indices { kept[step].removeAll { $0.start + maxspan < horizon } }
+            for sequences in kept { for sequence in sequences { next = min(next, sequence.start + maxspan) } }
             let removed = waiting.reduce(0) { $0 + $1.count } - kept.reduce(0) { $0 + $1.count }
             guard removed > 0 else { continue }
             expired += removed
             keys[key] = kept.allSatisfy(\.isEmpty) ? nil : kept
             changed.append(key)
         }
+        earliestExpiry = next
         return changed.sorted()
     }
 
-    /// Drops every pending sequence (the end of a replay: nothing can complete them).
-    public mutating func removeAll() -> [String] {
-        let changed = keys.keys.sorted()
-        keys.removeAll()
-        return changed
+    private mutating func insert(_ sequence: PendingSequence, into list: inout [PendingSequence]) {
+        earliestExpiry = min(earliestExpiry, sequence.start + maxspan)
+        Self.insert(sequence, into: &list)
     }
 
     private static func insert(_ sequence: PendingSequence, into list: inout [PendingSequence]) {
@@ -136,5 +140,6 @@ public struct PendingSequences: Sendable {
             return
         }
         keys[key] = waiting
+        for sequences in waiting { for sequence in sequences { earliestExpiry = min(earliestExpiry, sequence.start + maxspan) } }
     }
 }
