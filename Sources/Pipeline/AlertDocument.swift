@@ -18,7 +18,16 @@ public struct AlertDocumentBuilder: Sendable {
     public init(rule: DetectionRule, productVersion: String) {
         self.rule = rule
         self.productVersion = productVersion
+        ruleObject = Self.ruleObject(rule)
+        var bytes: [UInt8] = []
+        JSONValue.object(ruleObject).write(to: &bytes, sortedKeys: true)
+        ruleBytes = bytes
     }
+
+    let ruleObject: JSONObject
+    /// ``ruleObject`` serialized with sorted keys: spliced into every ECS alert (its investigation guide
+    /// and description are kilobytes of text, escaped once here instead of once per alert).
+    let ruleBytes: [UInt8]
 
     /// The alert id: a name-based UUID (v5) of rule id, group key and window start.
     public func alertID(for window: SuppressionWindow) -> String {
@@ -69,7 +78,7 @@ public struct AlertDocumentBuilder: Sendable {
                 separate()
                 writeJSONString(own[next].key, to: &bytes)
                 bytes.append(UInt8(ascii: ":"))
-                own[next].value.write(to: &bytes, sortedKeys: true)
+                writeOwn(own[next], to: &bytes)
                 next += 1
             }
             if next < own.count, own[next].key == member.key { continue }  // the alert's own value wins
@@ -82,10 +91,35 @@ public struct AlertDocumentBuilder: Sendable {
             separate()
             writeJSONString(member.key, to: &bytes)
             bytes.append(UInt8(ascii: ":"))
-            member.value.write(to: &bytes, sortedKeys: true)
+            writeOwn(member, to: &bytes)
         }
         bytes.append(UInt8(ascii: "}"))
         return bytes
+    }
+
+    /// An alert member's value, sorted; `kibana.alert.rule` as the bytes serialized once per rule.
+    private func writeOwn(_ member: (key: String, value: JSONValue), to bytes: inout [UInt8]) {
+        guard member.key == "kibana" else { return member.value.write(to: &bytes, sortedKeys: true) }
+        Self.write(member.value, replacing: ["alert", "rule"], with: ruleBytes, to: &bytes)
+    }
+
+    /// Writes `value` with sorted keys, the member at `path` replaced by bytes already serialized so.
+    static func write(_ value: JSONValue, replacing path: ArraySlice<String>, with raw: [UInt8], to output: inout [UInt8]) {
+        guard let key = path.first, case .object(let object) = value else { return value.write(to: &output, sortedKeys: true) }
+        output.append(UInt8(ascii: "{"))
+        for (index, member) in object.members.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            writeJSONString(member.key, to: &output)
+            output.append(UInt8(ascii: ":"))
+            if member.key != key {
+                member.value.write(to: &output, sortedKeys: true)
+            } else if path.count == 1 {
+                output.append(contentsOf: raw)
+            } else {
+                write(member.value, replacing: path.dropFirst(), with: raw, to: &output)
+            }
+        }
+        output.append(UInt8(ascii: "}"))
     }
 
     static let sourceIP = FieldPath("source.ip")
@@ -126,34 +160,6 @@ public struct AlertDocumentBuilder: Sendable {
         originalEvent.removeValue(forKey: "original")
         // Kibana's map requires it: the source's own, else the time we took as its ingest time.
         if originalEvent["ingested"] == nil { originalEvent["ingested"] = .string(ingested) }
-        var ruleObject: JSONObject = [
-            "uuid": .string(rule.ruleID), "rule_id": .string(rule.ruleID), "name": .string(rule.name),
-            "description": .string(rule.description), "type": .string(rule.type.rawValue),
-            "references": .array(rule.references.map(JSONValue.string)), "tags": .array(rule.tags.map(JSONValue.string)),
-            "author": .array(rule.author.map(JSONValue.string)), "severity": .string(rule.severity),
-            "risk_score": .number(JSONNumber(rule.riskScore)),
-            "threat": .array(rule.threat.map(Self.threat)),
-        ]
-        if let license = rule.license { ruleObject["license"] = .string(license) }
-        if let timestampOverride = rule.timestampOverride { ruleObject["timestamp_override"] = .string(timestampOverride) }
-        // What Kibana's detection engine writes for its own rule types (the alert field maps' required
-        // fields; see AlertSchemaConformanceTests for the files): the security solution as consumer and
-        // producer, the rule type's id and category, the rule's descriptive fields and its parameters.
-        let kind = Self.kibanaRuleType(rule.type)
-        ruleObject["consumer"] = "siem"
-        ruleObject["producer"] = "siem"
-        ruleObject["rule_type_id"] = .string(kind.id)
-        ruleObject["category"] = .string(kind.category)
-        ruleObject["revision"] = 0
-        ruleObject["version"] = .string(String(rule.version))
-        ruleObject["enabled"] = true
-        ruleObject["false_positives"] = .array(rule.falsePositives.map(JSONValue.string))
-        ruleObject["max_signals"] = .number(JSONNumber(rule.maxSignals))
-        ruleObject["from"] = .string(rule.from ?? "now-6m")
-        ruleObject["to"] = "now"
-        ruleObject["interval"] = .string(rule.interval ?? "5m")
-        if let note = rule.note { ruleObject["note"] = .string(note) }
-        ruleObject["parameters"] = .object(parameters(ruleObject))
 
         var alert: JSONObject = [
             "uuid": .string(id),
@@ -193,6 +199,39 @@ public struct AlertDocumentBuilder: Sendable {
                 ("kibana", ["alert": .object(alert), "space_ids": ["default"]])]
     }
 
+    /// `kibana.alert.rule`: the same for every alert of the rule, so built (and serialized) once.
+    static func ruleObject(_ rule: DetectionRule) -> JSONObject {
+        var ruleObject: JSONObject = [
+            "uuid": .string(rule.ruleID), "rule_id": .string(rule.ruleID), "name": .string(rule.name),
+            "description": .string(rule.description), "type": .string(rule.type.rawValue),
+            "references": .array(rule.references.map(JSONValue.string)), "tags": .array(rule.tags.map(JSONValue.string)),
+            "author": .array(rule.author.map(JSONValue.string)), "severity": .string(rule.severity),
+            "risk_score": .number(JSONNumber(rule.riskScore)),
+            "threat": .array(rule.threat.map(Self.threat)),
+        ]
+        if let license = rule.license { ruleObject["license"] = .string(license) }
+        if let timestampOverride = rule.timestampOverride { ruleObject["timestamp_override"] = .string(timestampOverride) }
+        // What Kibana's detection engine writes for its own rule types (the alert field maps' required
+        // fields; see AlertSchemaConformanceTests for the files): the security solution as consumer and
+        // producer, the rule type's id and category, the rule's descriptive fields and its parameters.
+        let kind = kibanaRuleType(rule.type)
+        ruleObject["consumer"] = "siem"
+        ruleObject["producer"] = "siem"
+        ruleObject["rule_type_id"] = .string(kind.id)
+        ruleObject["category"] = .string(kind.category)
+        ruleObject["revision"] = 0
+        ruleObject["version"] = .string(String(rule.version))
+        ruleObject["enabled"] = true
+        ruleObject["false_positives"] = .array(rule.falsePositives.map(JSONValue.string))
+        ruleObject["max_signals"] = .number(JSONNumber(rule.maxSignals))
+        ruleObject["from"] = .string(rule.from ?? "now-6m")
+        ruleObject["to"] = "now"
+        ruleObject["interval"] = .string(rule.interval ?? "5m")
+        if let note = rule.note { ruleObject["note"] = .string(note) }
+        ruleObject["parameters"] = .object(Self.parameters(ruleObject, rule: rule))
+        return ruleObject
+    }
+
     /// A `new_terms` rule's groups are its term combinations; other rules group by their suppression fields.
     var groupByFields: [String] {
         if rule.type == .newTerms, let terms = rule.newTerms { return terms.fields }
@@ -209,7 +248,7 @@ public struct AlertDocumentBuilder: Sendable {
     }
 
     /// `kibana.alert.rule.parameters`: the rule's parameters as Kibana keeps them (a flattened field).
-    func parameters(_ ruleObject: JSONObject) -> JSONObject {
+    static func parameters(_ ruleObject: JSONObject, rule: DetectionRule) -> JSONObject {
         var parameters: JSONObject = [:]
         for key in ["author", "description", "false_positives", "from", "license", "max_signals", "note", "references", "risk_score",
                     "rule_id", "severity", "threat", "timestamp_override", "to", "type", "version"] {
@@ -397,7 +436,7 @@ public struct AlertDocumentBuilder: Sendable {
         }
         func serialized(_ object: JSONObject) -> [UInt8] {
             var bytes: [UInt8] = []
-            JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+            Self.write(.object(object), replacing: ["kibana", "alert", "rule"], with: ruleBytes, to: &bytes)
             return bytes
         }
         if format == .ocsf {

@@ -202,6 +202,21 @@ struct AlertDocumentTests {
         #expect(updated[path: "kibana.alert.suppression.end"] == .string(Timestamp.rfc3339(milliseconds: t0 + minute)))
     }
 
+    /// The published bytes (the event's members spliced, the rule's object serialized once per rule) are
+    /// the document tree serialized with sorted keys, for a rule whose texts need escaping.
+    @Test func publishedBytesAreTheTreeSerialized() throws {
+        var awkward = rule
+        awkward.note = "## Triage\n\n- \"quoted\" \\ back\tslash \u{1} control, ünïcode ✓"
+        awkward.description = "line one\nline \"two\""
+        let builder = AlertDocumentBuilder(rule: awkward, productVersion: "test")
+        let (new, update) = actions()
+        for action in [new, update] {
+            let published = builder.serialized(action, format: .ecs)
+            #expect(String(decoding: published, as: UTF8.self) == JSONValue.object(builder.document(for: action, format: .ecs)).serialized(sortedKeys: true))
+            #expect(try JSONValue.parse(published)[path: "kibana.alert.rule.note"] == .string(awkward.note!))
+        }
+    }
+
     @Test func documentsAreDeterministic() {
         let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
         let first = actions()
