@@ -38,7 +38,7 @@ check_run() {  # $1 = log, $2 = label
 
 echo "== suite 1: mock cluster and broker-free tests (librdkafka $(pkg-config --modversion rdkafka), Debian)"
 set +e
-swift test --skip-build --skip 'Tansu' 2>&1 | tee "$logs/suite-mock.log"
+AUDIT_SENTINEL_PYTHON="$PWD/.venv/bin/python" swift test --skip-build --skip 'Tansu' 2>&1 | tee "$logs/suite-mock.log"
 status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "test: suite 1 failed (exit $status)" >&2; exit 1; }

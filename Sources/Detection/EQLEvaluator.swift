@@ -63,6 +63,8 @@ public struct EQLEventMatcher: Sendable {
                 if case .literal(let box) = value, case .string(let text) = box.value { return selective([text]) }
             }
             return []
+        case .fieldEquals(let path, let literals, negated: false) where path.valuesAreVerbatim:
+            return selective(literals.texts)
         case .membership(let field, let list, false, false) where verbatim(field):
             var strings: [String] = []
             for item in list {
@@ -125,6 +127,9 @@ public struct EQLEventMatcher: Sendable {
         case function(Function, [Node], caseInsensitive: Bool)
         case arithmetic(Node, EQLArithmetic, Node)
         case negate(Node)
+        /// `field == "s"`, `field != "s"`, `field in ("a", "b")`, `field not in (…)`, case-sensitive: compared on
+        /// the value's bytes, no string built (the common test of a rule). Same truth as the general forms.
+        case fieldEquals(FieldPath, LiteralBytes, negated: Bool)
 
         init(_ expression: EQLExpression) throws(EQLSyntaxError) {
             switch expression {
@@ -133,7 +138,13 @@ public struct EQLEventMatcher: Sendable {
             case .not(let inner): self = .not(try Node(inner))
             case .and(let parts): self = .and(try parts.map { (part) throws(EQLSyntaxError) in try Node(part) })
             case .or(let parts): self = .or(try parts.map { (part) throws(EQLSyntaxError) in try Node(part) })
+            case .compare(.field(let path), let op, .literal(.string(let text))) where op == .equal || op == .notEqual:
+                self = .fieldEquals(FieldPath(path), LiteralBytes([text]), negated: op == .notEqual)
             case .compare(let left, let op, let right): self = .compare(try Node(left), op, try Node(right))
+            case .membership(.field(let path), let list, false, let negated)
+                where !list.isEmpty && list.allSatisfy({ if case .literal(.string) = $0 { true } else { false } }):
+                let texts = list.map { item -> String in if case .literal(.string(let text)) = item { text } else { "" } }
+                self = .fieldEquals(FieldPath(path), LiteralBytes(texts), negated: negated)
             case .membership(let value, let list, let insensitive, let negated):
                 self = .membership(try Node(value), try list.map { (item) throws(EQLSyntaxError) in try Node(item) },
                                    caseInsensitive: insensitive, negated: negated)
@@ -194,6 +205,17 @@ public struct EQLEventMatcher: Sendable {
         /// The condition's truth: true, false, or nil (null).
         func truth(_ document: some KQLDocument) -> Bool? {
             switch self {
+            case .fieldEquals(let path, let literals, let negated):
+                // Null without a scalar value; else whether any string value is one of the literals.
+                var sawValue = false
+                var found = false
+                document.forEachValue(of: path) { value in
+                    guard value.kind != .object else { return true }
+                    sawValue = true
+                    if value.kind == .string, value.withBytes({ literals.contains($0) }) { found = true }
+                    return !found
+                }
+                return sawValue ? found != negated : nil
             case .not(let inner): return inner.truth(document).map { !$0 }
             case .and(let parts): return Self.kleene(parts.lazy.map { $0.truth(document) }, absorbing: false)
             case .or(let parts): return Self.kleene(parts.lazy.map { $0.truth(document) }, absorbing: true)
@@ -248,7 +270,7 @@ public struct EQLEventMatcher: Sendable {
                     return true
                 }
                 return values.isEmpty ? .null : values.count == 1 ? values[0] : .list(values)
-            case .not, .and, .or, .compare, .membership, .patterns:
+            case .not, .and, .or, .compare, .membership, .patterns, .fieldEquals:
                 return truth(document).map(Value.boolean) ?? .null
             case .function(let function, let arguments, let insensitive):
                 return function.apply(arguments.map { $0.evaluate(document) }, caseInsensitive: insensitive)
@@ -311,6 +333,19 @@ public struct EQLEventMatcher: Sendable {
                 // Different types never compare equal; ordering them has no answer.
                 return op == .equal ? false : (op == .notEqual ? true : nil)
             }
+        }
+    }
+
+    /// String literals as UTF-8 bytes, for byte comparison with a field's values.
+    final class LiteralBytes: Sendable {
+        let texts: [String]
+        let values: [[UInt8]]
+        init(_ texts: [String]) {
+            self.texts = texts
+            values = texts.map { Array($0.utf8) }
+        }
+        func contains(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            values.contains { $0.count == bytes.count && $0.withUnsafeBytes { $0.elementsEqual(bytes) } }
         }
     }
 

@@ -25,6 +25,8 @@ for suite in suites {
     case "decode": DecodeBenchmark(count: environmentInt("BENCH_EVENTS", 20_000), deniedFraction: 0.01, seed: 7).run(report: &report)
     case "detect": try DetectionBenchmark(rulePath: rulePath).run(report: &report)
     case "core": try CoreBenchmark(rulePath: rulePath).run(report: &report)
+    case "core-rules":  // Elastic's rule set alone (also part of "core"), for profiling it
+        try CoreBenchmark(rulePath: rulePath).runElasticRuleSet(count: environmentInt("BENCH_EVENTS", 20_000), report: &report)
     case "memory": try MemoryBenchmark(rulePath: rulePath).run(report: &report)
     case "e2e": for broker in try brokers() { try EndToEndBenchmark(broker: broker, rules: rules).run(report: &report) }
     case "latency":
