@@ -17,6 +17,13 @@ public struct CompletedSequence: Sendable, Equatable {
     public var events: [RuleMatch]
     public var start: Int64 { events[0].eventTime }
     public var end: Int64 { events[events.count - 1].eventTime }
+
+    public init(groupKey: String, groupValues: [String?], events: [RuleMatch]) {
+        precondition(!events.isEmpty, "a sequence has events")
+        self.groupKey = groupKey
+        self.groupValues = groupValues
+        self.events = events
+    }
 }
 
 /// The state machine of an EQL sequence rule for one partition of its repartition topic (every event of a

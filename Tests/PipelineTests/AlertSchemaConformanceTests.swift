@@ -184,4 +184,49 @@ struct AlertSchemaConformanceTests {
         #expect(new[path: "finding_info.first_seen_time"] == .number(JSONNumber(t0)))
         #expect(update[path: "finding_info.last_seen_time"] == .number(JSONNumber(t0 + minute)))
     }
+
+    /// An EQL sequence's building blocks and shell carry every field Kibana requires (no suppression
+    /// fields: Elastic does not suppress sequences), Kibana's EQL rule type, and their grouping.
+    @Test func sequenceAlertsCarryKibanasRequiredFields() throws {
+        let rule = try DetectionRule.load(file: packageRoot.appendingPathComponent("Tests/Fixtures/rules/sequence_role_change_then_secret_access.toml").path)
+        let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
+        let user = "system:serviceaccount:ci:deployer"
+        var first = match(user, at: t0, verb: "create", resource: "roles", offset: 3)
+        first.steps = 1
+        var second = match(user, at: t0 + minute, verb: "get", resource: "secrets", offset: 9)
+        second.steps = 2
+        let sequence = CompletedSequence(groupKey: first.groupKey, groupValues: first.groupValues, events: [first, second])
+        let documents = try builder.sequenceDocuments(sequence, format: .ecs).map { try JSONValue.parse($0.bytes) }
+        #expect(documents.count == 3)
+        let suppressionFields = KibanaAlertFields.written.filter { $0.hasPrefix("kibana.alert.suppression") }
+        for (index, document) in documents.enumerated() {
+            var required = KibanaAlertFields.common + KibanaAlertFields.security
+                + KibanaAlertFields.written.filter { !suppressionFields.contains($0) } + ["kibana.alert.group.id"]
+            for field in KibanaAlertFields.originalEvent where has(document, "event.\(field)") || field == "kind" {
+                required.append("kibana.alert.original_event.\(field)")
+            }
+            for field in required {
+                let present = has(document, field)
+                #expect(present, "sequence alert \(index) lacks \(field)")
+            }
+            #expect(!has(document, "kibana.alert.suppression"))
+            #expect(document[path: "kibana.alert.rule.rule_type_id"] == "siem.eqlRule")
+            #expect(document[path: "kibana.alert.rule.category"] == "Event Correlation Rule")
+            #expect(document[path: "kibana.alert.rule.parameters.language"] == "eql")
+            for field in ["@timestamp", "kibana.alert.original_time"] {
+                #expect(document[path: field]?.stringValue.flatMap { Timestamp.milliseconds(fromRFC3339: $0) } != nil, "\(field) is a date")
+            }
+        }
+        #expect(documents[0][path: "kibana.alert.group.index"] == 0 && documents[1][path: "kibana.alert.group.index"] == 1)
+        #expect(documents[2][path: "kibana.alert.depth"] == 2 && documents[2][path: "kibana.alert.building_block_type"] == nil)
+        #expect(documents[2][path: "kibana.alert.original_time"] == documents[0][path: "kibana.alert.original_time"], "the shell starts with the sequence")
+        #expect(documents[2][path: "kubernetes.audit.verb"] == nil, "the shell keeps only what the events share")
+        #expect(documents[2][path: "kibana.alert.rule.name"] == JSONValue.string(rule.name))
+
+        let finding = try JSONValue.parse(try #require(builder.sequenceDocuments(sequence, format: .ocsf).first).bytes)
+        #expect(finding[path: "evidences"]?.arrayValue?.count == 2)
+        #expect(finding[path: "count"] == 2)
+        #expect(finding[path: "start_time"] == JSONValue.number(JSONNumber(t0)) && finding[path: "end_time"] == JSONValue.number(JSONNumber(t0 + minute)))
+        #expect(finding[path: "finding_info.uid"] == documents[2][path: "kibana.alert.uuid"])
+    }
 }
