@@ -11,8 +11,8 @@ import Foundation
 /// - `==`, `!=`, `in`, `like`, the string functions are case-sensitive; `:`, `in~`, `like~` and the `~`
 ///   functions ignore case;
 /// - patterns (`like`, `:` and `wildcard`) know `*` and `?`, matched in time linear in the text for a given
-///   pattern (text an attacker controls cannot slow a rule down). `regex` is refused until a linear-time
-///   engine backs it.
+///   pattern (text an attacker controls cannot slow a rule down); `regex` takes Lucene's syntax, matched
+///   by ``LinearRegex`` in linear time too.
 public struct EQLEventMatcher: Sendable {
     public let query: EQLEventQuery
     private let condition: Node
@@ -124,6 +124,8 @@ public struct EQLEventMatcher: Sendable {
         case compare(Node, EQLComparison, Node)
         case membership(Node, [Node], caseInsensitive: Bool, negated: Bool)
         case patterns(Node, [Pattern])
+        /// `regex` / `regex~`: Lucene's syntax, whole values, linear time.
+        case regexes(Node, [LinearRegex])
         case function(Function, [Node], caseInsensitive: Bool)
         case arithmetic(Node, EQLArithmetic, Node)
         case negate(Node)
@@ -149,8 +151,21 @@ public struct EQLEventMatcher: Sendable {
                 self = .membership(try Node(value), try list.map { (item) throws(EQLSyntaxError) in try Node(item) },
                                    caseInsensitive: insensitive, negated: negated)
             case .stringPredicate(let value, let predicate, let patterns, let insensitive):
-                guard predicate != .regex else {
-                    throw EQLSyntaxError(message: "regex is not supported yet", position: 0, expected: "like or : with * and ? wildcards")
+                if predicate == .regex {
+                    var compiled: [LinearRegex] = []
+                    for pattern in patterns {
+                        guard case .literal(.string(let text)) = pattern else {
+                            throw EQLSyntaxError(message: "a regular expression must be a string", position: 0, expected: "a quoted pattern")
+                        }
+                        do {
+                            compiled.append(try LinearRegex(lucene: text, caseInsensitive: insensitive))
+                        } catch {
+                            throw EQLSyntaxError(message: "in regex \(EQLExpression.quote(text)): \(error.message) at character \(error.position)",
+                                                 position: 0, expected: error.expected)
+                        }
+                    }
+                    self = .regexes(try Node(value), compiled)
+                    return
                 }
                 var compiled: [Pattern] = []
                 for pattern in patterns {
@@ -245,6 +260,13 @@ public struct EQLEventMatcher: Sendable {
                     guard case .string(let text) = candidate else { return false }
                     return patterns.contains { $0.matches(text) }
                 }
+            case .regexes(let value, let expressions):
+                let candidates = value.evaluate(document)
+                if candidates == .null { return nil }
+                return candidates.elements.contains { candidate in
+                    guard case .string(let text) = candidate else { return false }
+                    return expressions.contains { $0.matches(text) }
+                }
             default:
                 switch evaluate(document) {
                 case .boolean(let value): return value
@@ -270,7 +292,7 @@ public struct EQLEventMatcher: Sendable {
                     return true
                 }
                 return values.isEmpty ? .null : values.count == 1 ? values[0] : .list(values)
-            case .not, .and, .or, .compare, .membership, .patterns, .fieldEquals:
+            case .not, .and, .or, .compare, .membership, .patterns, .regexes, .fieldEquals:
                 return truth(document).map(Value.boolean) ?? .null
             case .function(let function, let arguments, let insensitive):
                 return function.apply(arguments.map { $0.evaluate(document) }, caseInsensitive: insensitive)

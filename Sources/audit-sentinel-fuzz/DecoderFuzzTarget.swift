@@ -67,6 +67,23 @@ public func fuzzEQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
+/// Regular expressions: compile anything in Lucene's syntax (errors, never a crash); what compiles
+/// matches texts drawn from the input within the linear bound, and `~` folds case as its lower-cased
+/// pattern does on lower-cased text.
+public func fuzzRegex(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    let split = text.firstIndex(of: "\n") ?? text.endIndex
+    let pattern = String(text[..<split])
+    let subject = split < text.endIndex ? String(text[text.index(after: split)...]) : pattern
+    for caseInsensitive in [false, true] {
+        guard let regex = try? LinearRegex(lucene: pattern, caseInsensitive: caseInsensitive) else { continue }
+        let (_, steps) = regex.matchCountingSteps(subject)
+        let bound = (subject.unicodeScalars.count + 1) * 2 * regex.programSize
+        guard steps <= bound else { fatalError("\(steps) steps over the linear bound \(bound) for \(regex) on \(subject.debugDescription)") }
+    }
+    return 0
+}
+
 /// Rule TOML: load anything as an Elastic rule; what loads compiles or is refused with a RuleLoadError.
 public func fuzzRule(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
@@ -110,11 +127,12 @@ func runFuzzerDriver(
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
     var count = argc
     var arguments = argv
-    // One binary, four targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql, eql or rule.
+    // One binary, five targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql, eql, regex or rule.
     switch ProcessInfo.processInfo.environment["AUDIT_SENTINEL_FUZZ_TARGET"] ?? "decode" {
     case "kql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzKQL(data, size) }
     case "rule": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRule(data, size) }
     case "eql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzEQL(data, size) }
+    case "regex": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRegex(data, size) }
     default: return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
     }
 }

@@ -53,8 +53,14 @@ struct EQLEvaluatorTests {
         #expect(try matches(#"any where length(Mixed) == 5 and cidrMatch(source.ip, "10.0.0.0/8", "192.168.0.0/16")"#))
         #expect(try matches(#"any where concat(Mixed, "-", count) == "MiXeD-7" and number("12") == 12 and string(count) == "7""#))
         #expect(try matches(#"any where startsWith(user.groups, "system:m")"#), "any value of a multi-valued field")
+        // regex: Lucene's syntax, whole values, value by value; regex~ ignores case.
+        #expect(try matches(#"any where user.name regex "system:serviceaccount:[a-z]+:deploy.*""#))
+        #expect(try !matches(#"any where user.name regex "serviceaccount""#), "a regex matches the whole value")
+        #expect(try !matches(#"any where Mixed regex "mixed""#) && matches(#"any where Mixed regex~ "mixed""#))
+        #expect(try matches(#"any where user.groups regex ("nothing", "system:mast.rs")"#))
         // Refused at compile time, with the reason.
-        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where a regex "x+""#) }
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where a regex "x(""#) }
+        #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where a regex "^x$""#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where frobnicate(a)"#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"any where startsWith(a)"#) }
         #expect(throws: EQLSyntaxError.self) { try EQLEventMatcher(parsing: #"sequence [any where a] [any where b]"#) }
