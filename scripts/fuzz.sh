@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the libFuzzer targets (record decoding, KQL, EQL, regular expressions, rule TOML) for a bounded time in all:
+# Runs the libFuzzer targets (record decoding, KQL, EQL, ES|QL, regular expressions, rule TOML) for a bounded time in all:
 # `scripts/fuzz.sh SECONDS`. Seeds: our fixtures and rules and, when present, Elastic's (../shared/testdata).
 # Findings (crash, timeout, OOM) land in .build-fuzz/findings/ and fail the run; turn each into a regression test.
 # Leak detection is off: Swift packs references into enum payload spare bits, which LeakSanitizer cannot
@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-targets=${2:-decode kql eql regex rule}
+targets=${2:-decode kql eql esql regex rule}
 swift build --scratch-path .build-fuzz -c release --product audit-sentinel-fuzz \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -g -Xswiftc -DAUDIT_SENTINEL_FUZZ 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
 binary=.build-fuzz/release/audit-sentinel-fuzz
@@ -16,7 +16,7 @@ binary=.build-fuzz/release/audit-sentinel-fuzz
 # Seeds per target: decode ← our fixtures and Elastic's audit logs; kql ← the queries of our rules and of
 # Elastic's; rule ← the rule files themselves.
 shared=${AUDIT_SENTINEL_SHARED_TESTDATA:-../shared/testdata}
-mkdir -p .build-fuzz/findings .build-fuzz/corpus-decode .build-fuzz/corpus-kql .build-fuzz/corpus-eql .build-fuzz/corpus-regex .build-fuzz/corpus-rule
+mkdir -p .build-fuzz/findings .build-fuzz/corpus-decode .build-fuzz/corpus-kql .build-fuzz/corpus-eql .build-fuzz/corpus-esql .build-fuzz/corpus-regex .build-fuzz/corpus-rule
 cp Tests/AuditEventsTests/Fixtures/* .build-fuzz/corpus-decode/
 if [ -d "$shared/elastic-integrations-audit-logs" ]; then
   i=0
@@ -36,15 +36,18 @@ done
 cp .build-fuzz/corpus-kql/* .build-fuzz/corpus-eql/ 2>/dev/null || true
 printf '%s' 'sequence by user.name with maxspan=5m [any where a == "x" and b in~ ("y", "z")] by c [process where startsWith~(d, "e") and f like ("g*", "h?")] with runs=2 until [any where not i : "J*"]' > .build-fuzz/corpus-eql/own-1.eql
 printf '%s' 'any where `a.b/c` != null and length(x) + 2 * -3 >= 1.5e3 /* c */ and y regex~ """raw\d+""" and z not in (1, 2)' > .build-fuzz/corpus-eql/own-2.eql
+# ES|QL seeds: the rules' queries (Elastic's ES|QL rules among them) and one of our own with every command.
+cp .build-fuzz/corpus-kql/* .build-fuzz/corpus-esql/ 2>/dev/null || true
+printf '%s' 'from logs-* metadata _id | where a == "x" and b not in (1, 2.5) and c rlike """.*d.*""" and e is not null | eval f = url_decode(g), h = -i * 2 | grok f "%{DATA:j}" | dissect f "%{k} %{l}" append_separator = "-" | stats m = count(*), n = values(o) by p | where m >= 3 and q >= now() - 9 minutes | rename p as r | sort m desc nulls first | limit 5 | keep r, E.* | drop `s t`' > .build-fuzz/corpus-esql/own-1.esql
 # Regular-expression seeds: a pattern, a newline, a text to match.
 printf '%s\n%s' '(a*)*b' 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' > .build-fuzz/corpus-regex/nested.txt
 printf '%s\n%s' '/api/v1/namespaces/[^/]+/pods/[^/]+/exec.*' '/api/v1/namespaces/x/pods/p/exec?command=sh' > .build-fuzz/corpus-regex/uri.txt
 printf '%s\n%s' '"q.t"[\d\s\W]{1,3}(x|y|É)+' 'q.t1 éÉx' > .build-fuzz/corpus-regex/classes.txt
 
-# The time is split: two sixths to decoding (the attack surface of every record), a sixth to each other target.
+# The time is split: two sevenths to decoding (the attack surface of every record), a seventh to each other target.
 status=0
 for target in $targets; do
-  case $target in decode) budget=$((seconds * 2 / 6)) ;; *) budget=$((seconds / 6)) ;; esac
+  case $target in decode) budget=$((seconds * 2 / 7)) ;; *) budget=$((seconds / 7)) ;; esac
   [ "$budget" -ge 1 ] || budget=1
   corpus=.build-fuzz/corpus-$target
   echo "fuzz: $target target for ${budget}s, seeds: $(ls "$corpus" | wc -l) files"

@@ -6,7 +6,7 @@
 #  3. the deterministic simulation: 10 000 random consumer-group histories on the in-memory driver
 #     (release build of audit-sentinel-sim);
 #  4. the crash test (scripts/chaos.sh), short form;
-#  5. the libFuzzer targets (record decoding, KQL, EQL, regular expressions, rule TOML), for a bounded time.
+#  5. the libFuzzer targets (record decoding, KQL, EQL, ES|QL, regular expressions, rule TOML), for a bounded time.
 # Fails if any suite fails or skips a test (except, outside CI, the conformance suites when Elastic's
 # fixtures are not at ../shared/testdata), or the fuzzer finds anything. tansu is stopped by its PID
 # however the run ends.
@@ -64,6 +64,6 @@ swift build -c release --product audit-sentinel-sim 2>&1 | grep -vE '^\[[0-9]+/[
 .build/release/audit-sentinel-sim --schedules "${AUDIT_SENTINEL_TEST_SIM_SCHEDULES:-10000}"
 echo "== crash test: three instances on tansu, random SIGKILLs (make chaos runs the long form)"
 bash scripts/chaos.sh "${AUDIT_SENTINEL_TEST_CHAOS_KILLS:-3}" 2000
-echo "== fuzz: record decoding, KQL, EQL, regular expressions and rule TOML, bounded (make fuzz runs longer)"
+echo "== fuzz: record decoding, KQL, EQL, ES|QL, regular expressions and rule TOML, bounded (make fuzz runs longer)"
 bash scripts/fuzz.sh "${AUDIT_SENTINEL_TEST_FUZZ_SECONDS:-60}"
 echo "test: all suites passed"

@@ -67,6 +67,16 @@ public func fuzzEQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
+/// ES|QL: parse anything (errors, never a crash or a stack overflow); what parses prints a form that
+/// parses back to the same tree.
+public func fuzzESQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    guard let query = try? ESQLParser.parse(text) else { return 0 }
+    let printed = query.description
+    guard let again = try? ESQLParser.parse(printed), again == query else { fatalError("printed form does not parse back: \(text) → \(printed)") }
+    return 0
+}
+
 /// Regular expressions: compile anything in Lucene's syntax (errors, never a crash); what compiles
 /// matches texts drawn from the input within the linear bound, and `~` folds case as its lower-cased
 /// pattern does on lower-cased text.
@@ -127,12 +137,13 @@ func runFuzzerDriver(
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
     var count = argc
     var arguments = argv
-    // One binary, five targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql, eql, regex or rule.
+    // One binary, six targets: AUDIT_SENTINEL_FUZZ_TARGET = decode (default), kql, eql, esql, regex or rule.
     switch ProcessInfo.processInfo.environment["AUDIT_SENTINEL_FUZZ_TARGET"] ?? "decode" {
     case "kql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzKQL(data, size) }
     case "rule": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRule(data, size) }
     case "eql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzEQL(data, size) }
     case "regex": return runFuzzerDriver(&count, &arguments) { data, size in fuzzRegex(data, size) }
+    case "esql": return runFuzzerDriver(&count, &arguments) { data, size in fuzzESQL(data, size) }
     default: return runFuzzerDriver(&count, &arguments) { data, size in fuzzDecoder(data, size) }
     }
 }
