@@ -315,17 +315,51 @@ public struct Prefilter: Sendable, Equatable {
 
 /// The prefilters of several rules: a record passes if any rule might match it. A rule without a
 /// prefilter (nothing to require) lets every record through.
+///
+/// Many rules share literals (`ResponseComplete`, `allow`, `create`): each distinct literal is searched
+/// for at most once per record, and the escape check runs once, however many rules there are.
 public struct PrefilterSet: Sendable {
     public let filters: [Prefilter]
     public let acceptsEverything: Bool
+    /// The distinct literals of every filter, with the byte each search starts from.
+    private let literals: [[UInt8]]
+    private let anchors: [Int]
+    /// Per filter, per group: the group's literals as indices into ``literals``.
+    private let groups: [[[Int]]]
 
     public init(_ filters: [Prefilter?]) {
         self.filters = filters.compactMap { $0 }
         acceptsEverything = filters.isEmpty || filters.contains { $0 == nil || $0!.requirements.isEmpty }
+        var literals: [[UInt8]] = []
+        var anchors: [Int] = []
+        var positions: [[UInt8]: Int] = [:]
+        groups = self.filters.map { filter in
+            zip(filter.requirements, filter.anchors).map { group, groupAnchors in
+                zip(group, groupAnchors).map { literal, anchor in
+                    if let known = positions[literal] { return known }
+                    positions[literal] = literals.count
+                    literals.append(literal)
+                    anchors.append(anchor)
+                    return literals.count - 1
+                }
+            }
+        }
+        self.literals = literals
+        self.anchors = anchors
     }
 
+    /// Whether any filter might match: the same verdict as asking each ``Prefilter`` in turn.
     public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
-        acceptsEverything || filters.contains { $0.mightMatch(record) }
+        if acceptsEverything || record.baseAddress == nil { return true }
+        if Prefilter.hasUnsureEscape(record) { return true }
+        return withUnsafeTemporaryAllocation(of: Int8.self, capacity: literals.count) { found in
+            found.initialize(repeating: -1)
+            func present(_ index: Int) -> Bool {
+                if found[index] < 0 { found[index] = literals[index].withUnsafeBytes { contains(record, $0, anchor: anchors[index]) } ? 1 : 0 }
+                return found[index] == 1
+            }
+            return groups.contains { filter in filter.allSatisfy { group in group.contains(where: present) } }
+        }
     }
 }
 

@@ -299,6 +299,30 @@ struct PrefilterTests {
         #expect(!Array(#"{"verb":"get"}"#.utf8).withUnsafeBytes { set.mightMatch($0) })
         #expect(PrefilterSet([forbid, nil]).acceptsEverything)
     }
+
+    /// The set searches each shared literal once: its verdict must be asking every filter in turn, on
+    /// seeded random filters (shared literals, alternatives, escapes) and records.
+    @Test func aSetDecidesAsItsFiltersDo() {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("prefilter set: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        let words = ["forbid", "allow", "create", "secrets", "pods", "ResponseComplete", "system:serviceaccount:", "exec", "a\"b"]
+        for _ in 0..<300 {
+            let filters: [Prefilter?] = (0..<Int.random(in: 1...6, using: &random)).map { _ in
+                Prefilter(requirements: (0..<Int.random(in: 1...3, using: &random)).map { _ in
+                    (0..<Int.random(in: 1...3, using: &random)).map { _ in words.randomElement(using: &random)! }
+                })
+            }
+            let set = PrefilterSet(filters)
+            for _ in 0..<10 {
+                var text = "{" + (0..<Int.random(in: 0...4, using: &random)).map { _ in "\"k\":\"\(words.randomElement(using: &random)!)\"" }.joined(separator: ",")
+                if Int.random(in: 0..<10, using: &random) == 0 { text += #","e":"\u0066""# }
+                text += "}"
+                let expected = filters.contains { $0.map { filter in Array(text.utf8).withUnsafeBytes { filter.mightMatch($0) } } ?? true }
+                #expect(Array(text.utf8).withUnsafeBytes { set.mightMatch($0) } == expected, "seed \(seed): \(text)")
+            }
+        }
+    }
 }
 
 @Suite("JSON scanner")
