@@ -167,6 +167,12 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
     }
 
     static func quote(_ text: String) -> String {
+        quote(text) { "\\u{\(String($0.value, radix: 16))}" }
+    }
+
+    /// A double-quoted literal with `\" \\ \n \r \t` escapes, as EQL and ES|QL write them; other control
+    /// characters as `escapeControl` spells them (nil: as they are).
+    static func quote(_ text: String, escapeControl: ((Unicode.Scalar) -> String)?) -> String {
         var result = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -175,7 +181,7 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
             case "\n": result += "\\n"
             case "\r": result += "\\r"
             case "\t": result += "\\t"
-            case _ where scalar.value < 0x20: result += "\\u{\(String(scalar.value, radix: 16))}"
+            case _ where scalar.value < 0x20 && escapeControl != nil: result += escapeControl!(scalar)
             default: result.unicodeScalars.append(scalar)
             }
         }

@@ -184,20 +184,8 @@ public indirect enum ESQLExpression: Sendable, Equatable, CustomStringConvertibl
             .joined(separator: "*")
     }
 
-    static func quote(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
-    }
+    /// ES|QL has no escape for other control characters: they stay as they are inside the quotes.
+    static func quote(_ text: String) -> String { EQLExpression.quote(text, escapeControl: nil) }
 }
 
 public struct ESQLSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -432,18 +420,11 @@ public struct ESQLParser {
 
     private mutating func parseQuery() throws(ESQLSyntaxError) -> ESQLQuery {
         try expectKeyword("from")
-        var indices: [String] = []
-        repeat {
-            if !indices.isEmpty { advance() }  // ,
-            indices.append(try parseIndexPattern())
-        } while isSymbol(",")
+        let indices = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseIndexPattern() }
         var metadata: [String] = []
         if isKeyword("metadata") {
             advance()
-            repeat {
-                if !metadata.isEmpty { advance() }
-                metadata.append(try parseName(allowPattern: false))
-            } while isSymbol(",")
+            metadata = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseName(allowPattern: false) }
         }
         var commands: [ESQLCommand] = []
         while isSymbol("|") {
@@ -496,45 +477,39 @@ public struct ESQLParser {
             var by: [ESQLExpression] = []
             if isKeyword("by") {
                 advance()
-                repeat {
-                    if !by.isEmpty { advance() }
-                    by.append(try parseExpression())
-                } while isSymbol(",")
+                by = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseExpression() }
             }
             guard !aggregates.isEmpty || !by.isEmpty else { throw error("STATS without aggregates", expected: "an aggregate or BY") }
             return .stats(aggregates, by: by)
         case "keep", "drop":
-            var columns: [String] = []
-            repeat {
-                if !columns.isEmpty { advance() }
-                columns.append(try parseName(allowPattern: true))
-            } while isSymbol(",")
+            let columns = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseName(allowPattern: true) }
             return name == "keep" ? .keep(columns) : .drop(columns)
         case "rename":
-            var pairs: [(from: String, to: String)] = []
-            repeat {
-                if !pairs.isEmpty { advance() }
-                let from = try parseName(allowPattern: false)
-                try expectKeyword("as")
-                pairs.append((from, try parseName(allowPattern: false)))
-            } while isSymbol(",")
+            let pairs = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) -> (from: String, to: String) in
+                let from = try parser.parseName(allowPattern: false)
+                try parser.expectKeyword("as")
+                return (from, try parser.parseName(allowPattern: false))
+            }
             return .rename(pairs)
         case "sort":
-            var orders: [ESQLOrder] = []
-            repeat {
-                if !orders.isEmpty { advance() }
-                var order = ESQLOrder(expression: try parseExpression(), descending: false, nullsFirst: nil)
-                if isKeyword("asc") { advance() } else if isKeyword("desc") { order.descending = true; advance() }
-                if isKeyword("nulls") {
-                    advance()
-                    if isKeyword("first") { order.nullsFirst = true } else if isKeyword("last") { order.nullsFirst = false } else {
-                        throw error("unexpected \(describe(current))", expected: "FIRST or LAST")
-                    }
-                    advance()
+            return .sort(try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in
+                var order = ESQLOrder(expression: try parser.parseExpression(), descending: false, nullsFirst: nil)
+                if parser.isKeyword("asc") {
+                    parser.advance()
+                } else if parser.isKeyword("desc") {
+                    order.descending = true
+                    parser.advance()
                 }
-                orders.append(order)
-            } while isSymbol(",")
-            return .sort(orders)
+                if parser.isKeyword("nulls") {
+                    parser.advance()
+                    guard parser.isKeyword("first") || parser.isKeyword("last") else {
+                        throw parser.error("unexpected \(parser.describe(parser.current))", expected: "FIRST or LAST")
+                    }
+                    order.nullsFirst = parser.isKeyword("first")
+                    parser.advance()
+                }
+                return order
+            })
         case "limit":
             guard case .integer(let count) = current, count >= 0 else { throw error("unexpected \(describe(current))", expected: "a row count") }
             advance()
@@ -556,24 +531,27 @@ public struct ESQLParser {
         }
     }
 
+    /// One or more of what `parse` reads, separated by commas.
+    private mutating func commaSeparated<T>(_ parse: (inout ESQLParser) throws(ESQLSyntaxError) -> T) throws(ESQLSyntaxError) -> [T] {
+        var items = [try parse(&self)]
+        while isSymbol(",") {
+            advance()
+            items.append(try parse(&self))
+        }
+        return items
+    }
+
     private mutating func parseAssignments() throws(ESQLSyntaxError) -> [ESQLAssignment] {
-        var assignments: [ESQLAssignment] = []
-        repeat {
-            if !assignments.isEmpty { advance() }
-            // `name = expression`: a name followed by a single '='.
-            if index + 1 < tokens.count, tokens[index + 1].token == .symbol("="), case .word = current {
-                let name = try parseName(allowPattern: false)
-                advance()  // =
-                assignments.append(ESQLAssignment(name: name, expression: try parseExpression()))
-            } else if index + 1 < tokens.count, tokens[index + 1].token == .symbol("="), case .quoted = current {
-                let name = try parseName(allowPattern: false)
-                advance()
-                assignments.append(ESQLAssignment(name: name, expression: try parseExpression()))
-            } else {
-                assignments.append(ESQLAssignment(name: nil, expression: try parseExpression()))
+        try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in
+            // `name = expression` (a name, then a single '='), else an expression alone.
+            let start = parser.index
+            if let name = try? parser.parseName(allowPattern: false), parser.isSymbol("=") {
+                parser.advance()
+                return ESQLAssignment(name: name, expression: try parser.parseExpression())
             }
-        } while isSymbol(",")
-        return assignments
+            parser.index = start
+            return ESQLAssignment(name: nil, expression: try parser.parseExpression())
+        }
     }
 
     /// A column name: words and backquoted parts joined by dots (`a.b`, `` `a/b`.c ``); in a pattern also
@@ -650,11 +628,7 @@ public struct ESQLParser {
         if isKeyword("in") {
             advance()
             try expectSymbol("(", "'(' and a list of values")
-            var list: [ESQLExpression] = []
-            repeat {
-                if !list.isEmpty { advance() }
-                list.append(try parseExpression())
-            } while isSymbol(",")
+            let list = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseExpression() }
             try expectSymbol(")", "')' after the list")
             return .membership(left, list, negated: negated)
         }
@@ -749,10 +723,7 @@ public struct ESQLParser {
                     advance()
                     arguments.append(.star)
                 } else if !isSymbol(")") {
-                    repeat {
-                        if !arguments.isEmpty { advance() }
-                        arguments.append(try parseExpression())
-                    } while isSymbol(",")
+                    arguments = try commaSeparated { (parser: inout ESQLParser) throws(ESQLSyntaxError) in try parser.parseExpression() }
                 }
                 try expectSymbol(")", "')' after the arguments")
                 return .function(word.uppercased(), arguments)
