@@ -15,7 +15,7 @@ public struct ESQLQuery: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         var text = "FROM " + indices.joined(separator: ", ")
-        if !metadata.isEmpty { text += " METADATA " + metadata.joined(separator: ", ") }
+        if !metadata.isEmpty { text += " METADATA " + metadata.map(ESQLExpression.quoteIdentifierIfNeeded).joined(separator: ", ") }
         for command in commands { text += "\n| " + command.description }
         return text
     }
@@ -128,6 +128,9 @@ public enum ESQLComparison: String, Sendable {
 
 public enum ESQLArithmetic: String, Sendable {
     case add = "+", subtract = "-", multiply = "*", divide = "/", modulo = "%"
+
+    /// `+` and `-` bind alike, looser than `*`, `/` and `%`.
+    var isAdditive: Bool { self == .add || self == .subtract }
 }
 
 public indirect enum ESQLExpression: Sendable, Equatable, CustomStringConvertible {
@@ -155,16 +158,36 @@ public indirect enum ESQLExpression: Sendable, Equatable, CustomStringConvertibl
         case .star: "*"
         case .function(let name, let arguments): "\(name)(" + arguments.map(\.description).joined(separator: ", ") + ")"
         case .not(let inner): "(NOT \(inner))"
-        case .and(let left, let right): "(\(left) AND \(right))"
-        case .or(let left, let right): "(\(left) OR \(right))"
+        // Left-nested chains print flat (`(a AND b AND c)`), which parse back left-nested: the printed form
+        // nests no deeper than the tree's operands do.
+        case .and, .or, .arithmetic: "(" + chain + ")"
         case .compare(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
-        case .arithmetic(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
-        case .negate(let inner): "-(\(inner))"
+        case .negate(let inner):
+            switch inner {
+            case .literal, .field, .function, .negate: "-\(inner)"
+            default: "-(\(inner))"
+            }
         case .membership(let value, let list, let negated):
             "(\(value)\(negated ? " NOT" : "") IN (" + list.map(\.description).joined(separator: ", ") + "))"
         case .like(let value, let pattern, let regex, let negated):
             "(\(value)\(negated ? " NOT" : "") \(regex ? "RLIKE" : "LIKE") \(Self.quote(pattern)))"
         case .isNull(let value, let negated): "(\(value) IS \(negated ? "NOT " : "")NULL)"
+        }
+    }
+
+    /// The operands of a left-nested chain of one operator (of one precedence, for arithmetic), joined.
+    private var chain: String {
+        switch self {
+        case .and(let left, let right):
+            if case .and = left { return left.chain + " AND " + right.description }
+            return left.description + " AND " + right.description
+        case .or(let left, let right):
+            if case .or = left { return left.chain + " OR " + right.description }
+            return left.description + " OR " + right.description
+        case .arithmetic(let left, let op, let right):
+            if case .arithmetic(_, let inner, _) = left, inner.isAdditive == op.isAdditive { return left.chain + " \(op.rawValue) " + right.description }
+            return left.description + " \(op.rawValue) " + right.description
+        default: return description
         }
     }
 
@@ -179,9 +202,15 @@ public indirect enum ESQLExpression: Sendable, Equatable, CustomStringConvertibl
         return plain ? name : "`" + name.replacingOccurrences(of: "`", with: "``") + "`"
     }
 
+    /// A column pattern as written: bare when it is a plain name with single `*`s, else backquoted whole
+    /// (a `*` inside the quotes reads back as the same pattern).
     static func quotePatternIfNeeded(_ name: String) -> String {
-        name.split(separator: "*", omittingEmptySubsequences: false).map { part in part.isEmpty ? "" : quoteIdentifierIfNeeded(String(part)) }
-            .joined(separator: "*")
+        func isStart(_ scalar: Unicode.Scalar) -> Bool { scalar == "_" || scalar == "@" || (scalar.isASCII && scalar.properties.isAlphabetic) }
+        let allowed = name.unicodeScalars.allSatisfy { isStart($0) || $0 == "*" || $0 == "." || ("0"..."9").contains($0) }
+        let pieces = name.split(whereSeparator: { $0 == "*" || $0 == "." })
+        let plain = allowed && !name.isEmpty && !name.contains("**") && !name.contains("..") && !name.hasPrefix(".") && !name.hasSuffix(".")
+            && pieces.allSatisfy { $0.unicodeScalars.first.map(isStart) ?? false }
+        return plain ? name : "`" + name.replacingOccurrences(of: "`", with: "``") + "`"
     }
 
     /// ES|QL has no escape for other control characters: they stay as they are inside the quotes.
@@ -445,10 +474,8 @@ public struct ESQLParser {
             if last >= 0, tokens[index].offset != last { break }
             switch current {
             case .word(let word): text += word
-            case .quoted(let word): text += word
             case .integer(let value): text += "\(value)"
             case .symbol(let symbol) where ["-", "*", ".", ":"].contains(symbol): text += symbol
-            case .string(let word): text += word
             default: throw error("unexpected \(describe(current))", expected: "an index pattern")
             }
             last = tokens[index].end
@@ -714,6 +741,9 @@ public struct ESQLParser {
                 return .literal(.null)
             default: break
             }
+            if ESQLExpression.keywords.contains(word.lowercased()) {
+                throw error("unexpected \(describe(current))", expected: "a value, a column or a function")
+            }
             if index + 1 < tokens.count, tokens[index + 1].token == .symbol("(") {
                 guard !word.contains(".") else { throw error("unexpected '('", expected: "a function name before '('") }
                 advance()
@@ -727,9 +757,6 @@ public struct ESQLParser {
                 }
                 try expectSymbol(")", "')' after the arguments")
                 return .function(word.uppercased(), arguments)
-            }
-            if ESQLExpression.keywords.contains(word.lowercased()) {
-                throw error("unexpected \(describe(current))", expected: "a value, a column or a function")
             }
             return .field(try parseName(allowPattern: false))
         default:
