@@ -254,19 +254,9 @@ public struct EQLEventMatcher: Sendable {
                 let found = candidates.elements.contains { candidate in options.contains { Self.equal(candidate, $0, caseInsensitive: insensitive) } }
                 return negated ? !found : found
             case .patterns(let value, let patterns):
-                let candidates = value.evaluate(document)
-                if candidates == .null { return nil }
-                return candidates.elements.contains { candidate in
-                    guard case .string(let text) = candidate else { return false }
-                    return patterns.contains { $0.matches(text) }
-                }
+                return Self.anyString(of: value, in: document) { text in patterns.contains { $0.matches(text) } }
             case .regexes(let value, let expressions):
-                let candidates = value.evaluate(document)
-                if candidates == .null { return nil }
-                return candidates.elements.contains { candidate in
-                    guard case .string(let text) = candidate else { return false }
-                    return expressions.contains { $0.matches(text) }
-                }
+                return Self.anyString(of: value, in: document) { text in expressions.contains { $0.matches(text) } }
             default:
                 switch evaluate(document) {
                 case .boolean(let value): return value
@@ -301,6 +291,16 @@ public struct EQLEventMatcher: Sendable {
             case .negate(let inner):
                 if case .number(let value) = inner.evaluate(document) { return .number(-value) }
                 return .null
+            }
+        }
+
+        /// Whether any string value of `value` passes `test` (value by value); null when it has none.
+        static func anyString(of value: Node, in document: some KQLDocument, _ test: (String) -> Bool) -> Bool? {
+            let candidates = value.evaluate(document)
+            if candidates == .null { return nil }
+            return candidates.elements.contains { candidate in
+                guard case .string(let text) = candidate else { return false }
+                return test(text)
             }
         }
 

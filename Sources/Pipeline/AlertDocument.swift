@@ -134,7 +134,11 @@ public struct AlertDocumentBuilder: Sendable {
     // MARK: ECS
 
     func ecsDocument(for action: AlertAction) -> JSONObject {
-        let source = action.window.first.document
+        ecsDocument(for: action, source: action.window.first.document)
+    }
+
+    /// - Parameter source: the action's first document, already parsed.
+    func ecsDocument(for action: AlertAction, source: JSONObject) -> JSONObject {
         var document = source
         for (key, value) in ecsMembers(for: action, sourceEvent: source["event"]?.objectValue, sourceTimestamp: source[path: "@timestamp"],
                                        sourceIP: firstString(source, "source.ip"), userName: firstString(source, "user.name")) {
@@ -411,13 +415,8 @@ public struct AlertDocumentBuilder: Sendable {
     /// document (a 64-bit FNV-1a of its canonical bytes), so a sequence completed again after a restart, or
     /// by `replay` of the same events however the input was partitioned, has the same ids.
     public func sequenceIDs(_ sequence: CompletedSequence) -> (group: String, shell: String, buildingBlocks: [String]) {
-        func fingerprint(_ bytes: [UInt8]) -> String {
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            return String(hash, radix: 16)
-        }
         let name = "\(rule.ruleID)|sequence|\(sequence.groupKey)|"
-            + sequence.events.map { "\($0.eventTime):\(fingerprint($0.documentBytes))" }.joined(separator: ",")
+            + sequence.events.map { "\($0.eventTime):\(String(Topology.fnv1a($0.documentBytes), radix: 16))" }.joined(separator: ",")
         return (UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "group|" + name),
                 UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "shell|" + name),
                 sequence.events.indices.map { UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "building_block|\($0)|" + name) })
@@ -455,7 +454,7 @@ public struct AlertDocumentBuilder: Sendable {
         var buildingBlockAncestors: [JSONValue] = []
         var eventAncestors: [JSONValue] = []
         for (index, event) in sequence.events.enumerated() {
-            var document = ecsDocument(for: AlertAction(kind: .new, window: window(event), late: false))
+            var document = ecsDocument(for: AlertAction(kind: .new, window: window(event), late: false), source: documents[index])
             var alert = document[path: "kibana.alert"]?.objectValue ?? [:]
             eventAncestors += alert["ancestors"]?.arrayValue ?? []
             alert["uuid"] = .string(ids.buildingBlocks[index])
@@ -469,9 +468,7 @@ public struct AlertDocumentBuilder: Sendable {
         }
         // The shell: what every event has in common, as the source of an alert at depth 2.
         let common = documents.dropFirst().reduce(documents[0]) { Self.intersection($0, $1) }
-        var last = sequence.events[sequence.events.count - 1]
-        last.document = common
-        var shell = ecsDocument(for: AlertAction(kind: .new, window: window(last), late: false))
+        var shell = ecsDocument(for: AlertAction(kind: .new, window: window(sequence.events[sequence.events.count - 1]), late: false), source: common)
         var alert = shell[path: "kibana.alert"]?.objectValue ?? [:]
         alert["uuid"] = .string(ids.shell)
         alert["group"] = ["id": .string(ids.group)]

@@ -70,9 +70,14 @@ public struct Topology: Sendable {
 
     /// FNV-1a of the key modulo the partition count.
     public static func partition(forKey key: [UInt8], count: Int32) -> Int32 {
+        Int32(truncatingIfNeeded: fnv1a(key) % UInt64(max(1, count)))
+    }
+
+    /// 64-bit FNV-1a: partitions, and the fingerprints of a sequence's events in its alert ids.
+    static func fnv1a(_ bytes: [UInt8]) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in key { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return Int32(truncatingIfNeeded: hash % UInt64(max(1, count)))
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
     }
 
     /// Internal topics (repartition, compacted changelogs) and outputs (dead letters, alerts) to create.

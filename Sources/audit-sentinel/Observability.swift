@@ -1,6 +1,7 @@
 // The HTTP endpoint (/metrics, /healthz, /readyz on FlyingFox) and the log handler (text or ECS JSON lines).
 import FlyingFox
 import FlyingSocks
+import AuditEvents
 import Foundation
 import Logging
 import Synchronization
@@ -202,20 +203,10 @@ struct SentinelLogHandler: LogHandler {
                       parts.tm_hour, parts.tm_min, parts.tm_sec, now.tv_nsec / 1_000_000)
     }
 
-    /// A JSON string literal.
+    /// A JSON string literal (the project's one writer of them).
     static func quote(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
+        var bytes: [UInt8] = []
+        writeJSONString(text, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
