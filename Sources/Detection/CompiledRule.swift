@@ -22,6 +22,8 @@ public final class CompiledRule: Sendable {
         case eql(EQLEventMatcher)
         /// An EQL sequence: per event, the steps it matches; joining them is the pipeline's keyed state.
         case sequence(EQLSequenceSteps)
+        /// An ES|QL query: per event; with STATS, its groups' rows are the pipeline's keyed state.
+        case esql(ESQLProgram)
     }
 
     public let rule: DetectionRule
@@ -31,10 +33,27 @@ public final class CompiledRule: Sendable {
     public let newTermsFields: [FieldPath]
     /// Event time: the rule's `timestamp_override` (Elastic's rules use `event.ingested`), else `@timestamp`.
     public let timestampField: FieldPath
+    /// Elastic's schedule for the rule (`interval`, and `from` as a look-back): aggregating ES|QL rules
+    /// reproduce it in event time.
+    public let schedule: (interval: Int64, lookback: Int64)
 
     public init(_ rule: DetectionRule) throws(RuleLoadError) {
         self.rule = rule
-        if rule.type == .eql {
+        schedule = try rule.schedule()
+        if rule.type == .esql {
+            let program: ESQLProgram
+            do throws(ESQLCompileError) {
+                program = try ESQLProgram(parsing: rule.query)
+            } catch {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name, message: "query: \(error)")
+            }
+            matcher = .esql(program)
+            prefilter = program.requiredLiterals.map { Prefilter(requirements: $0) }
+            if program.isAggregating, rule.alertSuppression != nil {
+                throw RuleLoadError(file: rule.file, ruleName: rule.name,
+                                    message: "[rule.alert_suppression] on an aggregating ES|QL rule: its scheduled executions de-duplicate by the STATS groups already; remove it")
+            }
+        } else if rule.type == .eql {
             do throws(EQLSyntaxError) {
                 switch try EQLParser.parse(rule.query) {
                 case .event(let eventQuery):
@@ -84,6 +103,7 @@ public final class CompiledRule: Sendable {
         case .kql(let query): query.matches(event)
         case .eql(let eql): eql.matches(event)
         case .sequence(let steps): steps.matchesAny(event)
+        case .esql(let program): program.evaluate(event, now: 0) != nil
         }
     }
 
@@ -92,8 +112,12 @@ public final class CompiledRule: Sendable {
         case .kql(let query): query.matches(event)  // the flat program on the lazy view
         case .eql(let eql): eql.matches(event)
         case .sequence(let steps): steps.matchesAny(event)
+        case .esql(let program): program.evaluate(event, now: eventTime(event) ?? 0) != nil
         }
     }
+
+    /// The ES|QL program, for an ES|QL rule.
+    public var esql: ESQLProgram? { if case .esql(let program) = matcher { program } else { nil } }
 
     /// The sequence's steps, for an EQL sequence rule.
     public var sequence: EQLSequenceSteps? { if case .sequence(let steps) = matcher { steps } else { nil } }

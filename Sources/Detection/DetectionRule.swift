@@ -6,8 +6,10 @@ public struct DetectionRule: Sendable {
     public enum RuleType: String, Sendable, CaseIterable {
         case query
         case newTerms = "new_terms"
-        /// EQL event queries (sequences are refused when the rule is compiled).
+        /// EQL event queries and sequences.
         case eql
+        /// ES|QL queries: per event without STATS, on Elastic's schedule in event time with it.
+        case esql
     }
 
     public struct Threat: Sendable, Equatable, Codable {
@@ -105,7 +107,7 @@ public struct RuleLoadError: Error, Sendable, CustomStringConvertible {
 
 extension DetectionRule {
     public static let supportedTypes = RuleType.allCases.map(\.rawValue)
-    public static let supportedLanguages = ["kuery", "eql"]
+    public static let supportedLanguages = ["kuery", "eql", "esql"]
 
     /// Reads one rule file.
     public static func load(file: String) throws(RuleLoadError) -> DetectionRule {
@@ -145,10 +147,15 @@ extension DetectionRule {
         let type = try reader.string(rule, "type")
         let language = try reader.string(rule, "language")
         guard let ruleType = RuleType(rawValue: type) else {
-            throw reader.failure("rule type \"\(type)\" (language \"\(language)\") is not supported; supported types: query and new_terms with language kuery, eql with language eql")
+            throw reader.failure("rule type \"\(type)\" (language \"\(language)\") is not supported; supported types: query and new_terms with language kuery, eql with language eql, esql with language esql")
         }
-        guard supportedLanguages.contains(language), (language == "eql") == (ruleType == .eql) else {
-            throw reader.failure("language \"\(language)\" is not supported for type \(type) (ES|QL rules cannot run here); supported: kuery (KQL) for query and new_terms, eql for eql")
+        let expectedLanguage = switch ruleType {
+        case .query, .newTerms: "kuery"
+        case .eql: "eql"
+        case .esql: "esql"
+        }
+        guard language == expectedLanguage else {
+            throw reader.failure("language \"\(language)\" is not supported for type \(type); supported: kuery (KQL) for query and new_terms, eql for eql, esql for esql")
         }
 
         var parsed = DetectionRule(
@@ -198,6 +205,24 @@ extension DetectionRule {
             parsed.alertSuppression = AlertSuppression(groupBy: groupBy, durationMilliseconds: duration, missingFieldsStrategy: strategy)
         }
         return parsed
+    }
+
+    /// The schedule Elastic runs the rule on: `interval` (default 5m) and the look-back of each run, `from`
+    /// (default `now-6m`), in milliseconds.
+    public func schedule() throws(RuleLoadError) -> (interval: Int64, lookback: Int64) {
+        func span(_ text: String) -> Int64? {
+            guard let unit = text.last, let value = Int64(text.dropLast()), value > 0 else { return nil }
+            return Self.milliseconds(value: value, unit: String(unit))
+        }
+        let intervalText = interval ?? "5m"
+        guard let every = span(intervalText) else {
+            throw RuleLoadError(file: file, ruleName: name, message: "interval \"\(intervalText)\" is not of the form <n><s|m|h|d>")
+        }
+        let fromText = from ?? "now-6m"
+        guard let lookback = Self.parseRelativeWindow(fromText) else {
+            throw RuleLoadError(file: file, ruleName: name, message: "from \"\(fromText)\" is not of the form now-<n><s|m|h|d|w>")
+        }
+        return (every, lookback)
     }
 
     /// `now-7d` → 7 days in milliseconds.

@@ -20,13 +20,19 @@ struct AggregateProcessor {
         let rule = compiled.rule
         return RuleState(rule: rule, suppression: configuration.suppression(for: rule),
                          graceMilliseconds: configuration.graceMilliseconds, idleTimeoutMilliseconds: configuration.idleTimeoutMilliseconds,
-                         sequence: compiled.sequence.map { ($0.steps.count, $0.maxspanMilliseconds ?? configuration.sequenceSpanMilliseconds) })
+                         sequence: compiled.sequence.map { ($0.steps.count, $0.maxspanMilliseconds ?? configuration.sequenceSpanMilliseconds) },
+                         esql: compiled.esql.map { ($0, compiled.schedule.interval, compiled.schedule.lookback) })
     }
 
     /// Applies one match of a record the store does not hold yet (the caller checks
     /// ``StateStore/covers(offset:)`` once per record, then moves the position past it).
     func apply(_ match: RuleMatch, to store: inout StateStore, now: Int64, counts: inout TaskCounts, output: inout [OutputRecord]) {
         counts.matchesAggregated += 1
+        if store.state.aggregation != nil {
+            if !store.state.applyContribution(match, now: now) { counts.lateMatches += 1 }
+            output += executionRecords(&store, counts: &counts)
+            return
+        }
         if store.state.sequences != nil {
             for sequence in store.state.applySequenceStep(match, now: now) {
                 output += sequenceAlertRecords(sequence, ruleIndex: store.id.ruleIndex, counts: &counts)
@@ -60,6 +66,30 @@ struct AggregateProcessor {
                     + [KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue), KafkaHeader("alert.sequence", document.role)],
                 latencyOrigin: index == documents.count - 1 ? sequence.end : nil, lastWriteWins: true)
         }
+    }
+
+    /// The alerts of the executions an aggregating ES|QL rule's store has run since the last call: one per
+    /// passing row that does not repeat the group's row of the execution before, keyed by its id.
+    func executionRecords(_ store: inout StateStore, counts: inout TaskCounts) -> [OutputRecord] {
+        guard store.state.aggregation != nil else { return [] }
+        let builder = builders[store.id.ruleIndex]
+        let format = topology.configuration.alertFormat
+        var records: [OutputRecord] = []
+        for result in store.state.takeExecutionResults() {
+            if result.duplicate {
+                counts.suppressedMatches += 1
+                continue
+            }
+            counts.alertsNew += 1
+            counts.alertsNewByRule[store.id.ruleID, default: 0] += 1
+            let document = builder.executionDocument(result, format: format)
+            records.append(OutputRecord(
+                topic: topology.configuration.alertsTopic, key: Array(document.id.utf8), value: document.bytes,
+                headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) }
+                    + [KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue), KafkaHeader("alert.execution", Timestamp.rfc3339(milliseconds: result.execution))],
+                latencyOrigin: result.execution, lastWriteWins: true))
+        }
+        return records
     }
 
     func alertRecord(_ action: AlertAction, ruleIndex: Int, counts: inout TaskCounts) -> OutputRecord {

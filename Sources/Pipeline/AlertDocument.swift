@@ -248,6 +248,7 @@ public struct AlertDocumentBuilder: Sendable {
         case .query: ("siem.queryRule", "Custom Query Rule")
         case .newTerms: ("siem.newTermsRule", "New Terms Rule")
         case .eql: ("siem.eqlRule", "Event Correlation Rule")
+        case .esql: ("siem.esqlRule", "ES|QL Rule")
         }
     }
 
@@ -479,6 +480,58 @@ public struct AlertDocumentBuilder: Sendable {
         shell["kibana"] = ["alert": .object(alert), "space_ids": ["default"]]
         result.append(SequenceDocument(id: ids.shell, bytes: serialized(shell), role: "shell"))
         return result
+    }
+
+    // MARK: ES|QL executions
+
+    /// The id of an aggregating ES|QL rule's alert: name-based from the rule, the group and the execution.
+    public func executionID(_ result: ESQLExecutionResult) -> String {
+        UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "\(rule.ruleID)|esql|\(result.groupKey)|\(result.execution)")
+    }
+
+    /// The row of one execution as its source document: the columns by their dotted names, nulls left out.
+    public static func rowDocument(_ result: ESQLExecutionResult) -> JSONObject {
+        var row = JSONObject()
+        for column in result.columns where !column.value.isNull { row.setValue(column.value.json, atDottedPath: column.name) }
+        return row
+    }
+
+    /// An aggregating ES|QL rule's alert, as Kibana writes one: in ECS, the row's columns are the alert's
+    /// source fields (no source event: the one ancestor is the row), `@timestamp` is the execution time and
+    /// `kibana.alert.original_time` the start of its window; in OCSF, one finding with the row as evidence.
+    public func executionDocument(_ result: ESQLExecutionResult, format: AlertFormat) -> (id: String, bytes: [UInt8]) {
+        let id = executionID(result)
+        let row = Self.rowDocument(result)
+        var rowBytes: [UInt8] = []
+        JSONValue.object(row).write(to: &rowBytes, sortedKeys: true)
+        let first = RuleMatch(groupValues: result.keys.map(\.text), eventTime: result.execution, documentBytes: rowBytes,
+                              source: RecordPosition(topic: "", partition: 0, offset: 0))
+        let window = SuppressionWindow(groupKey: result.groupKey, groupValues: first.groupValues, start: result.windowStart,
+                                       end: result.execution, first: first, suppressed: 0, summary: SuppressionSummary(), applied: [:])
+        let action = AlertAction(kind: .new, window: window, late: false)
+        var document: JSONObject
+        if format == .ocsf {
+            document = ocsfDocument(for: action)
+            if case .object(var info)? = document["finding_info"] {
+                info["uid"] = .string(id)
+                info["first_seen_time"] = .number(JSONNumber(result.windowStart))
+                info["last_seen_time"] = .number(JSONNumber(result.execution))
+                document["finding_info"] = .object(info)
+            }
+            document["evidences"] = [.object(evidence(row))]
+        } else {
+            document = ecsDocument(for: action, source: row)
+            var alert = document[path: "kibana.alert"]?.objectValue ?? [:]
+            alert["uuid"] = .string(id)
+            // As Kibana writes it for a row with no document behind it: one ancestor, the row itself.
+            alert["ancestors"] = [["id": .string("\(result.groupKey)@\(result.execution)"), "type": "event", "index": "", "depth": 0]]
+            alert["original_time"] = .string(Timestamp.rfc3339(milliseconds: result.windowStart))
+            alert.removeValue(forKey: "suppression")
+            document["kibana"] = ["alert": .object(alert), "space_ids": ["default"]]
+        }
+        var bytes: [UInt8] = []
+        Self.write(.object(document), replacing: ["kibana", "alert", "rule"], with: ruleBytes, to: &bytes)
+        return (id, bytes)
     }
 
     /// The members two documents share with equal values (objects compared member by member).

@@ -82,7 +82,7 @@ struct DetectProcessor {
                     ? event.ingestedMilliseconds ?? event.firstString(Self.stageTimestamp).flatMap { Timestamp.milliseconds(fromRFC3339: $0) }
                         ?? event.timestampMilliseconds ?? 0
                     : ingest
-                for (index, rule) in rules.enumerated() where rule.matches(event) {
+                for (index, rule) in rules.enumerated() where rule.esql != nil || rule.matches(event) {  // ES|QL: evaluated once, in ruleMatches
                     let matches = rule.ruleMatches(
                         for: event, groupBy: groupFields[index],
                         source: RecordPosition(topic: record.topic, partition: record.partition, offset: record.offset),

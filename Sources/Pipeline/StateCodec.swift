@@ -1,4 +1,5 @@
 import AuditEvents
+import Detection
 
 /// The wire forms of the pipeline's internal records: matches on the repartition topic, window state on the
 /// compacted changelog. JSON, with sorted keys, so they are readable with any Kafka tool and reproducible.
@@ -200,6 +201,54 @@ public enum StateCodec {
             sources[member.key] = SourceLedger(floor: floor, applied: Set((entry["applied"]?.arrayValue ?? []).compactMap { int($0) }))
         }
         return (int(object["next_offset"]), AlertSuppressor.Clocks(streamTime: stream, recordTime: record, lastActivity: activity), sources)
+    }
+
+    // MARK: ES|QL aggregation groups (changelog topic)
+
+    /// One group of an aggregating ES|QL rule: its key values, panes (index → partial aggregates), the last
+    /// execution its row passed in, and the input positions it has applied.
+    public static func encode(group: ScheduledAggregation.Group, ruleID: String) -> [UInt8] {
+        var object: JSONObject = [
+            "rule_id": .string(ruleID),
+            "keys": .array(group.keys.map(\.encoded)),
+            "panes": .array(group.panes.keys.sorted().map { index in
+                .array([.number(JSONNumber(index)), .array(group.panes[index]!.map(\.encoded))])
+            }),
+            "applied": .object(JSONObject(group.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) })),
+            "recent": .object(JSONObject(group.recent.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.array($0.value.map { .number(JSONNumber($0)) })) })),
+        ]
+        if let passed = group.lastPassed { object["last_passed"] = .number(JSONNumber(passed)) }
+        var bytes: [UInt8] = []
+        JSONValue.object(object).write(to: &bytes, sortedKeys: true)
+        return bytes
+    }
+
+    public static func decodeGroup(_ bytes: UnsafeRawBufferPointer) throws -> ScheduledAggregation.Group {
+        let object = try parseObject(bytes)
+        guard let keyItems = object["keys"]?.arrayValue, let paneItems = object["panes"]?.arrayValue else {
+            throw DecodingError(description: "not an aggregation group")
+        }
+        var keys: [ESQLValue] = []
+        for item in keyItems {
+            guard let value = ESQLValue(encoded: item) else { throw DecodingError(description: "aggregation group: bad key \(item)") }
+            keys.append(value)
+        }
+        var panes: [Int64: [ESQLPartialAggregate]] = [:]
+        for item in paneItems {
+            guard let pair = item.arrayValue, pair.count == 2, let index = int(pair[0]), let partialItems = pair[1].arrayValue else {
+                throw DecodingError(description: "aggregation group: bad pane")
+            }
+            var partials: [ESQLPartialAggregate] = []
+            for partial in partialItems {
+                guard let decoded = ESQLPartialAggregate(encoded: partial) else { throw DecodingError(description: "aggregation group: bad aggregate") }
+                partials.append(decoded)
+            }
+            panes[index] = partials
+        }
+        var group = ScheduledAggregation.Group(keys: keys, panes: panes, lastPassed: int(object["last_passed"]))
+        for member in object["applied"]?.objectValue ?? [:] { group.applied[member.key] = int(member.value) }
+        for member in object["recent"]?.objectValue ?? [:] { group.recent[member.key] = member.value.arrayValue?.compactMap { int($0) } }
+        return group
     }
 
     // MARK: Pieces

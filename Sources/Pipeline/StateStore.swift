@@ -25,7 +25,8 @@ public struct SourceLedger: Sendable, Equatable {
 /// The aggregation state of one ``StatePartition``, and what it writes to (and reads back from) its
 /// changelog partition. Changelog keys: `w|<group key>` → the key's windows (tombstone when it has none),
 /// `t|<terms>` → a `new_terms` combination's last sighting, `s|<join key>` → an EQL sequence rule's pending
-/// sequences of the key (tombstone when none waits), `p|` → the store's position (the next offset of
+/// sequences of the key (tombstone when none waits), `a|<group key>` → an aggregating ES|QL rule's group
+/// (its panes of partial aggregates; tombstone once no execution to come covers them), `p|` → the store's position (the next offset of
 /// the partition that carries it) and its clocks (stream time, last activity). The position is written after the state it covers, in the same batch, so
 /// a restored store knows which records are already in it: those below its position are skipped, and
 /// consumption resumes there when that is past the committed offset (a commit refused in a rebalance).
@@ -104,6 +105,16 @@ struct StateStore {
                 tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
             }
         }
+        for key in (state.aggregation?.dirty ?? []).sorted() {
+            let recordKey = Array("a|\(key)".utf8)
+            if let group = state.aggregation?.state(of: key) {
+                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
+                                            value: StateCodec.encode(group: group, ruleID: id.ruleID), lastWriteWins: true))
+            } else {
+                tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
+            }
+        }
+        state.aggregation?.dirty.removeAll()
         state.dirtyKeys.removeAll()
         state.dirtyTerms.removeAll()
         state.dirtySequenceKeys.removeAll()
@@ -141,6 +152,10 @@ struct StateStore {
                 guard let value else { continue }
                 let decoded = try value.withUnsafeBytes { try StateCodec.decodeWindows($0) }
                 store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: false)
+            } else if key.hasPrefix("a|") {
+                guard let value else { continue }
+                let group = try value.withUnsafeBytes { try StateCodec.decodeGroup($0) }
+                store.state.aggregation?.restore(key: String(key.dropFirst(2)), group: group)
             } else if key.hasPrefix("s|") {
                 guard let value else { continue }
                 let waiting = try value.withUnsafeBytes { try StateCodec.decodeWaiting($0) }
@@ -155,6 +170,8 @@ struct StateStore {
         if let clocks {
             store.state.suppressor.restore(clocks: clocks)
             store.writtenClocks = store.state.suppressor.clocks
+            // Executions run whenever stream time moves: those up to the restored stream time have run.
+            if clocks.streamTime != .min { store.state.aggregation?.restore(horizon: clocks.streamTime - store.state.suppressor.configuration.grace) }
         }
         store.state.suppressor.markActive(now: now)
         return store

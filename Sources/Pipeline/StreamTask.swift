@@ -130,6 +130,7 @@ final class StreamTask {
                     for action in punctuator.apply(watermark: time, to: &store) {
                         output.append(aggregate.alertRecord(action, ruleIndex: ruleIndex, counts: &counts))
                     }
+                    output += aggregate.executionRecords(&store, counts: &counts)
                 }
                 return true
             }
@@ -192,6 +193,7 @@ final class StreamTask {
             let carrier = TopicPartition(matchesTopic ?? topology.configuration.inputTopics[0], id.partition)
             let (actions, watermark) = punctuator.punctuate(&stores[id]!, now: now, caughtUp: caughtUp(carrier), durable: matchesTopic != nil)
             for action in actions { output.append(aggregate.alertRecord(action, ruleIndex: id.ruleIndex, counts: &counts)) }
+            output += aggregate.executionRecords(&stores[id]!, counts: &counts)
             if let watermark, let matchesTopic {
                 output.append(OutputRecord(topic: matchesTopic, partition: id.partition, key: StateCodec.watermarkKey,
                                            value: StateCodec.encode(watermark: watermark, ruleID: id.ruleID),
@@ -207,8 +209,10 @@ final class StreamTask {
             var store = stores[id]!
             let actions = store.state.suppressor.closeAll()
             for action in actions { store.state.dirtyKeys.insert(action.window.groupKey) }
-            stores[id] = store
+            store.state.runAllExecutions()
             for action in actions { output.append(aggregate.alertRecord(action, ruleIndex: id.ruleIndex, counts: &counts)) }
+            output += aggregate.executionRecords(&store, counts: &counts)
+            stores[id] = store
         }
     }
 
@@ -241,4 +245,6 @@ final class StreamTask {
 
     var openWindows: Int { stores.values.reduce(0) { $0 + $1.state.suppressor.openWindowCount } }
     var pendingSequences: Int { stores.values.reduce(0) { $0 + ($1.state.sequences?.pendingCount ?? 0) } }
+    /// Panes of partial aggregates that aggregating ES|QL rules hold.
+    var aggregationPanes: Int { stores.values.reduce(0) { $0 + ($1.state.aggregation?.paneCount ?? 0) } }
 }
