@@ -3,9 +3,12 @@
 /// A regular expression in Lucene's syntax — what Elasticsearch's `regexp` query, EQL's `regex` and
 /// ES|QL's `RLIKE` take — matched against a whole value (Lucene's expressions are anchored at both ends).
 /// Supported: literals, `.`, `[…]` classes with ranges and `[^…]`, `\d \D \s \S \w \W`, `\` escapes, `"…"`
-/// literal strings, grouping `( )`, `|`, and the repetitions `* + ? {n} {n,} {n,m}`. Lucene's optional
-/// operators `~ & < @ #` and the characters `^ $` (not anchors in Lucene) are refused unescaped, so a
-/// pattern never means something other than what it says: escape them to match them.
+/// literal strings, grouping `( )`, `|`, the repetitions `* + ? {n} {n,} {n,m}`, and the operators
+/// Elasticsearch enables (`RegExp`'s default, all flags): `&` intersection (binding looser than
+/// concatenation, tighter than `|`; its right operand may begin with a literal `|` or `)`, as Lucene reads
+/// it), `@` any string and `#` the empty language. Lucene's `~` complement and `<n-m>` intervals, and the
+/// characters `^ $` (not anchors in Lucene), are refused unescaped, so a pattern never means something
+/// other than what it says: escape them to match them.
 ///
 /// Matching simulates the automaton over the text's Unicode scalars with one set of states per position
 /// (no backtracking): time O(text × pattern) for every pattern and text, so text an attacker controls (a
@@ -15,6 +18,8 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
         case scalar(Unicode.Scalar)
         case any
         case set(CharacterSet)
+        /// One character both tests accept: the product of an intersection's two automata.
+        indirect case both(Instruction, Instruction)
         case split(Int, Int)
         case jump(Int)
         case match
@@ -109,19 +114,22 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
             next.removeAll(keepingCapacity: true)
             for pc in current {
                 steps += 1
-                let advances: Bool
-                switch program[pc] {
-                case .scalar(let expected): advances = scalar == expected
-                case .any: advances = true
-                case .set(let set): advances = set.contains(scalar)
-                case .match, .split, .jump: advances = false
-                }
-                if advances { add(pc + 1, to: &next) }
+                if Self.accepts(program[pc], scalar) { add(pc + 1, to: &next) }
             }
             swap(&current, &next)
             if current.isEmpty { return false }
         }
         return current.contains { program[$0] == .match }
+    }
+
+    static func accepts(_ instruction: Instruction, _ scalar: Unicode.Scalar) -> Bool {
+        switch instruction {
+        case .scalar(let expected): scalar == expected
+        case .any: true
+        case .set(let set): set.contains(scalar)
+        case .both(let first, let second): accepts(first, scalar) && accepts(second, scalar)
+        case .match, .split, .jump: false
+        }
     }
 
     /// Simple case folding of one scalar (a mapping to several scalars leaves it as it is).
@@ -144,6 +152,7 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
         case concatenation([Node])
         case alternation([Node])
         case repeated(Node, min: Int, max: Int?)
+        case intersection(Node, Node)
     }
 
     struct Parser {
@@ -169,17 +178,33 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
             depth += 1
             defer { depth -= 1 }
             guard depth <= Self.maximumDepth else { throw error("nesting deeper than \(Self.maximumDepth)", expected: "a flatter pattern") }
-            var branches = [try parseConcatenation()]
+            var branches = [try parseIntersection()]
             while current == "|" {
                 position += 1
-                branches.append(try parseConcatenation())
+                branches.append(try parseIntersection())
             }
             return branches.count == 1 ? branches[0] : .alternation(branches)
         }
 
-        mutating func parseConcatenation() throws(RegexSyntaxError) -> Node {
+        /// `a&b`: both must match the same text. Lucene parses the right operand from its first character
+        /// on, so `x&|y` intersects `x` with the literal text `|y`.
+        mutating func parseIntersection(literalFirst: Bool = false) throws(RegexSyntaxError) -> Node {
+            let left = try parseConcatenation(literalFirst: literalFirst)
+            guard current == "&" else { return left }
+            position += 1
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maximumDepth else { throw error("nesting deeper than \(Self.maximumDepth)", expected: "a flatter pattern") }
+            return .intersection(left, try parseIntersection(literalFirst: true))
+        }
+
+        mutating func parseConcatenation(literalFirst: Bool = false) throws(RegexSyntaxError) -> Node {
             var parts: [Node] = []
-            while let scalar = current, scalar != "|", scalar != ")" {
+            if literalFirst, let scalar = current, scalar == "|" || scalar == ")" {
+                parts.append(literal(scalar))
+                position += 1
+            }
+            while let scalar = current, scalar != "|", scalar != ")", scalar != "&" {
                 var atom = try parseAtom()
                 while let postfix = current, "*+?{".unicodeScalars.contains(postfix) {
                     atom = try parseRepetition(of: atom)
@@ -255,8 +280,14 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
                 return parts.isEmpty ? .empty : .concatenation(parts)
             case "*", "+", "?", "{":
                 throw error("'\(scalar)' repeats nothing", expected: "a character or group before it")
-            case "~", "&", "<", "@", "#":
-                throw error("Lucene's optional operator '\(scalar)' is not supported", expected: "'\\\(scalar)' to match the character itself")
+            case "@":
+                position += 1
+                return .repeated(.any, min: 0, max: nil)
+            case "#":
+                position += 1
+                return .set(CharacterSet(ranges: [], negated: false))  // no character: the empty language
+            case "~", "<":
+                throw error("Lucene's operator '\(scalar)' is not supported", expected: "'\\\(scalar)' to match the character itself")
             case "^", "$":
                 throw error("'\(scalar)' is not an anchor in Lucene's syntax (patterns match whole values)", expected: "'\\\(scalar)' to match the character itself")
             case "]", "}":
@@ -402,6 +433,8 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
                     }
                 }
                 for jump in jumps { program[jump] = .jump(program.count) }
+            case .intersection(let left, let right):
+                try emitProduct(left, right)
             case .repeated(let inner, let min, let max):
                 for _ in 0..<min { try emit(inner) }
                 if let max {
@@ -420,6 +453,96 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
                     try emit(inner)
                     try append(.jump(loop))
                     program[loop] = .split(loop + 1, program.count)
+                }
+            }
+        }
+
+        /// An automaton's character-consuming states without its epsilon moves: from each state, the
+        /// consuming states (and whether acceptance) its successor reaches.
+        struct Closure {
+            let program: [Instruction]
+            func reach(_ start: Int) -> (states: [Int], accepts: Bool) {
+                var states: [Int] = []
+                var accepts = false
+                var seen = Set<Int>()
+                var stack = [start]
+                while let pc = stack.popLast() {
+                    guard seen.insert(pc).inserted else { continue }
+                    switch program[pc] {
+                    case .jump(let target): stack.append(target)
+                    case .split(let first, let second): stack += [second, first]
+                    case .match: accepts = true
+                    default: states.append(pc)
+                    }
+                }
+                return (states.sorted(), accepts)
+            }
+        }
+
+        /// The intersection as the product of the two operands' automata: a state per pair of consuming
+        /// states reachable together, consuming a character both accept. Bounded like any program.
+        mutating func emitProduct(_ left: Node, _ right: Node) throws(RegexSyntaxError) {
+            func standalone(_ node: Node) throws(RegexSyntaxError) -> Closure {
+                var compiler = Compiler()
+                try compiler.emit(node)
+                try compiler.append(.match)
+                return Closure(program: compiler.program)
+            }
+            let (a, b) = (try standalone(left), try standalone(right))
+            struct Pair: Hashable { var left: Int; var right: Int }
+            func successors(_ x: (states: [Int], accepts: Bool), _ y: (states: [Int], accepts: Bool)) -> (pairs: [Pair], accepts: Bool) {
+                (x.states.flatMap { p in y.states.map { Pair(left: p, right: $0) } }, x.accepts && y.accepts)
+            }
+            var index: [Pair: Int] = [:]
+            var order: [Pair] = []
+            func intern(_ pair: Pair) throws(RegexSyntaxError) -> Int {
+                if let known = index[pair] { return known }
+                guard order.count < LinearRegex.maximumProgram else {
+                    throw RegexSyntaxError(message: "an intersection expands to more than \(LinearRegex.maximumProgram) states", position: 0, expected: "a smaller pattern")
+                }
+                index[pair] = order.count
+                order.append(pair)
+                return order.count - 1
+            }
+            let start = successors(a.reach(0), b.reach(0))
+            for pair in start.pairs { _ = try intern(pair) }
+            var edges: [(pairs: [Int], accepts: Bool)] = []
+            var next = 0
+            while next < order.count {
+                let pair = order[next]
+                let step = successors(a.reach(pair.left + 1), b.reach(pair.right + 1))
+                var targets: [Int] = []
+                for successor in step.pairs { targets.append(try intern(successor)) }
+                edges.append((targets, step.accepts))
+                next += 1
+            }
+            // Layout: a dispatch to the start pairs (or past the product); then per pair, its consuming
+            // instruction and a dispatch to its successors. Dispatches are split chains, patched once every
+            // pair's address is known.
+            var dispatches: [(at: Int, targets: [Int], accepts: Bool)] = []
+            func dispatch(_ targets: [Int], accepts: Bool) throws(RegexSyntaxError) {
+                let at = program.count
+                let count = targets.count + (accepts ? 1 : 0)
+                if count == 0 {
+                    try append(.set(CharacterSet(ranges: [], negated: false)))  // a dead end
+                    return
+                }
+                for _ in 0..<count { try append(.jump(-1)) }
+                dispatches.append((at, targets, accepts))
+            }
+            try dispatch(start.pairs.map { index[$0]! }, accepts: start.accepts)
+            var address: [Int] = []
+            for (pairIndex, pair) in order.enumerated() {
+                address.append(program.count)
+                try append(.both(a.program[pair.left], b.program[pair.right]))
+                try dispatch(edges[pairIndex].pairs, accepts: edges[pairIndex].accepts)
+            }
+            let exit = program.count
+            for entry in dispatches {
+                let destinations = entry.targets.map { address[$0] } + (entry.accepts ? [exit] : [])
+                for (offset, destination) in destinations.enumerated() {
+                    let pc = entry.at + offset
+                    program[pc] = offset == destinations.count - 1 ? .jump(destination) : .split(destination, pc + 1)
                 }
             }
         }
