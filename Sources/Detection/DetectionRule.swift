@@ -210,17 +210,25 @@ extension DetectionRule {
     /// The schedule Elastic runs the rule on: `interval` (default 5m) and the look-back of each run, `from`
     /// (default `now-6m`), in milliseconds.
     public func schedule() throws(RuleLoadError) -> (interval: Int64, lookback: Int64) {
+        do throws(RuleLoadError) {
+            return try Self.schedule(interval: interval, from: from)
+        } catch {
+            throw RuleLoadError(file: file, ruleName: name, message: error.message)
+        }
+    }
+
+    public static func schedule(interval: String?, from: String?) throws(RuleLoadError) -> (interval: Int64, lookback: Int64) {
         func span(_ text: String) -> Int64? {
             guard let unit = text.last, let value = Int64(text.dropLast()), value > 0 else { return nil }
-            return Self.milliseconds(value: value, unit: String(unit))
+            return milliseconds(value: value, unit: String(unit))
         }
         let intervalText = interval ?? "5m"
         guard let every = span(intervalText) else {
-            throw RuleLoadError(file: file, ruleName: name, message: "interval \"\(intervalText)\" is not of the form <n><s|m|h|d>")
+            throw RuleLoadError(file: "", message: "interval \"\(intervalText)\" is not of the form <n><s|m|h|d>")
         }
         let fromText = from ?? "now-6m"
-        guard let lookback = Self.parseRelativeWindow(fromText) else {
-            throw RuleLoadError(file: file, ruleName: name, message: "from \"\(fromText)\" is not of the form now-<n><s|m|h|d|w>")
+        guard let lookback = parseRelativeWindow(fromText) else {
+            throw RuleLoadError(file: "", message: "from \"\(fromText)\" is not of the form now-<n><s|m|h|d|w>")
         }
         return (every, lookback)
     }

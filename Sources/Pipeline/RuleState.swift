@@ -98,7 +98,7 @@ public struct ESQLContribution: Sendable {
 
     /// A key value as group-key text: strings as they are, other types tagged so that no two values share
     /// a text (nil for null: the null group).
-    static func keyText(_ value: ESQLValue) -> String? {
+    public static func keyText(_ value: ESQLValue) -> String? {
         switch value {
         case .null: nil
         case .string(let text): text
@@ -117,7 +117,7 @@ extension JSONValue {
 
 extension JSONObject {
     /// Sets `a.b.c` as nested objects (as Elasticsearch reads a dotted name), replacing what is in the way.
-    mutating func setValue(_ value: JSONValue, atDottedPath path: String) {
+    public mutating func setValue(_ value: JSONValue, atDottedPath path: String) {
         let parts = path.split(separator: ".", maxSplits: 1).map(String.init)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             self[path] = value
