@@ -203,12 +203,16 @@ public struct ScheduledAggregation: Sendable {
 
     public func state(of key: String) -> Group? { groups[key] }
 
-    public mutating func restore(key: String, group: Group?) { groups[key] = group }
+    /// Restores a group from the changelog, with the latest execution run when it was written.
+    public mutating func restore(key: String, group: Group?, executed written: Int64? = nil) {
+        groups[key] = group
+        if let written { executed = max(executed, written) }
+    }
 
     /// After a restore: the executions up to the restored stream time have run (they run whenever stream
-    /// time moves, in the same step as the state the changelog holds).
+    /// time moves, in the same step as the state the changelog holds), and those the groups say ran.
     public mutating func restore(horizon: Int64) {
         guard horizon != .min else { return }
-        executed = Self.floorDivide(horizon, interval) * interval
+        executed = max(executed, Self.floorDivide(horizon, interval) * interval)
     }
 }

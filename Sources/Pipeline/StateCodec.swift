@@ -207,8 +207,11 @@ public enum StateCodec {
 
     /// One group of an aggregating ES|QL rule: its key values, panes (index → partial aggregates), the last
     /// execution its row passed in, and the input positions it has applied.
-    public static func encode(group: ScheduledAggregation.Group, ruleID: String) -> [UInt8] {
+    /// - Parameter executed: the latest execution run when the group is written: a restore whose position
+    ///   record is older than the group (a batch's position not written) still knows that it ran.
+    public static func encode(group: ScheduledAggregation.Group, executed: Int64, ruleID: String) -> [UInt8] {
         var object: JSONObject = [
+            "executed": .number(JSONNumber(executed)),
             "rule_id": .string(ruleID),
             "keys": .array(group.keys.map(\.encoded)),
             "panes": .array(group.panes.keys.sorted().map { index in
@@ -223,7 +226,7 @@ public enum StateCodec {
         return bytes
     }
 
-    public static func decodeGroup(_ bytes: UnsafeRawBufferPointer) throws -> ScheduledAggregation.Group {
+    public static func decodeGroup(_ bytes: UnsafeRawBufferPointer) throws -> (group: ScheduledAggregation.Group, executed: Int64?) {
         let object = try parseObject(bytes)
         guard let keyItems = object["keys"]?.arrayValue, let paneItems = object["panes"]?.arrayValue else {
             throw DecodingError(description: "not an aggregation group")
@@ -248,7 +251,7 @@ public enum StateCodec {
         var group = ScheduledAggregation.Group(keys: keys, panes: panes, lastPassed: int(object["last_passed"]))
         for member in object["applied"]?.objectValue ?? [:] { group.applied[member.key] = int(member.value) }
         for member in object["recent"]?.objectValue ?? [:] { group.recent[member.key] = member.value.arrayValue?.compactMap { int($0) } }
-        return group
+        return (group, int(object["executed"]))
     }
 
     // MARK: Pieces

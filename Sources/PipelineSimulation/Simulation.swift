@@ -30,9 +30,17 @@ public struct Simulation {
         .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/rules/sequence_role_change_then_secret_access.toml").path
     public static let sequenceRule = try! CompiledRule.load(file: sequenceRulePath)
 
+    /// An aggregating ES|QL rule of our own (`Tests/Fixtures/rules/`), run beside them too: denied service
+    /// accounts counted per namespace on a two-minute schedule over three-minute windows. Its groups'
+    /// panes and executions cross restarts and rebalances in every history.
+    public static let esqlRulePath = URL(fileURLWithPath: sequenceRulePath).deletingLastPathComponent()
+        .appendingPathComponent("esql_namespace_spread_by_denied_account.toml").path
+    public static let esqlRule = try! CompiledRule.load(file: esqlRulePath)
+
     public init(seed: UInt64, rules: RuleSet) {
         self.seed = seed
-        self.rules = rules.rules.contains { $0.id == Self.sequenceRule.id } ? rules : RuleSet(rules.rules + [Self.sequenceRule])
+        let own = [Self.sequenceRule, Self.esqlRule].filter { rule in !rules.rules.contains { $0.id == rule.id } }
+        self.rules = RuleSet(rules.rules + own)
         random = SyntheticAuditTraffic.Generator(seed: seed &* 0x9E37_79B9_7F4A_7C15 | 1)
         var configuration = PipelineConfiguration(
             applicationID: "sim", kafka: KafkaConfiguration([:]), inputTopics: ["audit"], alertsTopic: "alerts")

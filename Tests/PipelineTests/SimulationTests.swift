@@ -46,4 +46,28 @@ struct SimulationSequenceCoverageTests {
         print("simulation coverage: \(shells) completed sequences in \(seedsWithSequences) of 80 reference runs")
         #expect(seedsWithSequences >= 20)
     }
+
+    /// Likewise for the aggregating ES|QL rule: its executions must alert in many histories, with groups
+    /// whose windows span several executions (so that faults land mid-window).
+    @Test func referenceRunsAlertOnScheduledAggregates() throws {
+        var alerts = 0
+        var seedsWithAlerts = 0
+        var spread = 0
+        for seed in UInt64(1_000_001)...1_000_080 {
+            var simulation = Simulation(seed: seed, rules: SimulationTests.rules)
+            let outcome = simulation.reference(simulation.makeInput())
+            let rows = outcome.finals.values.compactMap { document -> JSONObject? in
+                guard let object = (try? JSONValue.parse(document))?.objectValue,
+                    object[path: "kibana.alert.rule.rule_id"]?.stringValue == Simulation.esqlRule.id
+                else { return nil }
+                return object
+            }
+            alerts += rows.count
+            if !rows.isEmpty { seedsWithAlerts += 1 }
+            spread += rows.count { ($0[path: "Esql.event_count"].flatMap { if case .number(let n) = $0 { n.intValue } else { nil } } ?? 0) >= 3 }
+        }
+        print("simulation coverage: \(alerts) ES|QL execution alerts in \(seedsWithAlerts) of 80 reference runs, \(spread) over 3 events or more")
+        #expect(seedsWithAlerts >= 20)
+        #expect(spread >= 10)
+    }
 }
