@@ -55,6 +55,7 @@ public struct CapturingRegex: Sendable, CustomStringConvertible {
 
     public var description: String { "/\(pattern)/" }
     public var groupCount: Int { groupNames.count }
+    public var programSize: Int { program.count }
 
     /// The leftmost match at or after `start`: the scalar range of every group (nil for a group that did
     /// not take part), or nil when there is none.
