@@ -155,6 +155,7 @@ public struct ScheduledAggregation: Sendable {
             let floor = Self.floorDivide(horizon, interval) * interval
             if floor > executed { executed = floor }
         }
+        dropEnded(all: horizon == .max)
         return results
     }
 
@@ -187,16 +188,30 @@ public struct ScheduledAggregation: Sendable {
             results.append(ESQLExecutionResult(groupKey: key, keys: rows[row.group].keys, execution: time, lookback: lookback,
                                                columns: row.columns.map { ESQLColumn(name: $0.name, value: $0.value) }, duplicate: duplicate))
         }
-        // Panes no later execution covers go; a group with none left goes (its chain of passes ends too).
+        // Panes no later execution covers go; a group with none left goes once its chain of passes cannot
+        // continue (it passed in an execution before this one, or never).
         let keep = Self.floorDivide(time + interval - lookback, pane)
         for key in Array(groups.keys) {
             var group = groups[key]!
             let before = group.panes.count
             group.panes = group.panes.filter { $0.key >= keep }
             if group.panes.count != before { dirty.insert(key) }
-            groups[key] = group.panes.isEmpty ? nil : group
+            if group.panes.isEmpty && group.lastPassed != time {
+                groups[key] = nil
+                dirty.insert(key)
+            } else {
+                groups[key] = group
+            }
         }
         return results
+    }
+
+    /// Drops groups with no panes whose last pass is before `executed` (their chain has ended).
+    private mutating func dropEnded(all: Bool) {
+        for (key, group) in groups where group.panes.isEmpty && (all || group.lastPassed != executed) {
+            groups[key] = nil
+            dirty.insert(key)
+        }
     }
 
     // MARK: State for the changelog
