@@ -60,6 +60,7 @@ public struct ESQLProgram: Sendable {
         var stats: Stats?
         var literals: [[String]] = []
         var leading = true
+        var eventSlots = 0
         if let statsIndex = query.commands.firstIndex(where: { if case .stats = $0 { true } else { false } }),
             query.commands[..<statsIndex].contains(where: { $0.description.range(of: #"\bNOW\("#, options: .regularExpression) != nil })
         {
@@ -75,6 +76,7 @@ public struct ESQLProgram: Sendable {
             if case .stats(let aggregates, let by) = command {
                 guard stats == nil else { throw ESQLCompileError(message: "a second STATS: one STATS per query runs as a stream") }
                 stats = try Self.compileStats(aggregates, by: by, schema: schema)
+                eventSlots = schema.slotCount
                 schema = Schema(hasSource: false)
                 for (name, _, _) in stats!.aggregates { schema.define(name) }
                 for (name, _) in stats!.groups { schema.define(name) }
@@ -84,7 +86,6 @@ public struct ESQLProgram: Sendable {
             if let stage {
                 if stats == nil { before.append(stage) } else { after.append(stage) }
             }
-            if stats == nil { schema.noteEventSlots() }
         }
         perEvent = before
         afterStats = after
@@ -95,7 +96,7 @@ public struct ESQLProgram: Sendable {
             afterStatsSlots = 0
             resultColumns = []
         } else {
-            perEventSlots = schema.eventSlotCount
+            perEventSlots = eventSlots
             eventColumns = []
             afterStatsSlots = schema.slotCount
             resultColumns = schema.columns
@@ -210,7 +211,6 @@ public struct ESQLProgram: Sendable {
         var sourceFilters: [(keep: Bool, patterns: [String])] = []
         var shadowed: Set<String> = []
         var slotCount = 0
-        var eventSlotCount = 0
 
         init(hasSource: Bool) { self.hasSource = hasSource }
 
@@ -221,8 +221,6 @@ public struct ESQLProgram: Sendable {
             slotCount += 1
             return slotCount - 1
         }
-
-        mutating func noteEventSlots() { eventSlotCount = slotCount }
 
         func sourceVisible(_ name: String) -> Bool {
             guard hasSource, !shadowed.contains(name) else { return false }
