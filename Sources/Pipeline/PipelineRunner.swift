@@ -168,7 +168,8 @@ public final class PipelineRunner {
             totals.recordsConsumed += processed
             counts.add(to: &totals)
         }
-        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences)
+        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences,
+                         aggregationPanes: task.aggregationPanes)
         refreshLag(consumer)
         let batch = task.takeBatch()
         nextOffsets.merge(batch.offsets) { max($0, $1) }
@@ -312,7 +313,8 @@ public final class PipelineRunner {
         let elapsed = started.duration(to: .now)
         status.update { $0.restoreMilliseconds += elapsed.wholeMilliseconds }
         status.updateReadiness { $0.restoring = !pendingRestores.isEmpty }
-        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences)
+        status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences,
+                         aggregationPanes: task.aggregationPanes)
     }
 
     /// Reads the changelog partitions of these stores to their ends (by the end-of-partition signal of fetch,

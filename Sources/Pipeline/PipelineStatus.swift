@@ -134,7 +134,7 @@ public final class PipelineStatus: Sendable {
     }
     private let counters = Mutex(PipelineCounters())
     private let readiness = Mutex(Readiness())
-    private let stores = Mutex((owned: 0, openWindows: 0, pendingSequences: 0))
+    private let stores = Mutex((owned: 0, openWindows: 0, pendingSequences: 0, aggregationPanes: 0))
 
     init() {}
 
@@ -164,6 +164,8 @@ public final class PipelineStatus: Sendable {
     public var openWindows: Int { stores.withLock { $0.openWindows } }
     /// EQL sequences waiting for their next step, over the state partitions this member owns.
     public var pendingSequences: Int { stores.withLock { $0.pendingSequences } }
+    /// Panes of partial aggregates held for aggregating ES|QL rules.
+    public var aggregationPanes: Int { stores.withLock { $0.aggregationPanes } }
 
     func update(_ change: (inout PipelineCounters) -> Void) { counters.withLock { change(&$0) } }
     func updateReadiness(_ change: (inout Readiness) -> Void) {
@@ -172,7 +174,9 @@ public final class PipelineStatus: Sendable {
             readiness.settle()
         }
     }
-    func setStores(owned: Int, openWindows: Int, pendingSequences: Int) { stores.withLock { $0 = (owned, openWindows, pendingSequences) } }
+    func setStores(owned: Int, openWindows: Int, pendingSequences: Int, aggregationPanes: Int) {
+        stores.withLock { $0 = (owned, openWindows, pendingSequences, aggregationPanes) }
+    }
 }
 
 extension Duration {

@@ -80,7 +80,40 @@ public func fuzzESQL(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     } catch {
         guard error.message.hasPrefix("nesting deeper") else { fatalError("printed form does not parse back (\(error)): \(text) → \(printed)") }
     }
+    // What compiles runs: per event on two documents, and for STATS through one execution of their rows.
+    guard let program = try? ESQLProgram(query) else { return 0 }
+    var partials: [ESQLPartialAggregate]?
+    var keys: [ESQLValue] = []
+    for document in FuzzDocuments.documents {
+        guard let slots = program.evaluate(document, now: 1_763_625_600_000) else { continue }
+        _ = program.outputColumns(slots)
+        guard program.isAggregating else { continue }
+        let (groups, inputs) = program.contributions(slots, document: document, now: 1_763_625_600_000)
+        let row = program.partials(inputs)
+        guard row.count == program.aggregateFunctions.count else { fatalError("\(row.count) partials for \(program.aggregateFunctions.count) aggregates: \(text)") }
+        if var merged = partials {
+            for index in merged.indices { merged[index].merge(row[index], function: program.aggregateFunctions[index]) }
+            partials = merged
+        } else {
+            partials = row
+        }
+        keys = groups.first ?? keys
+        guard keys.count == program.groupNames.count else { fatalError("\(keys.count) keys for \(program.groupNames.count) groups: \(text)") }
+    }
+    if let partials { _ = program.finish([(keys, partials)], now: 1_763_625_900_000) }
     return 0
+}
+
+/// Two ECS-shaped events for the ES|QL target: multi-valued, nested and date fields, numbers and text.
+enum FuzzDocuments {
+    static let documents: [JSONObject] = [
+        ["@timestamp": "2025-11-20T08:00:00.000Z", "user": ["name": "system:serviceaccount:ns:sa"], "source": ["ip": "10.0.0.1"],
+         "kubernetes": ["audit": ["verb": "get", "requestURI": "/api/v1/pods/x/exec?command=cat%20%2Fetc&stdin=true", "sourceIPs": ["10.0.0.1"],
+                                  "responseStatus": ["code": 403], "objectRef": ["resource": "secrets", "name": "a"],
+                                  "requestObject": ["rules": [["verbs": ["*", "get"]]]]]]],
+        ["@timestamp": "2025-11-20T08:01:00.000Z", "user": ["name": "alice"], "event": ["action": "list"],
+         "kubernetes": ["audit": ["verb": "list", "sourceIPs": ["::1", "10.0.0.2"], "responseStatus": ["code": 200]]]],
+    ]
 }
 
 /// Regular expressions: compile anything in Lucene's syntax (errors, never a crash); what compiles
@@ -96,6 +129,14 @@ public func fuzzRegex(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let (_, steps) = regex.matchCountingSteps(subject)
         let bound = (subject.unicodeScalars.count + 1) * 2 * regex.programSize
         guard steps <= bound else { fatalError("\(steps) steps over the linear bound \(bound) for \(regex) on \(subject.debugDescription)") }
+    }
+    // The same pattern as Java's syntax (REPLACE) and as Grok's (GROK): searched within their bound too.
+    for regex in [try? CapturingRegex(pattern, dialect: .java), try? CapturingRegex(pattern, dialect: .oniguruma), try? Grok(pattern).regex] {
+        guard let regex else { continue }
+        let (_, steps) = regex.firstMatchCountingSteps(subject)
+        let bound = (subject.unicodeScalars.count + 1) * 3 * regex.programSize
+        guard steps <= bound else { fatalError("\(steps) steps over the linear bound \(bound) for \(regex) on \(subject.debugDescription)") }
+        _ = regex.replacingAll(in: subject, with: "<$0>")
     }
     return 0
 }

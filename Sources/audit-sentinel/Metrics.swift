@@ -51,7 +51,7 @@ final class PipelineMetrics: Sendable {
         restoreDuration = histogram("restore_duration", "Reading changelog partitions back into state stores, per restore", slow)
         gauge("kafka_producer_queue_messages", "Outputs in the producer's queue, waiting for delivery or its report").set(to: 0)
         gauge("kafka_producer_queue_bytes", "Bytes of outputs in the producer's queue").set(to: 0)
-        update(PipelineCounters(), openWindows: 0, pendingSequences: 0, ready: false, state: .starting, ruleIDs: ruleIDs)
+        update(PipelineCounters(), openWindows: 0, pendingSequences: 0, aggregationPanes: 0, ready: false, state: .starting, ruleIDs: ruleIDs)
     }
 
     static func name(_ metric: String, unit: String = "", _ help: String) -> MetricNameDescriptor {
@@ -96,7 +96,7 @@ final class PipelineMetrics: Sendable {
     }
 
     /// Brings the registry up to date with a snapshot of the pipeline.
-    func update(_ now: PipelineCounters, openWindows: Int, pendingSequences: Int, ready: Bool, state: PipelineState, ruleIDs: [String] = []) {
+    func update(_ now: PipelineCounters, openWindows: Int, pendingSequences: Int, aggregationPanes: Int = 0, ready: Bool, state: PipelineState, ruleIDs: [String] = []) {
         let before = last.withLock { previous in
             defer { previous = now }
             return previous
@@ -132,6 +132,7 @@ final class PipelineMetrics: Sendable {
         advance("restore_failures", "State restores that failed (retried)", [], now.restoreFailures, before.restoreFailures)
         gauge("open_windows", "Suppression windows open on this instance").set(to: Double(openWindows))
         gauge("pending_sequences", "EQL sequences waiting for their next step on this instance").set(to: Double(pendingSequences))
+        gauge("aggregation_panes", "Panes of partial aggregates aggregating ES|QL rules hold on this instance").set(to: Double(aggregationPanes))
         gauge("ready", "1 when partitions are assigned, their state restored and every input topic exists").set(to: ready ? 1 : 0)
         for candidate in PipelineState.allCases {
             gauge("state", "The member's lifecycle state: 1 for the current one", [("state", candidate.rawValue)]).set(to: candidate == state ? 1 : 0)

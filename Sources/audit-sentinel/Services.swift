@@ -159,7 +159,7 @@ final class PipelineService: Service, @unchecked Sendable {
             status = 1
         }
         let counters = runner.snapshot()
-        metrics.update(counters, openWindows: 0, pendingSequences: 0, ready: false, state: runner.status.state)
+        metrics.update(counters, openWindows: 0, pendingSequences: 0, aggregationPanes: 0, ready: false, state: runner.status.state)
         logger.info("stopped", metadata: ["records": "\(counters.recordsConsumed)", "matches": "\(counters.matches.values.reduce(0, +))",
                                           "alerts": "\(counters.alertsNew)", "updates": "\(counters.alertsUpdated)",
                                           "dead_lettered": "\(counters.deadLettered)"])
@@ -171,7 +171,8 @@ final class PipelineService: Service, @unchecked Sendable {
         switch path {
         case "/metrics":
             let status = runner.status
-            metrics.update(status.counterSnapshot, openWindows: status.openWindows, pendingSequences: status.pendingSequences, ready: status.isReady && !isStopping,
+            metrics.update(status.counterSnapshot, openWindows: status.openWindows, pendingSequences: status.pendingSequences,
+                           aggregationPanes: status.aggregationPanes, ready: status.isReady && !isStopping,
                            state: isStopping && status.state == .running ? .stopping : status.state)
             return .init(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
         case "/healthz":

@@ -99,12 +99,22 @@ struct MatchCommandTests {
         #expect(ok.status == 0)
         #expect(ok.stdout.contains("Kubernetes Denied Service Account Request [query, medium, risk 47]"))
         let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).toml")
-        try "[rule]\nname = \"ES|QL one\"\ntype = \"esql\"\nlanguage = \"esql\"\n".write(to: broken, atomically: true, encoding: .utf8)
+        try """
+            [rule]
+            name = "ES|QL one"
+            rule_id = "x"
+            description = "d"
+            risk_score = 1
+            severity = "low"
+            type = "esql"
+            language = "esql"
+            query = "FROM logs | ENRICH policy ON user.name"
+            """.write(to: broken, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: broken) }
         let failed = try run(["check-rule", seed, broken.path])
         #expect(failed.status == 2)
         #expect(failed.stderr.contains("ES|QL one"))
-        #expect(failed.stderr.contains("not supported"))
+        #expect(failed.stderr.contains("ENRICH"), "the unsupported command is named: \(failed.stderr)")
     }
 }
 

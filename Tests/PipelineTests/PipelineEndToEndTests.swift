@@ -583,6 +583,67 @@ enum PipelineScenarios {
         }
     }
 
+    /// An aggregating ES|QL rule (denied service accounts counted per namespace, every two minutes over
+    /// three): six accounts' first events are read by one instance, which stops mid-window; a second
+    /// restores their groups from the changelog and reads more; a third joins (partitions move), the second
+    /// leaves, and events ten minutes on move stream time past the executions. Each account alerts once,
+    /// with the exact counts of every event of its window, whichever instances held its panes.
+    static func aggregatesSpanningARestartAndARebalanceStayExact(_ bench: PipelineBench) throws {
+        var bench = bench
+        bench.rules = RuleSet([Simulation.esqlRule])
+        var traffic = SyntheticAuditTraffic(seed: 6, startMilliseconds: Scenario.start, spacingMilliseconds: 0)
+        func record(_ user: Int, at seconds: Int, _ namespace: String) -> Scenario.Record {
+            let time = Scenario.start + Int64(seconds) * 1000
+            traffic.clock = time
+            let event = traffic.next(.deniedServiceAccount, user: "system:serviceaccount:team\(user):deployer", namespace: namespace, verb: "list", resource: "pods")
+            return Scenario.Record(value: Array(event.json.utf8), timestamp: time, key: "node-\(user % 3)")
+        }
+        let clock = ManualClock()
+        let partitions = Int(bench.configuration().internalPartitions)
+        func alerts(_ runners: [PipelineRunner]) -> Int { runners.reduce(0) { $0 + $1.snapshot().alertsNew } }
+        let users = 0..<6
+
+        // Execution T = start + 2 min aggregates [start − 1 min, start + 2 min): every event below.
+        try bench.produce(users.map { record($0, at: 10 + $0, "alpha") } + users.map { record($0, at: 30 + $0, "alpha") })
+        let first = bench.runner(clock)
+        try first.start()
+        try drive([first], clock: clock, until: { first.snapshot().matchesAggregated >= 12 })
+        try first.stop()
+        #expect(first.snapshot().alertsNew == 0, "no execution has run yet")
+
+        let second = bench.runner(clock)
+        try second.start()
+        try bench.produce(users.map { record($0, at: 60 + $0, "beta") })
+        try drive([second], clock: clock, until: { second.snapshot().matchesAggregated >= 6 })
+        #expect(second.snapshot().restoredKeys > 0, "the groups came back from the changelog")
+
+        let third = bench.runner(clock)
+        try third.start()
+        try drive([second, third], clock: clock, until: { third.ownedStatePartitions > 0 && second.ownedStatePartitions + third.ownedStatePartitions == partitions })
+        try bench.produce(users.filter { $0 % 2 == 0 }.map { record($0, at: 100 + $0, "gamma") })
+        try drive([second, third], clock: clock, until: { second.snapshot().matchesAggregated + third.snapshot().matchesAggregated >= 9 })
+        try second.stop()
+        // Ten minutes on: stream time passes both executions that cover the window.
+        try bench.produce(users.map { record($0, at: 600 + $0, "alpha") })
+        try drive([third], clock: clock, until: { third.ownedStatePartitions == partitions && alerts([first, second, third]) >= 6 })
+        try third.stop()
+
+        let documents = try bench.alerts(atLeast: 6)
+        var versions: [String: Set<String>] = [:]
+        for alert in documents { versions[alert.id, default: []].insert(JSONValue.object(alert.document).serialized(sortedKeys: true)) }
+        #expect(versions.count == 6, "one alert per account")
+        #expect(versions.values.allSatisfy { $0.count == 1 }, "a copy written twice is the same document")
+        for alert in documents {
+            let user = try #require(alert.document[path: "kubernetes.audit.user.username"]?.stringValue)
+            let index = try #require(Int(user.dropFirst("system:serviceaccount:team".count).prefix { $0.isNumber }))
+            let even = index % 2 == 0
+            #expect(alert.document[path: "Esql.event_count"] == .number(JSONNumber(even ? 4 : 3)), "\(user): every event of the window, once")
+            #expect(alert.document[path: "Esql.namespace_count"] == .number(JSONNumber(even ? 3 : 2)))
+            #expect(alert.document[path: "Esql.namespaces"] == (even ? ["alpha", "beta", "gamma"] : ["alpha", "beta"]))
+            #expect(alert.document[path: "@timestamp"] == .string(Timestamp.rfc3339(milliseconds: Scenario.start + 120_000)))
+        }
+    }
+
     static func exactlyOnceUsesTheTransactionCallSequence(_ bench: PipelineBench) throws {
         let records = Array(Scenario.records().prefix(60))
         try bench.produce(records)
@@ -610,6 +671,9 @@ struct PipelineEndToEndTests {
     @Test func exactlyOnceUsesTheTransactionCallSequence() throws { try PipelineScenarios.exactlyOnceUsesTheTransactionCallSequence(bench()) }
     @Test func sequencesSpanningARestartAndARebalanceCompleteExactlyOnce() throws {
         try PipelineScenarios.sequencesSpanningARestartAndARebalanceCompleteExactlyOnce(bench())
+    }
+    @Test func aggregatesSpanningARestartAndARebalanceStayExact() throws {
+        try PipelineScenarios.aggregatesSpanningARestartAndARebalanceStayExact(bench())
     }
     /// 3 000 here: librdkafka's mock broker keeps only the newest 5 MB of a partition, and the one-partition
     /// dead-letter topic of 10 000 records (with their headers) is more; the tansu suite runs 10 000.
@@ -647,6 +711,9 @@ struct TansuPipelineTests {
     @Test func inputTopicCreatedAfterStartIsConsumedWithinSeconds() throws { try PipelineScenarios.inputTopicCreatedAfterStartIsConsumedWithinSeconds(bench()) }
     @Test func sequencesSpanningARestartAndARebalanceCompleteExactlyOnce() throws {
         try PipelineScenarios.sequencesSpanningARestartAndARebalanceCompleteExactlyOnce(bench())
+    }
+    @Test func aggregatesSpanningARestartAndARebalanceStayExact() throws {
+        try PipelineScenarios.aggregatesSpanningARestartAndARebalanceStayExact(bench())
     }
 }
 
