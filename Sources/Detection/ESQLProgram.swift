@@ -59,7 +59,6 @@ public struct ESQLProgram: Sendable {
         var after: [Stage] = []
         var stats: Stats?
         var literals: [[String]] = []
-        var leading = true
         var eventSlots = 0
         if let statsIndex = query.commands.firstIndex(where: { if case .stats = $0 { true } else { false } }),
             query.commands[..<statsIndex].contains(where: { $0.description.range(of: #"\bNOW\("#, options: .regularExpression) != nil })
@@ -68,10 +67,10 @@ public struct ESQLProgram: Sendable {
             throw ESQLCompileError(message: "NOW() before STATS: an event belongs to several scheduled executions; use NOW() after STATS")
         }
         for command in query.commands {
-            if case .where(let condition) = command, leading, stats == nil {
-                literals += Self.literals(condition)
-            } else {
-                leading = false
+            // Every WHERE before STATS must hold (the commands between them drop no row), and a name no
+            // command has defined yet is a source field.
+            if case .where(let condition) = command, stats == nil {
+                literals += Self.literals(condition, defined: Set(schema.columns.map(\.name)).union(schema.shadowed))
             }
             if case .stats(let aggregates, let by) = command {
                 guard stats == nil else { throw ESQLCompileError(message: "a second STATS: one STATS per query runs as a stream") }
@@ -387,6 +386,10 @@ public struct ESQLProgram: Sendable {
             for item in list { items.append(try sub(item)) }
             let membership = Expr.membership(try sub(value), items)
             return negated ? .not(membership) : membership
+        case .like(let value, let pattern, false, let negated) where WildcardShape.parse(pattern) != nil:
+            let (shape, literal) = WildcardShape.parse(pattern)!
+            let test = Expr.wildcard(try sub(value), shape, literal)
+            return negated ? .not(test) : test
         case .like(let value, let pattern, let regex, let negated):
             let compiled: LinearRegex
             do throws(RegexSyntaxError) {
@@ -474,10 +477,12 @@ public struct ESQLProgram: Sendable {
         return output
     }
 
-    /// Literals a record must hold for a leading WHERE (before any command that computes columns) to pass.
-    static func literals(_ expression: ESQLExpression) -> [[String]] {
+    /// Literals a record must hold for a WHERE before STATS to pass (its fields the source's, not the
+    /// `defined` columns).
+    static func literals(_ expression: ESQLExpression, defined: Set<String>) -> [[String]] {
+        func literals(_ expression: ESQLExpression) -> [[String]] { Self.literals(expression, defined: defined) }
         func verbatim(_ expression: ESQLExpression) -> Bool {
-            if case .field(let name) = expression { return FieldPath(name).valuesAreVerbatim }
+            if case .field(let name) = expression { return !defined.contains(name) && FieldPath(name).valuesAreVerbatim }
             return false
         }
         func selective(_ strings: [String]) -> [[String]] {
@@ -597,6 +602,8 @@ extension ESQLProgram {
         case arithmetic(Expr, ESQLArithmetic, Expr)
         case membership(Expr, [Expr])
         case matches(Expr, LinearRegex)
+        /// `LIKE` with `*` only at its ends (`*x*`, `x*`, `*x`, `x`): a byte search instead of the automaton.
+        case wildcard(Expr, WildcardShape, [UInt8])
         case isNull(Expr, negated: Bool)
         case kql(CompiledQuery)
         case replace(Expr, CapturingRegex, Expr)
@@ -653,6 +660,9 @@ extension ESQLProgram {
             case .matches(let value, let regex):
                 guard case .string(let text) = value.evaluate(&context) else { return .null }
                 return .boolean(regex.matches(text))
+            case .wildcard(let value, let shape, let literal):
+                guard case .string(let text) = value.evaluate(&context) else { return .null }
+                return .boolean(shape.matches(Array(text.utf8), literal))
             case .isNull(let value, let negated):
                 return .boolean(value.evaluate(&context).isNull != negated)
             case .kql(let query):
@@ -877,6 +887,40 @@ extension ESQLProgram {
     }
 }
 
+/// The shape of a `LIKE` pattern whose only wildcards are `*` at its ends, and its literal part.
+enum WildcardShape: Sendable {
+    case equals, prefix, suffix, contains
+
+    static func parse(_ pattern: String) -> (WildcardShape, [UInt8])? {
+        var body = Substring(pattern)
+        let leading = body.hasPrefix("*")
+        if leading { body = body.dropFirst() }
+        let trailing = body.hasSuffix("*") && !body.isEmpty
+        if trailing { body = body.dropLast() }
+        guard !body.contains(where: { $0 == "*" || $0 == "?" || $0 == "\\" }) else { return nil }
+        let shape: WildcardShape = leading ? (trailing ? .contains : .suffix) : (trailing ? .prefix : .equals)
+        return (shape, Array(body.utf8))
+    }
+
+    func matches(_ text: [UInt8], _ literal: [UInt8]) -> Bool {
+        switch self {
+        case .equals: return text == literal
+        case .prefix: return text.starts(with: literal)
+        case .suffix: return text.count >= literal.count && text[(text.count - literal.count)...].elementsEqual(literal)
+        case .contains:
+            guard !literal.isEmpty else { return true }
+            guard text.count >= literal.count else { return false }
+            let first = literal[0]
+            var index = 0
+            while index <= text.count - literal.count {
+                if text[index] == first, text[index..<(index + literal.count)].elementsEqual(literal) { return true }
+                index += 1
+            }
+            return false
+        }
+    }
+}
+
 extension ESQLValue {
     var asDouble: Double? {
         switch self {
@@ -891,27 +935,8 @@ extension ESQLValue {
 enum Calendar {
     static let day: Int64 = 86_400_000
 
-    /// Days since 1970-01-01 → (year, month 1–12, day 1–31), proleptic Gregorian.
-    static func civil(_ days: Int64) -> (year: Int64, month: Int64, day: Int64) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
-
-    static func days(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
+    static func civil(_ days: Int64) -> (year: Int64, month: Int64, day: Int64) { Timestamp.civilFromDays(days) }
+    static func days(year: Int64, month: Int64, day: Int64) -> Int64 { Timestamp.daysFromCivil(year: year, month: month, day: day) }
 
     static func floorDivide(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : -((-a + b - 1) / b) }
 

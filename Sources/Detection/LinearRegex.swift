@@ -91,8 +91,11 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
         var mark = [Int](repeating: -1, count: size)
         var generation = 0
 
+        // One stack for every closure, reused: the per-character step allocates nothing.
+        var stack: [Int] = []
+        stack.reserveCapacity(16)
         func add(_ start: Int, to list: inout [Int]) {
-            var stack = [start]
+            stack.append(start)
             while let pc = stack.popLast() {
                 guard mark[pc] != generation else { continue }
                 mark[pc] = generation

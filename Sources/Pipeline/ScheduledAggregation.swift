@@ -102,7 +102,11 @@ public struct ScheduledAggregation: Sendable {
         pane = a
     }
 
-    public var paneCount: Int { groups.values.reduce(0) { $0 + $1.panes.count } }
+    /// Panes held, over every group (kept as they change: the metrics read it on every poll).
+    public private(set) var paneCount = 0
+    /// No pane has an index below this (a lower bound, exact after each execution): most calls to ``run``
+    /// find nothing due without looking at any group.
+    private var earliestPane = Int64.max
 
     static func floorDivide(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : -((-a + b - 1) / b) }
 
@@ -130,6 +134,8 @@ public struct ScheduledAggregation: Sendable {
             group.panes[index] = existing
         } else {
             group.panes[index] = partials
+            paneCount += 1
+            earliestPane = min(earliestPane, index)
         }
         groups[key] = group
         dirty.insert(key)
@@ -141,21 +147,22 @@ public struct ScheduledAggregation: Sendable {
     public mutating func run(upTo horizon: Int64, program: ESQLProgram) -> [ESQLExecutionResult] {
         var results: [ESQLExecutionResult] = []
         var time = executed == .min ? Int64.min : executed + interval
-        while true {
+        while earliestPane != .max {
             // The first execution that covers any pane: skip stretches with nothing to aggregate.
-            guard let earliest = groups.values.compactMap({ $0.panes.keys.min() }).min() else { break }
-            let first = gridCeiling(earliest * pane + pane)
+            let first = gridCeiling(earliestPane * pane + pane)
             if time < first { time = first }
             guard time <= horizon else { break }
             results += execute(at: time, program: program)
             executed = time
             time += interval
+            earliestPane = groups.values.compactMap { $0.panes.keys.min() }.min() ?? .max
         }
         if horizon != .max, horizon != .min {
             let floor = Self.floorDivide(horizon, interval) * interval
             if floor > executed { executed = floor }
         }
-        dropEnded(all: horizon == .max)
+        // Groups left with no panes are dropped at executions; without any pane to run, here.
+        if horizon == .max || (earliestPane == .max && !groups.isEmpty) { dropEnded(all: horizon == .max) }
         return results
     }
 
@@ -195,7 +202,10 @@ public struct ScheduledAggregation: Sendable {
             var group = groups[key]!
             let before = group.panes.count
             group.panes = group.panes.filter { $0.key >= keep }
-            if group.panes.count != before { dirty.insert(key) }
+            if group.panes.count != before {
+                dirty.insert(key)
+                paneCount -= before - group.panes.count
+            }
             if group.panes.isEmpty && group.lastPassed != time {
                 groups[key] = nil
                 dirty.insert(key)
@@ -220,6 +230,8 @@ public struct ScheduledAggregation: Sendable {
 
     /// Restores a group from the changelog, with the latest execution run when it was written.
     public mutating func restore(key: String, group: Group?, executed written: Int64? = nil) {
+        paneCount += (group?.panes.count ?? 0) - (groups[key]?.panes.count ?? 0)
+        if let lowest = group?.panes.keys.min() { earliestPane = min(earliestPane, lowest) }
         groups[key] = group
         if let written { executed = max(executed, written) }
     }

@@ -98,7 +98,7 @@ struct ESQLAggregationTests {
         print("ES|QL aggregation: seeds \(base)…\(base + 99), schedule every \(schedule.interval / 1000) s over \(schedule.lookback / 1000) s")
         var alerted = 0
         for seed in base..<(base + 100) {
-            var random = SplitMix64(seed: seed)
+            var random = SyntheticAuditTraffic.Generator(seed: seed)
             var time: Int64 = 1_763_625_600_000
             var arrivals: [Event] = []
             for _ in 0..<Int.random(in: 20...120, using: &random) {
@@ -150,7 +150,9 @@ struct ESQLAggregationTests {
                     aggregation = restored
                 }
             }
+            #expect(aggregation.paneCount == aggregation.groups.values.reduce(0) { $0 + $1.panes.count }, "seed \(seed): the pane count kept as panes change")
             results += aggregation.run(upTo: .max, program: program)
+            #expect(aggregation.paneCount == 0)
             let actual = results.map(Self.row)
             let difference = zip(actual, expected).first { $0.0 != $0.1 }.map { "\($0.0) vs \($0.1)" } ?? "in length"
             #expect(actual == expected, "seed \(seed): \(actual.count) rows, expected \(expected.count); first difference: \(difference)")
@@ -171,17 +173,5 @@ struct ESQLAggregationTests {
         let late = aggregation.add(key: "k", keys: [.string("ann")], partials: partials, time: 5 * 60_000, position: 2, source: "s")
         #expect(!late)
         #expect(aggregation.lateCount == 1)
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
