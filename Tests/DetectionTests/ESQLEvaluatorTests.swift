@@ -95,6 +95,9 @@ struct ESQLEvaluatorTests {
         #expect(try value("MV_DEDUPE(v)", ["v": ["a", "b", "a"]]) == .multi([.string("a"), .string("b")]))
         #expect(try value("MV_CONCAT(v, \",\")", ["v": ["a", "b"]]) == .string("a,b") && value("MV_MAX(v)", ["v": [3, 9, 1]]) == .integer(9))
         #expect(try passes("s LIKE \"sh.helm.release.*\"", ["s": "sh.helm.release.v1.x"]) && !passes("s LIKE \"sh.helm.release.*\"", ["s": "shxhelm"]))
+        #expect(try passes("s LIKE \"*.pem\"", ["s": "/tls/key.pem"]) && !passes("s LIKE \"*.pem\"", ["s": "key.pem.bak"]))
+        #expect(try passes("s LIKE \"exact\"", ["s": "exact"]) && !passes("s LIKE \"exact\"", ["s": "exactly"]) && passes("s LIKE \"*\"", ["s": "x"]))
+        #expect(try passes("s LIKE \"*é*\"", ["s": "café"]) && !passes("s LIKE \"*x*\"", ["s": "café"]))
         #expect(try passes("s LIKE \"a\\\\*?\"", ["s": "a*b"]) && !passes("s LIKE \"a\\\\*?\"", ["s": "aXb"]), "an escaped star is literal")
         #expect(try passes("s RLIKE \"\"\"(eks:|system:kube-).*\"\"\"", ["s": "eks:node"]) && !passes("s RLIKE \"eks:\"", ["s": "eks:node"]),
                 "RLIKE matches the whole value")

@@ -94,6 +94,31 @@ struct MatchCommandTests {
         #expect(result.stderr.contains("1 record(s) could not be decoded"))
     }
 
+    /// `match --esql`: without STATS, the passing events with their computed columns; with STATS, the rows
+    /// of every scheduled execution, each with its time.
+    @Test func esqlPrintsRowsAndScheduledExecutions() throws {
+        var input: [UInt8] = []
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            input += auditEvent(["objectRef.resource": "secrets", "objectRef.name": .string(name),
+                                 "requestReceivedTimestamp": .string("2026-11-20T09:0\(index):10.000000Z")]) + [10]
+        }
+        let rows = try run(["match", "--esql", #"FROM logs | WHERE kubernetes.audit.objectRef.name LIKE "*b" | EVAL n = TO_UPPER(kubernetes.audit.objectRef.name)"#], stdin: input)
+        #expect(rows.status == 0)
+        let lines = rows.stdout.split(separator: "\n")
+        #expect(lines.count == 1 && lines.first?.contains(#""n":"B""#) == true, "\(rows.stdout)")
+        let stats = try run(["match", "--esql", "FROM logs | STATS names = COUNT_DISTINCT(kubernetes.audit.objectRef.name) BY user.name | WHERE names >= 2",
+                             "--interval", "2m", "--from", "now-4m"], stdin: input)
+        #expect(stats.status == 0)
+        // Executions every two minutes over four minutes: 09:02 sees a and b, 09:04 a, b and c, 09:06 only c.
+        let executions = stats.stdout.split(separator: "\n").map(String.init)
+        #expect(executions == [
+            #"{"@execution":"2026-11-20T09:02:00.000Z","names":2,"user.name":"alice@example.com"}"#,
+            #"{"@execution":"2026-11-20T09:04:00.000Z","names":3,"user.name":"alice@example.com"}"#,
+        ], "\(stats.stdout)")
+        let refused = try run(["match", "--esql", "FROM logs | MV_EXPAND x"], stdin: input)
+        #expect(refused.status == 2 && refused.stderr.contains("MV_EXPAND"))
+    }
+
     @Test func checkRuleSummarizesOrExplains() throws {
         let ok = try run(["check-rule", seed])
         #expect(ok.status == 0)
