@@ -29,7 +29,11 @@ struct AggregateProcessor {
     func apply(_ match: RuleMatch, to store: inout StateStore, now: Int64, counts: inout TaskCounts, output: inout [OutputRecord]) {
         counts.matchesAggregated += 1
         if store.state.aggregation != nil {
-            if !store.state.applyContribution(match, now: now) { counts.lateMatches += 1 }
+            let before = (store.state.aggregation!.lateCount, store.state.aggregation!.replayCount)
+            if !store.state.applyContribution(match, now: now) {
+                counts.lateMatches += store.state.aggregation!.lateCount - before.0
+                counts.duplicateMatches += store.state.aggregation!.replayCount - before.1
+            }
             output += executionRecords(&store, counts: &counts)
             return
         }

@@ -60,6 +60,10 @@ final class DeliveryTracker: @unchecked Sendable {
     private var latencies: [Int64] = []
     /// For last-write-wins outputs: the newest output id per topic and key.
     private var newest: [String: UInt64] = [:]
+    /// Per output id: the batches of failed outputs it replaced. They count as delivered when it is (not
+    /// before: a batch whose changelog record was replaced by a later batch's must not commit its offsets
+    /// while that later record can still be lost).
+    private var waiting: [UInt64: [UInt64]] = [:]
 
     private static func replacementKey(_ output: OutputRecord) -> String? {
         guard output.lastWriteWins else { return nil }
@@ -127,6 +131,7 @@ final class DeliveryTracker: @unchecked Sendable {
                 failed.append((id, entry.batch, entry.output))
             } else {
                 batches[entry.batch]?.unacknowledged -= 1
+                for batch in waiting.removeValue(forKey: id) ?? [] { batches[batch]?.unacknowledged -= 1 }
                 if let origin = entry.output.latencyOrigin, let time { latencies.append(max(0, time - origin)) }
                 if let key = Self.replacementKey(entry.output), newest[key] == id { newest.removeValue(forKey: key) }
             }
@@ -135,15 +140,15 @@ final class DeliveryTracker: @unchecked Sendable {
     }
 
     /// Failed outputs to send again, in their original order, registered again under their batches. One
-    /// that a later output with the same topic and key replaces counts as delivered: sending it now would
-    /// put an old version after the new one.
+    /// that a later output with the same topic and key replaces is not sent again (it would put an old
+    /// version after the new one): it counts as delivered once its replacement is.
     func takeFailed() -> [(UInt64, OutputRecord)] {
         locked {
             defer { failed.removeAll() }
             var resend: [(UInt64, OutputRecord)] = []
             for entry in failed.sorted(by: { $0.id < $1.id }) {
                 if let key = Self.replacementKey(entry.output), let latest = newest[key], latest != entry.id {
-                    batches[entry.batch]?.unacknowledged -= 1
+                    waiting[latest, default: []] += [entry.batch] + (waiting.removeValue(forKey: entry.id) ?? [])
                     continue
                 }
                 pending[entry.id] = (entry.batch, entry.output)

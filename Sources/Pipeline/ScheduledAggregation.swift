@@ -68,12 +68,18 @@ public struct ScheduledAggregation: Sendable {
         public var lastPassed: Int64?
         public var applied: [String: Int64]
         public var recent: [String: [Int64]]
+        /// The latest execution this group's state has been through. Persisted with it: after a crash
+        /// whose changelog kept some groups' newer records and others' older ones, the executions re-run
+        /// from the restored stream time skip the groups that have had them (their alerts were published
+        /// before their records were written) and give the others the same results again.
+        public var executed: Int64?
 
         public init(keys: [ESQLValue], panes: [Int64: [ESQLPartialAggregate]] = [:], lastPassed: Int64? = nil,
-                    applied: [String: Int64] = [:], recent: [String: [Int64]] = [:]) {
+                    applied: [String: Int64] = [:], recent: [String: [Int64]] = [:], executed: Int64? = nil) {
             self.keys = keys
             self.panes = panes
             self.lastPassed = lastPassed
+            self.executed = executed
             self.applied = applied
             self.recent = recent
         }
@@ -88,7 +94,10 @@ public struct ScheduledAggregation: Sendable {
     /// The latest execution time already run (every one at or before it has run).
     public private(set) var executed: Int64 = .min
     public private(set) var lateCount = 0
-    public private(set) var duplicateCount = 0
+    /// Contributions recognized as replays of positions already applied.
+    public private(set) var replayCount = 0
+    /// Rows that repeated their group's row of the execution before (not alerted).
+    public private(set) var repeatedRowCount = 0
     /// Groups whose state changed since the changelog last took them.
     var dirty: Set<String> = []
 
@@ -118,13 +127,14 @@ public struct ScheduledAggregation: Sendable {
     /// - Parameter position: the match's input position (``RuleMatch/sourcePosition``) and input partition.
     public mutating func add(key: String, keys: [ESQLValue], partials: [ESQLPartialAggregate], time: Int64, position: Int64, source: String) -> Bool {
         // Executions covering `time` are those in (time, time + lookback]; all of them run already?
-        if executed != .min, time + lookback <= executed {
+        let through = max(executed, groups[key]?.executed ?? .min)
+        if through != .min, time + lookback <= through {
             lateCount += 1
             return false
         }
         var group = groups[key] ?? Group(keys: keys)
         if ReplayPositions.isReplay(position, applied: group.applied[source], recent: group.recent[source] ?? []) {
-            duplicateCount += 1
+            replayCount += 1
             return false
         }
         ReplayPositions.record(position, from: source, applied: &group.applied, recent: &group.recent)
@@ -173,6 +183,7 @@ public struct ScheduledAggregation: Sendable {
         var rows: [(keys: [ESQLValue], aggregates: [ESQLPartialAggregate])] = []
         for key in groups.keys.sorted() {
             let group = groups[key]!
+            if let through = group.executed, through >= time { continue }  // had this execution before a restore
             var merged: [ESQLPartialAggregate]?
             for (index, partials) in group.panes where index >= low && index < high {
                 if merged == nil {
@@ -189,7 +200,7 @@ public struct ScheduledAggregation: Sendable {
         for row in program.finish(rows, now: time) {
             let key = keys[row.group]
             let duplicate = lookback > interval && groups[key]?.lastPassed == time - interval
-            if duplicate { duplicateCount += 1 }
+            if duplicate { repeatedRowCount += 1 }
             groups[key]?.lastPassed = time
             dirty.insert(key)
             results.append(ESQLExecutionResult(groupKey: key, keys: rows[row.group].keys, execution: time, lookback: lookback,
@@ -200,6 +211,10 @@ public struct ScheduledAggregation: Sendable {
         let keep = Self.floorDivide(time + interval - lookback, pane)
         for key in Array(groups.keys) {
             var group = groups[key]!
+            if let through = group.executed, through >= time { continue }
+            // Not marked dirty for this alone: a group this execution left unchanged gets the same (empty)
+            // result if it runs again after a restore.
+            group.executed = time
             let before = group.panes.count
             group.panes = group.panes.filter { $0.key >= keep }
             if group.panes.count != before {
@@ -228,16 +243,16 @@ public struct ScheduledAggregation: Sendable {
 
     public func state(of key: String) -> Group? { groups[key] }
 
-    /// Restores a group from the changelog, with the latest execution run when it was written.
-    public mutating func restore(key: String, group: Group?, executed written: Int64? = nil) {
+    /// Restores a group from the changelog.
+    public mutating func restore(key: String, group: Group?) {
         paneCount += (group?.panes.count ?? 0) - (groups[key]?.panes.count ?? 0)
         if let lowest = group?.panes.keys.min() { earliestPane = min(earliestPane, lowest) }
         groups[key] = group
-        if let written { executed = max(executed, written) }
     }
 
     /// After a restore: the executions up to the restored stream time have run (they run whenever stream
-    /// time moves, in the same step as the state the changelog holds), and those the groups say ran.
+    /// time moves, in the same step as the state the position record covers); later ones run again, for
+    /// the groups that have not had them.
     public mutating func restore(horizon: Int64) {
         guard horizon != .min else { return }
         executed = max(executed, Self.floorDivide(horizon, interval) * interval)

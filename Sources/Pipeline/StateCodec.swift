@@ -206,12 +206,10 @@ public enum StateCodec {
     // MARK: ES|QL aggregation groups (changelog topic)
 
     /// One group of an aggregating ES|QL rule: its key values, panes (index → partial aggregates), the last
-    /// execution its row passed in, and the input positions it has applied.
-    /// - Parameter executed: the latest execution run when the group is written: a restore whose position
-    ///   record is older than the group (a batch's position not written) still knows that it ran.
-    public static func encode(group: ScheduledAggregation.Group, executed: Int64, ruleID: String) -> [UInt8] {
+    /// execution its row passed in, the latest execution it has been through, and the input positions it
+    /// has applied.
+    public static func encode(group: ScheduledAggregation.Group, ruleID: String) -> [UInt8] {
         var object: JSONObject = [
-            "executed": .number(JSONNumber(executed)),
             "rule_id": .string(ruleID),
             "keys": .array(group.keys.map(\.encoded)),
             "panes": .array(group.panes.keys.sorted().map { index in
@@ -221,12 +219,13 @@ public enum StateCodec {
             "recent": .object(JSONObject(group.recent.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.array($0.value.map { .number(JSONNumber($0)) })) })),
         ]
         if let passed = group.lastPassed { object["last_passed"] = .number(JSONNumber(passed)) }
+        if let executed = group.executed { object["executed"] = .number(JSONNumber(executed)) }
         var bytes: [UInt8] = []
         JSONValue.object(object).write(to: &bytes, sortedKeys: true)
         return bytes
     }
 
-    public static func decodeGroup(_ bytes: UnsafeRawBufferPointer) throws -> (group: ScheduledAggregation.Group, executed: Int64?) {
+    public static func decodeGroup(_ bytes: UnsafeRawBufferPointer) throws -> ScheduledAggregation.Group {
         let object = try parseObject(bytes)
         guard let keyItems = object["keys"]?.arrayValue, let paneItems = object["panes"]?.arrayValue else {
             throw DecodingError(description: "not an aggregation group")
@@ -248,10 +247,10 @@ public enum StateCodec {
             }
             panes[index] = partials
         }
-        var group = ScheduledAggregation.Group(keys: keys, panes: panes, lastPassed: int(object["last_passed"]))
+        var group = ScheduledAggregation.Group(keys: keys, panes: panes, lastPassed: int(object["last_passed"]), executed: int(object["executed"]))
         for member in object["applied"]?.objectValue ?? [:] { group.applied[member.key] = int(member.value) }
         for member in object["recent"]?.objectValue ?? [:] { group.recent[member.key] = member.value.arrayValue?.compactMap { int($0) } }
-        return (group, int(object["executed"]))
+        return group
     }
 
     // MARK: Pieces

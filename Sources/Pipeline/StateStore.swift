@@ -109,7 +109,7 @@ struct StateStore {
             let recordKey = Array("a|\(key)".utf8)
             if let group = state.aggregation?.state(of: key) {
                 upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
-                                            value: StateCodec.encode(group: group, executed: state.aggregation!.executed, ruleID: id.ruleID), lastWriteWins: true))
+                                            value: StateCodec.encode(group: group, ruleID: id.ruleID), lastWriteWins: true))
             } else {
                 tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
             }
@@ -154,8 +154,8 @@ struct StateStore {
                 store.state.suppressor.restore(key: String(key.dropFirst(2)), windows: decoded.windows, movingClocks: false)
             } else if key.hasPrefix("a|") {
                 guard let value else { continue }
-                let decoded = try value.withUnsafeBytes { try StateCodec.decodeGroup($0) }
-                store.state.aggregation?.restore(key: String(key.dropFirst(2)), group: decoded.group, executed: decoded.executed)
+                let group = try value.withUnsafeBytes { try StateCodec.decodeGroup($0) }
+                store.state.aggregation?.restore(key: String(key.dropFirst(2)), group: group)
             } else if key.hasPrefix("s|") {
                 guard let value else { continue }
                 let waiting = try value.withUnsafeBytes { try StateCodec.decodeWaiting($0) }

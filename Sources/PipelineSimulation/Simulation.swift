@@ -208,14 +208,20 @@ public struct Simulation {
         let missing = Set(expected.finals.keys).subtracting(actual.finals.keys)
         let unexpected = Set(actual.finals.keys).subtracting(expected.finals.keys)
         if !missing.isEmpty { problems.append("\(missing.count) alert ids missing") }
-        if !unexpected.isEmpty { problems.append("\(unexpected.count) unexpected alert ids") }
+        if !unexpected.isEmpty {
+            problems.append("\(unexpected.count) unexpected alert ids, e.g. \(unexpected.sorted()[0]): \(summary(actual.finals[unexpected.sorted()[0]]!))")
+        }
         let differing = expected.finals.filter { actual.finals[$0.key] != nil && actual.finals[$0.key] != $0.value }
         if !differing.isEmpty {
             let example = differing.first!
             problems.append("\(differing.count) final versions differ, e.g. \(example.key): expected \(summary(example.value)), got \(summary(actual.finals[example.key]!))")
         }
         let conflicting = actual.firsts.filter { $0.value.count > 1 }
-        if !conflicting.isEmpty { problems.append("\(conflicting.count) alert ids with more than one first document") }
+        if !conflicting.isEmpty {
+            let example = conflicting.sorted { $0.key < $1.key }[0]
+            problems.append("\(conflicting.count) alert ids with more than one first document, e.g. \(example.key): "
+                            + example.value.map(summary).sorted().joined(separator: " vs "))
+        }
         guard !problems.isEmpty else { return nil }
         return "seed \(seed) (\(input.records.count) records, \(steps) steps, \(faults.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")); "
             + "partitions \(simulation.configuration.internalPartitions)\(simulation.configuration.skipRepartition ? ", no repartition" : "")): "
@@ -225,9 +231,14 @@ public struct Simulation {
 
     static func summary(_ document: [UInt8]) -> String {
         guard let object = try? JSONValue.parse(document).objectValue else { return "unparsable" }
+        let rule = object[path: "kibana.alert.rule.name"]?.stringValue ?? "?"
+        if object[path: "kibana.alert.rule.type"]?.stringValue == "esql" {
+            return "\(rule), @timestamp \(object["@timestamp"].map { "\($0)" } ?? "-"), \(object[path: "kubernetes.audit.user.username"].map { "\($0)" } ?? "-"), "
+                + "events \(object[path: "Esql.event_count"].map { "\($0)" } ?? "-"), namespaces \(object[path: "Esql.namespaces"].map { "\($0)" } ?? "-")"
+        }
         let count = object[path: "kibana.alert.suppression.docs_count"].map { "\($0)" } ?? "-"
         let start = object[path: "kibana.alert.suppression.start"].map { "\($0)" } ?? "-"
-        return "docs_count \(count), start \(start)"
+        return "\(rule): docs_count \(count), start \(start)\(object[path: "kibana.alert.building_block_type"] != nil ? ", building block" : "")"
     }
 }
 
