@@ -75,8 +75,11 @@ struct StateStore {
     /// The changelog writes since the last call, in an order that keeps every prefix of them consistent
     /// (the producer is idempotent: a partition's records land in send order, or a suffix of them fails):
     /// the keys that have windows, then the position, then the tombstones of keys whose windows are gone.
-    /// A restore that sees a tombstone therefore sees the position past every record of that key, and a key
-    /// written after the last position is recognized on replay by its matches' input positions.
+    /// A restore that sees a window tombstone therefore sees the position past every record of that key, and
+    /// a key written after the last position is recognized on replay by its matches' input positions.
+    /// Sequence and aggregation-group tombstones go before the position instead: a restore at a position
+    /// must not find state that the records below it ended (an `until`, a group's last pane), and replaying
+    /// a key's matches from an older position onto no state rebuilds what they end with.
     mutating func changelogRecords(topic: String) -> [OutputRecord] {
         var upserts: [OutputRecord] = []
         var tombstones: [OutputRecord] = []
@@ -102,7 +105,9 @@ struct StateStore {
                 upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
                                             value: StateCodec.encode(waiting: waiting, ruleID: id.ruleID), lastWriteWins: true))
             } else {
-                tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
+                // Before the position: a restore at that position must not find sequences an `until` (or
+                // expiry) has ended — replaying the key's matches from an older position rebuilds the same.
+                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
             }
         }
         for key in (state.aggregation?.dirty ?? []).sorted() {
@@ -111,7 +116,7 @@ struct StateStore {
                 upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
                                             value: StateCodec.encode(group: group, ruleID: id.ruleID), lastWriteWins: true))
             } else {
-                tombstones.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
+                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
             }
         }
         state.aggregation?.dirty.removeAll()
