@@ -78,13 +78,15 @@ let package = Package(
         .executableTarget(
             name: "audit-sentinel-fuzz", dependencies: ["AuditEvents", "Detection"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-        .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents"], exclude: ["Fixtures"]),
-        .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "PipelineSimulation", "Detection", "AuditEvents", "Kafka"]),
-        .testTarget(name: "AuditSentinelTests", dependencies: ["audit-sentinel", "Kafka", "AuditEvents"]),
+        // Where the package and Elastic's shared fixtures are, for every test target.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "AuditEventsTests", dependencies: ["AuditEvents", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "AuditEvents", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "PipelineSimulation", "Detection", "AuditEvents", "Kafka", "TestSupport"]),
+        .testTarget(name: "AuditSentinelTests", dependencies: ["audit-sentinel", "Kafka", "AuditEvents", "TestSupport"]),
         .testTarget(
             name: "KafkaTests",
-            dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Kafka", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
     ],
     swiftLanguageModes: [.v6]

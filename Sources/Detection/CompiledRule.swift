@@ -103,7 +103,7 @@ public final class CompiledRule: Sendable {
         case .kql(let query): query.matches(event)
         case .eql(let eql): eql.matches(event)
         case .sequence(let steps): steps.matchesAny(event)
-        case .esql(let program): program.evaluate(event, now: 0) != nil
+        case .esql(let program): program.evaluate(event, now: eventTime(event) ?? 0) != nil
         }
     }
 
@@ -129,6 +129,19 @@ public final class CompiledRule: Sendable {
         case "@timestamp": event.timestampMilliseconds
         default: event.firstString(timestampField).flatMap { Timestamp.milliseconds(fromRFC3339: $0) } ?? event.timestampMilliseconds
         }
+    }
+
+    /// A document's time for this rule: its timestamp field, else `@timestamp` (RFC 3339), in milliseconds.
+    public func eventTime(_ document: some KQLDocument) -> Int64? {
+        for field in [timestampField, FieldPath("@timestamp")] {
+            var time: Int64?
+            document.forEachValue(of: field) { value in
+                time = value.kind == .string ? Timestamp.milliseconds(fromRFC3339: value.stringValue) : nil
+                return false
+            }
+            if let time { return time }
+        }
+        return nil
     }
 
     /// For `new_terms` rules: the combinations of the term fields' values in this event (every combination

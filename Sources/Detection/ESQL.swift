@@ -64,6 +64,18 @@ public enum ESQLCommand: Sendable, Equatable, CustomStringConvertible {
 
     public static func == (lhs: ESQLCommand, rhs: ESQLCommand) -> Bool { lhs.description == rhs.description }
 
+    /// Every expression the command evaluates (the `BY` expressions and sort keys included).
+    public var expressions: [ESQLExpression] {
+        switch self {
+        case .where(let condition): [condition]
+        case .eval(let assignments): assignments.map(\.expression)
+        case .stats(let aggregates, let by): aggregates.map(\.expression) + by
+        case .sort(let orders): orders.map(\.expression)
+        case .grok(let field, _), .dissect(let field, _, _): [field]
+        case .keep, .drop, .rename, .limit: []
+        }
+    }
+
     public var name: String {
         switch self {
         case .where: "WHERE"
@@ -134,6 +146,19 @@ public enum ESQLArithmetic: String, Sendable {
 }
 
 public indirect enum ESQLExpression: Sendable, Equatable, CustomStringConvertible {
+    /// Whether this expression or one inside it satisfies `test` (checked before its operands).
+    public func contains(where test: (ESQLExpression) -> Bool) -> Bool {
+        if test(self) { return true }
+        switch self {
+        case .literal, .field, .star: return false
+        case .function(_, let arguments): return arguments.contains { $0.contains(where: test) }
+        case .not(let inner), .negate(let inner), .like(let inner, _, _, _), .isNull(let inner, _): return inner.contains(where: test)
+        case .and(let left, let right), .or(let left, let right), .compare(let left, _, let right), .arithmetic(let left, _, let right):
+            return left.contains(where: test) || right.contains(where: test)
+        case .membership(let value, let list, _): return value.contains(where: test) || list.contains { $0.contains(where: test) }
+        }
+    }
+
     case literal(ESQLLiteral)
     /// A column by its dotted name (backquoted names give it verbatim).
     case field(String)

@@ -61,7 +61,9 @@ public struct ESQLProgram: Sendable {
         var literals: [[String]] = []
         var eventSlots = 0
         if let statsIndex = query.commands.firstIndex(where: { if case .stats = $0 { true } else { false } }),
-            query.commands[..<statsIndex].contains(where: { $0.description.range(of: #"\bNOW\("#, options: .regularExpression) != nil })
+            query.commands[..<statsIndex].contains(where: { command in
+                command.expressions.contains { $0.contains { if case .function("NOW", _) = $0 { true } else { false } } }
+            })
         {
             // Each event belongs to several scheduled executions, each with its own NOW().
             throw ESQLCompileError(message: "NOW() before STATS: an event belongs to several scheduled executions; use NOW() after STATS")
@@ -213,7 +215,7 @@ public struct ESQLProgram: Sendable {
 
         init(hasSource: Bool) { self.hasSource = hasSource }
 
-        mutating func define(_ name: String) -> Int {
+        @discardableResult mutating func define(_ name: String) -> Int {
             columns.removeAll { $0.name == name }
             shadowed.insert(name)
             columns.append((name, slotCount))
@@ -387,7 +389,7 @@ public struct ESQLProgram: Sendable {
             let membership = Expr.membership(try sub(value), items)
             return negated ? .not(membership) : membership
         case .like(let value, let pattern, false, let negated) where WildcardShape.parse(pattern) != nil:
-            let (shape, literal) = WildcardShape.parse(pattern)!
+            let (shape, literal) = WildcardShape.parse(pattern)!  // (a guard cannot bind in a case pattern)
             let test = Expr.wildcard(try sub(value), shape, literal)
             return negated ? .not(test) : test
         case .like(let value, let pattern, let regex, let negated):
@@ -935,9 +937,6 @@ extension ESQLValue {
 enum Calendar {
     static let day: Int64 = 86_400_000
 
-    static func civil(_ days: Int64) -> (year: Int64, month: Int64, day: Int64) { Timestamp.civilFromDays(days) }
-    static func days(year: Int64, month: Int64, day: Int64) -> Int64 { Timestamp.daysFromCivil(year: year, month: month, day: day) }
-
     static func floorDivide(_ a: Int64, _ b: Int64) -> Int64 { a >= 0 ? a / b : -((-a + b - 1) / b) }
 
     static func add(months: Int64, milliseconds: Int64, to time: Int64) -> Int64? {
@@ -946,12 +945,12 @@ enum Calendar {
             guard Swift.abs(months) < 1_000_000 else { return nil }
             let dayIndex = floorDivide(time, day)
             let within = time - dayIndex * day
-            let (year, month, dayOfMonth) = civil(dayIndex)
+            let (year, month, dayOfMonth) = Timestamp.civilFromDays(dayIndex)
             let total = year * 12 + (month - 1) + months
             let (newYear, newMonth) = (floorDivide(total, 12), total - floorDivide(total, 12) * 12 + 1)
-            let lastDay = days(year: newMonth == 12 ? newYear + 1 : newYear, month: newMonth == 12 ? 1 : newMonth + 1, day: 1)
-                - days(year: newYear, month: newMonth, day: 1)
-            result = days(year: newYear, month: newMonth, day: min(dayOfMonth, lastDay)) * day + within
+            let lastDay = Timestamp.daysFromCivil(year: newMonth == 12 ? newYear + 1 : newYear, month: newMonth == 12 ? 1 : newMonth + 1, day: 1)
+                - Timestamp.daysFromCivil(year: newYear, month: newMonth, day: 1)
+            result = Timestamp.daysFromCivil(year: newYear, month: newMonth, day: min(dayOfMonth, lastDay)) * day + within
         }
         let (sum, overflow) = result.addingReportingOverflow(milliseconds)
         return overflow ? nil : sum
@@ -961,9 +960,9 @@ enum Calendar {
     /// of a multiple of months since year 0.
     static func truncate(_ time: Int64, milliseconds: Int64, months: Int64) -> Int64? {
         if months > 0 {
-            let (year, month, _) = civil(floorDivide(time, day))
+            let (year, month, _) = Timestamp.civilFromDays(floorDivide(time, day))
             let total = floorDivide(year * 12 + month - 1, months) * months
-            return days(year: floorDivide(total, 12), month: total - floorDivide(total, 12) * 12 + 1, day: 1) * day
+            return Timestamp.daysFromCivil(year: floorDivide(total, 12), month: total - floorDivide(total, 12) * 12 + 1, day: 1) * day
         }
         guard milliseconds > 0 else { return nil }
         if milliseconds == 7 * day {

@@ -74,51 +74,37 @@ struct StateStore {
 
     /// The changelog writes since the last call, in an order that keeps every prefix of them consistent
     /// (the producer is idempotent: a partition's records land in send order, or a suffix of them fails):
-    /// the keys that have windows, then the position, then the tombstones of keys whose windows are gone.
-    /// A restore that sees a window tombstone therefore sees the position past every record of that key, and
-    /// a key written after the last position is recognized on replay by its matches' input positions.
-    /// Sequence and aggregation-group tombstones go before the position instead: a restore at a position
-    /// must not find state that the records below it ended (an `until`, a group's last pane), and replaying
-    /// a key's matches from an older position onto no state rebuilds what they end with.
+    /// the keys that have state, then the position, then the tombstones of keys whose windows or
+    /// aggregation groups are gone. A restore that sees such a tombstone therefore sees the position past
+    /// every record of that key; one that sees a key's record newer than the position recognizes the
+    /// replayed matches by their input positions. A group restored from before its tombstone is harmless:
+    /// its panes are below every execution still to run and its last pass too old to make a repeat.
+    /// Sequence tombstones go before the position instead: a restore at a position must not find a
+    /// sequence that the records below it ended (an `until`), which could then complete.
     mutating func changelogRecords(topic: String) -> [OutputRecord] {
-        var upserts: [OutputRecord] = []
-        var tombstones: [OutputRecord] = []
-        let partition = id.partition
-        for key in state.dirtyKeys.sorted() {
-            if let windows = state.suppressor.state(of: key) {
-                upserts.append(OutputRecord(
-                    topic: topic, partition: partition, key: Array("w|\(key)".utf8),
-                    value: StateCodec.encode(windows: windows, streamTime: state.suppressor.streamTime), lastWriteWins: true))
-            } else {
-                tombstones.append(OutputRecord(topic: topic, partition: partition, key: Array("w|\(key)".utf8), value: nil, lastWriteWins: true))
-            }
+        let partition = id.partition, ruleID = id.ruleID
+        /// A key's record: its state's encoding, or a tombstone (nil) when the key has none left.
+        func record(_ prefix: String, _ key: String, _ value: [UInt8]?) -> OutputRecord {
+            OutputRecord(topic: topic, partition: partition, key: Array((prefix + key).utf8), value: value, lastWriteWins: true)
         }
-        for key in state.dirtyTerms.sorted(by: { $0.values.lexicographicallyPrecedes($1.values) }) {
-            let seen = state.history.lastSeen(key) ?? 0
-            upserts.append(OutputRecord(
-                topic: topic, partition: partition, key: Array(("t|" + key.values.joined(separator: "\u{1F}")).utf8),
-                value: Array("{\"last_seen\":\(seen)}".utf8), lastWriteWins: true))
+        let streamTime = state.suppressor.streamTime
+        let windowRecords = state.dirtyKeys.sorted().map { key in
+            record("w|", key, state.suppressor.state(of: key).map { StateCodec.encode(windows: $0, streamTime: streamTime) })
         }
-        for key in state.dirtySequenceKeys.sorted() {
-            let recordKey = Array("s|\(key)".utf8)
-            if let waiting = state.sequences?.state(of: key) {
-                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
-                                            value: StateCodec.encode(waiting: waiting, ruleID: id.ruleID), lastWriteWins: true))
-            } else {
-                // Before the position: a restore at that position must not find sequences an `until` (or
-                // expiry) has ended — replaying the key's matches from an older position rebuilds the same.
-                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
-            }
+        var upserts = windowRecords.filter { $0.value != nil }
+        var tombstones = windowRecords.filter { $0.value == nil }
+        upserts += state.dirtyTerms.sorted(by: { $0.values.lexicographicallyPrecedes($1.values) }).map { key in
+            record("t|", key.values.joined(separator: "\u{1F}"), Array("{\"last_seen\":\(state.history.lastSeen(key) ?? 0)}".utf8))
         }
-        for key in (state.aggregation?.dirty ?? []).sorted() {
-            let recordKey = Array("a|\(key)".utf8)
-            if let group = state.aggregation?.state(of: key) {
-                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey,
-                                            value: StateCodec.encode(group: group, ruleID: id.ruleID), lastWriteWins: true))
-            } else {
-                upserts.append(OutputRecord(topic: topic, partition: partition, key: recordKey, value: nil, lastWriteWins: true))
-            }
+        // Sequence tombstones stay among the upserts, before the position (see above).
+        upserts += state.dirtySequenceKeys.sorted().map { key in
+            record("s|", key, state.sequences?.state(of: key).map { StateCodec.encode(waiting: $0, ruleID: ruleID) })
         }
+        let groupRecords = (state.aggregation?.dirty ?? []).sorted().map { key in
+            record("a|", key, state.aggregation?.state(of: key).map { StateCodec.encode(group: $0, ruleID: ruleID) })
+        }
+        upserts += groupRecords.filter { $0.value != nil }
+        tombstones += groupRecords.filter { $0.value == nil }
         state.aggregation?.dirty.removeAll()
         state.dirtyKeys.removeAll()
         state.dirtyTerms.removeAll()

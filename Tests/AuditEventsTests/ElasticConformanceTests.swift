@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 /// Our normalization against the documents Elastic's own ingest pipeline produced for its fixtures.

@@ -1,20 +1,8 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
-/// Where Elastic's fixtures live: `AUDIT_SENTINEL_SHARED_TESTDATA`, else `../shared/testdata` beside the clone.
-enum SharedTestData {
-    static let root: URL = {
-        if let path = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_SHARED_TESTDATA"] { return URL(fileURLWithPath: path) }
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/testdata")
-    }()
-    static var auditLogs: URL { root.appendingPathComponent("elastic-integrations-audit-logs") }
-    static var rules: URL { root.appendingPathComponent("elastic-detection-rules-kubernetes") }
-    static var isAvailable: Bool { FileManager.default.fileExists(atPath: auditLogs.path) }
-    static let skipReason: Comment = "Elastic's fixtures are not at ../shared/testdata (set AUDIT_SENTINEL_SHARED_TESTDATA)"
-}
-
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 func fixture(_ name: String) throws -> [UInt8] {
     Array(try Data(contentsOf: packageRoot.appendingPathComponent("Tests/AuditEventsTests/Fixtures/\(name)")))

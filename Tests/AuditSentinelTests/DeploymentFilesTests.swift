@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 @testable import audit_sentinel

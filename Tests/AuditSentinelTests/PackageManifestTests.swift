@@ -1,5 +1,6 @@
 // The package as a dependency: what other packages can use of it (SwiftPM's own reading of the manifest).
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("package manifest")

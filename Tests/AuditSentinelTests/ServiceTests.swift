@@ -2,6 +2,7 @@ import AuditEvents
 import Foundation
 import Kafka
 import Logging
+import TestSupport
 import Testing
 
 @testable import audit_sentinel

@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 /// `audit-sentinel demo` (what `make demo` runs): embedded mock cluster, simulated traffic, real pipeline.

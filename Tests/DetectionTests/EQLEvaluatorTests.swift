@@ -1,6 +1,7 @@
 import AuditEvents
 import Detection
 import Foundation
+import TestSupport
 import Testing
 
 /// EQL event queries evaluated as Elasticsearch does: three-valued logic, value-by-value multi-valued
@@ -121,12 +122,12 @@ struct EQLEvaluatorTests {
 }
 
 /// Elastic's EQL event-query rules (from ../shared/testdata) on events of our own.
-@Suite("EQL evaluator: Elastic's Kubernetes EQL rules", .enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+@Suite("EQL evaluator: Elastic's Kubernetes EQL rules", .enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
 struct ElasticEQLRulesEvaluateTests {
     /// Elastic's four event-query rules (read from ../shared): each matches an event of ours and not its near miss.
     @Test func elasticsEventQueryRulesMatchPositivesAndNotNearMisses() throws {
         func query(_ file: String) throws -> String {
-            let table = try TOMLTable(parsing: String(contentsOf: SharedRules.directory.appendingPathComponent(file), encoding: .utf8))
+            let table = try TOMLTable(parsing: String(contentsOf: SharedTestData.rules.appendingPathComponent(file), encoding: .utf8))
             return try #require(table["rule"]?.table?["query"]?.string, "\(file) has no query")
         }
         let deleted = try query("defense_evasion_events_deleted.toml")
@@ -168,7 +169,7 @@ struct ElasticEQLRulesEvaluateTests {
     /// never rejects their positive event, and `replay` writes Kibana's EQL rule type into the alert.
     @Test func asRulesTheyAlertAndReplayWritesTheEQLRuleType() throws {
         let file = "execution_forbidden_creation_request.toml"
-        let path = SharedRules.directory.appendingPathComponent(file).path
+        let path = SharedTestData.rules.appendingPathComponent(file).path
         let rule = try CompiledRule.load(file: path)
         let positive = Array(#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","verb":"create","user":{"username":"mallory"},"objectRef":{"resource":"pods","namespace":"default"},"annotations":{"authorization.k8s.io/decision":"forbid"},"stageTimestamp":"2026-01-01T00:00:00Z","requestReceivedTimestamp":"2026-01-01T00:00:00Z"}"#.utf8)
         #expect(alerts(rule, positive))
@@ -194,7 +195,7 @@ struct ElasticEQLRulesEvaluateTests {
     /// (OCSF). Near misses around it complete nothing: another user, too late, the wrong order, a denied
     /// RBAC change, a system:masters workload change.
     @Test func elasticsSequenceRuleAlertsOnASequenceAndNotOnNearMisses() throws {
-        let path = SharedRules.directory.appendingPathComponent("privilege_escalation_sensitive_rbac_change_followed_by_workload_modification.toml").path
+        let path = SharedTestData.rules.appendingPathComponent("privilege_escalation_sensitive_rbac_change_followed_by_workload_modification.toml").path
         let rule = try CompiledRule.load(file: path)
         let sequence = try #require(rule.sequence)
         #expect(sequence.steps.count == 2 && sequence.maxspanMilliseconds == 300_000 && sequence.joinKeyNames == ["user.name"])

@@ -1,5 +1,6 @@
 import Detection
 import Foundation
+import TestSupport
 import Testing
 
 /// The EQL parser: Elastic's five Kubernetes EQL rules, the grammar's corners, errors with positions, and
@@ -127,13 +128,13 @@ struct EQLParserTests {
 }
 
 /// Elastic's EQL rules (from ../shared/testdata): every one parses.
-@Suite("EQL parser: Elastic's Kubernetes EQL rules", .enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+@Suite("EQL parser: Elastic's Kubernetes EQL rules", .enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
 struct ElasticEQLRulesParseTests {
     @Test func allFiveParse() throws {
         var parsed = 0
         var sequences = 0
-        for file in try FileManager.default.contentsOfDirectory(atPath: SharedRules.directory.path).sorted() where file.hasSuffix(".toml") {
-            let table = try TOMLTable(parsing: String(contentsOf: SharedRules.directory.appendingPathComponent(file), encoding: .utf8))
+        for file in try FileManager.default.contentsOfDirectory(atPath: SharedTestData.rules.path).sorted() where file.hasSuffix(".toml") {
+            let table = try TOMLTable(parsing: String(contentsOf: SharedTestData.rules.appendingPathComponent(file), encoding: .utf8))
             guard let rule = table["rule"]?.table, rule["type"]?.string == "eql", let query = rule["query"]?.string else { continue }
             let result = try EQLParser.parse(query)
             parsed += 1

@@ -136,6 +136,10 @@ struct ESQLEvaluatorTests {
         #expect(refusal("FROM x | STATS n = COUNT(*) BY u | WHERE verb == \"get\"").contains("unknown column [verb]"))
         #expect(refusal("FROM x | WHERE FOO(a)").contains("function FOO is not supported"))
         #expect(refusal("FROM x | WHERE NOW() > @timestamp | STATS c = COUNT(*)").contains("NOW() before STATS"))
+        #expect(refusal("FROM x | EVAL d = DATE_TRUNC(1 hour, NOW() - 1 day) | STATS c = COUNT(*) BY d").contains("NOW() before STATS"))
+        #expect(refusal("FROM x | STATS c = COUNT(*) | WHERE NOW() > @timestamp").isEmpty == false, "after STATS @timestamp is gone")
+        #expect(refusal("FROM x | STATS c = COUNT(*) | EVAL t = NOW()").isEmpty, "NOW() after STATS is the execution time")
+        #expect(refusal("FROM x | EVAL now_seen = \"NOW()\" | STATS c = COUNT(*) BY now_seen").isEmpty, "a string is not a call")
         #expect(refusal("FROM x | SORT a").contains("SORT before STATS"))
         #expect(refusal("FROM x | STATS c = COUNT(*) | STATS d = COUNT(*)").contains("a second STATS"))
         #expect(refusal("FROM x | STATS c = COUNT(*) + 1").contains("one aggregate function"))
@@ -146,6 +150,27 @@ struct ESQLEvaluatorTests {
         let program = try ESQLProgram(parsing: "FROM x | EVAL a = 1, b = a + 1 | RENAME b AS c | EVAL a = c * 10 | KEEP a, c, verb")
         let slots = try #require(program.evaluate(document(["verb": "get"]), now: 0))
         #expect(program.outputColumns(slots).map(\.name) == ["a", "c"] && program.outputColumns(slots).map(\.value) == [.integer(20), .integer(2)])
+    }
+
+    /// Without STATS, `NOW()` is the event's time (its rule's timestamp field), for any document.
+    @Test func nowIsTheEventsTimeOnAnyDocument() throws {
+        let toml = """
+            [rule]
+            name = "recent"
+            rule_id = "e1"
+            type = "esql"
+            language = "esql"
+            risk_score = 21
+            severity = "low"
+            description = "d"
+            timestamp_override = "event.ingested"
+            query = "FROM logs | WHERE @timestamp >= NOW() - 1 minute"
+            """
+        let rule = try CompiledRule(DetectionRule.parse(toml: toml, file: "recent.toml"))
+        let fresh = document(["@timestamp": "2026-11-20T09:00:30.000Z", "event.ingested": "2026-11-20T09:01:00.000Z"])
+        let stale = document(["@timestamp": "2026-11-20T08:00:00.000Z", "event.ingested": "2026-11-20T09:01:00.000Z"])
+        #expect(rule.eventTime(fresh) == Timestamp.milliseconds(fromRFC3339: "2026-11-20T09:01:00.000Z"))
+        #expect(rule.matches(fresh) && !rule.matches(stale))
     }
 
     /// STATS over rows, merged from partial aggregates in any grouping: the result equals aggregating all

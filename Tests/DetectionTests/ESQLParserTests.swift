@@ -1,6 +1,7 @@
 // The ES|QL parser: Elastic's 11 ES|QL rules, errors with line and column, and the printed form parsing back.
 import Detection
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("ES|QL parser")
@@ -107,13 +108,13 @@ struct ESQLParserTests {
 }
 
 /// Elastic's ES|QL rules (from ../shared/testdata): every query parses, and prints a form that parses back.
-@Suite("ES|QL parser: Elastic's Kubernetes ES|QL rules", .enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+@Suite("ES|QL parser: Elastic's Kubernetes ES|QL rules", .enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
 struct ElasticESQLRulesParseTests {
     @Test func allElevenParse() throws {
         var parsed = 0
         var commands: Set<String> = []
-        for name in try FileManager.default.contentsOfDirectory(atPath: SharedRules.directory.path).sorted() where name.hasSuffix(".toml") {
-            let table = try TOMLTable(parsing: String(contentsOf: SharedRules.directory.appendingPathComponent(name), encoding: .utf8))
+        for name in try FileManager.default.contentsOfDirectory(atPath: SharedTestData.rules.path).sorted() where name.hasSuffix(".toml") {
+            let table = try TOMLTable(parsing: String(contentsOf: SharedTestData.rules.appendingPathComponent(name), encoding: .utf8))
             guard table["rule"]?.table?["language"]?.string == "esql", let text = table["rule"]?.table?["query"]?.string else { continue }
             let query = try ESQLParser.parse(text)
             #expect(try ESQLParser.parse(query.description) == query, "\(name)")

@@ -1,6 +1,7 @@
 import AuditEvents
 import Detection
 import Foundation
+import TestSupport
 import Testing
 
 /// Builds raw audit events for rule tests: a plain allowed request, changed at dotted paths.
@@ -78,7 +79,7 @@ func pod(image: String = "registry.example.com/app:1.0", securityContext: JSONVa
 }
 
 /// Elastic's own Kubernetes rules: every KQL rule loads, compiles, and tells a matching event from a near miss.
-@Suite("Elastic detection rules", .enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+@Suite("Elastic detection rules", .enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
 struct ElasticRulesTests {
     /// For each KQL rule: an event that must alert, and a near miss (one thing changed) that must not.
     static let cases: [String: (positive: [UInt8], negative: [UInt8])] = {
@@ -182,13 +183,13 @@ struct ElasticRulesTests {
     }()
 
     static func ruleFiles() throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: SharedRules.directory.path).filter { $0.hasSuffix(".toml") }.sorted()
+        try FileManager.default.contentsOfDirectory(atPath: SharedTestData.rules.path).filter { $0.hasSuffix(".toml") }.sorted()
     }
 
     @Test func everyKQLRuleHasAPositiveAndANegativeEvent() throws {
         var kql = 0
         for name in try Self.ruleFiles() {
-            let path = SharedRules.directory.appendingPathComponent(name).path
+            let path = SharedTestData.rules.appendingPathComponent(name).path
             let text = try String(contentsOfFile: path, encoding: .utf8)
             guard text.contains(#"language = "kuery""#) else { continue }
             kql += 1
@@ -213,7 +214,7 @@ struct ElasticRulesTests {
         var esql = 0
         var aggregating = 0
         for name in try Self.ruleFiles() {
-            let path = SharedRules.directory.appendingPathComponent(name).path
+            let path = SharedTestData.rules.appendingPathComponent(name).path
             let text = try String(contentsOfFile: path, encoding: .utf8)
             guard !text.contains(#"language = "kuery""#) else { continue }
             let rule = try CompiledRule.load(file: path)
@@ -234,7 +235,7 @@ struct ElasticRulesTests {
     }
 
     @Test func upstreamSeedRuleIsANewTermsRuleWithTheSameID() throws {
-        let upstream = try CompiledRule.load(file: SharedRules.directory.appendingPathComponent("discovery_denied_service_account_request.toml").path)
+        let upstream = try CompiledRule.load(file: SharedTestData.rules.appendingPathComponent("discovery_denied_service_account_request.toml").path)
         let shipped = try CompiledRule.load(file: packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path)
         #expect(upstream.id == shipped.id)
         #expect(upstream.rule.type == .newTerms)
@@ -342,15 +343,3 @@ struct NewTermsHistoryTests {
     }
 }
 
-enum SharedRules {
-    static var directory: URL {
-        if let path = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_SHARED_TESTDATA"] {
-            return URL(fileURLWithPath: path).appendingPathComponent("elastic-detection-rules-kubernetes")
-        }
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/testdata/elastic-detection-rules-kubernetes")
-    }
-    static var isAvailable: Bool { FileManager.default.fileExists(atPath: directory.path) }
-    static let skipReason: Comment = "Elastic's rules are not at ../shared/testdata (set AUDIT_SENTINEL_SHARED_TESTDATA)"
-}
-
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

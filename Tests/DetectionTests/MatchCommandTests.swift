@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 /// `audit-sentinel match` and `check-rule`, run as a user runs them (the binary `swift build` made).
@@ -145,9 +146,9 @@ struct MatchCommandTests {
 
 extension MatchCommandTests {
     /// `match` on Elastic's own fixtures: raw events, a GKE entry and an AKS record in one NDJSON file.
-    @Test(.enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+    @Test(.enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
     func matchesElasticsFixtures() throws {
-        let log = SharedRules.directory.deletingLastPathComponent()
+        let log = SharedTestData.rules.deletingLastPathComponent()
             .appendingPathComponent("elastic-integrations-audit-logs/unpaired-0b97ab02/test-audit.log").path
         let gke = try run(["match", "--query", "orchestrator.cluster.name:test-cluster", log])
         #expect(gke.status == 0)

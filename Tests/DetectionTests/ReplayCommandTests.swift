@@ -1,5 +1,6 @@
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 /// `audit-sentinel replay`: the pipeline's detection and suppression over a file, no Kafka.

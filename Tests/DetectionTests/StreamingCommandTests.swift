@@ -1,6 +1,7 @@
 // `match` and `replay` as stream filters: results while the input stays open, a followed file, a stop signal.
 import AuditEvents
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("streaming commands")

@@ -1,6 +1,7 @@
 import AuditEvents
 import Detection
 import Foundation
+import TestSupport
 import Testing
 
 /// Our TOML reader, checked against an independent one: Python's `tomllib` (from the project's venv)
@@ -149,12 +150,12 @@ struct TOMLTests {
         }
     }
 
-    @Test(.enabled(if: SharedRules.isAvailable, SharedRules.skipReason))
+    @Test(.enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
     func elasticsRulesReadAsTomllibReadsThem() throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: SharedRules.directory.path).filter { $0.hasSuffix(".toml") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: SharedTestData.rules.path).filter { $0.hasSuffix(".toml") }
         #expect(files.count >= 45)
         for file in files {
-            try checkAgreement(String(contentsOf: SharedRules.directory.appendingPathComponent(file), encoding: .utf8), file)
+            try checkAgreement(String(contentsOf: SharedTestData.rules.appendingPathComponent(file), encoding: .utf8), file)
         }
     }
 

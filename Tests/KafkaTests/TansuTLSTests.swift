@@ -2,6 +2,7 @@ import Foundation
 import Kafka
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 /// TLS to a real broker: tansu (plaintext, memory storage) behind socat's OpenSSL listener, with a CA and
@@ -197,7 +198,6 @@ func canConnect(_ port: Int) -> Bool {
     }
 }
 
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 struct TestFailure: Error, CustomStringConvertible {
     var description: String

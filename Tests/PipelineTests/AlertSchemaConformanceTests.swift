@@ -3,6 +3,7 @@ import AuditEvents
 import Detection
 import Foundation
 import Pipeline
+import TestSupport
 import Testing
 
 /// The fields Kibana's maps mark `required: true`, written out here from Kibana's public sources

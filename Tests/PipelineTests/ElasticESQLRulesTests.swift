@@ -4,18 +4,9 @@ import Detection
 import Foundation
 import Kafka
 import Pipeline
+import TestSupport
 import Testing
 
-enum ElasticRuleFiles {
-    static var directory: URL {
-        if let path = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_SHARED_TESTDATA"] {
-            return URL(fileURLWithPath: path).appendingPathComponent("elastic-detection-rules-kubernetes")
-        }
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/testdata/elastic-detection-rules-kubernetes")
-    }
-    static var isAvailable: Bool { FileManager.default.fileExists(atPath: directory.path) }
-    static let skipReason: Comment = "Elastic's rules are not at ../shared/testdata (set AUDIT_SENTINEL_SHARED_TESTDATA)"
-}
 
 /// A raw audit event `seconds` after 09:00 on 2026-11-20, its fields changed at dotted paths
 /// (`annotations.<key>` sets one annotation).
@@ -63,7 +54,7 @@ func pipelineAlerts(_ rule: CompiledRule, _ records: [[UInt8]]) throws -> [JSONO
     return try driver.records(of: "alerts").map { try #require(try JSONValue.parse($0.record.value ?? []).objectValue) }
 }
 
-@Suite("Elastic's ES|QL rules in the pipeline", .enabled(if: ElasticRuleFiles.isAvailable, ElasticRuleFiles.skipReason))
+@Suite("Elastic's ES|QL rules in the pipeline", .enabled(if: SharedTestData.rulesAvailable, SharedTestData.rulesSkipReason))
 struct ElasticESQLRulesTests {
     static let start: Int64 = 1_795_165_200_000  // 2026-11-20T09:00:00Z
 
@@ -155,10 +146,10 @@ struct ElasticESQLRulesTests {
     }()
 
     @Test func everyESQLRuleLoadsAndHasACase() throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: ElasticRuleFiles.directory.path).filter { $0.hasSuffix(".toml") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: SharedTestData.rules.path).filter { $0.hasSuffix(".toml") }
         var esql: [String] = []
         for file in files {
-            let rule = try CompiledRule.load(file: ElasticRuleFiles.directory.appendingPathComponent(file).path)
+            let rule = try CompiledRule.load(file: SharedTestData.rules.appendingPathComponent(file).path)
             if rule.rule.type == .esql { esql.append(file) }
         }
         #expect(files.count == 45, "every Elastic Kubernetes rule loads")
@@ -168,7 +159,7 @@ struct ElasticESQLRulesTests {
 
     @Test(arguments: Self.cases.keys.sorted())
     func positivesAlertAndNearMissesDoNot(file: String) throws {
-        let rule = try CompiledRule.load(file: ElasticRuleFiles.directory.appendingPathComponent(file).path)
+        let rule = try CompiledRule.load(file: SharedTestData.rules.appendingPathComponent(file).path)
         let testCase = try #require(Self.cases[file])
         let alerts = try pipelineAlerts(rule, testCase.positive)
         #expect(alerts.count == 1, "\(file): \(alerts.count) alerts")

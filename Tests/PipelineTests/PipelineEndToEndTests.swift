@@ -6,6 +6,7 @@ import Logging
 import Pipeline
 import PipelineSimulation
 import Synchronization
+import TestSupport
 import Testing
 
 /// A wall clock the test moves by hand (milliseconds).

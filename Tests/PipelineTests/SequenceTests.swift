@@ -4,6 +4,7 @@ import Detection
 import Foundation
 import Pipeline
 import PipelineSimulation
+import TestSupport
 import Testing
 
 /// A generated corpus event: flat fields the queries test, always-present join keys, one multi-valued field.

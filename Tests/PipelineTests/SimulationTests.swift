@@ -4,6 +4,7 @@ import Detection
 import Foundation
 @testable import PipelineSimulation
 import Testing
+import TestSupport
 
 @Suite("Deterministic simulation (in-memory driver, no broker)")
 struct SimulationTests {

@@ -2,6 +2,7 @@ import AuditEvents
 import Detection
 import Foundation
 import Pipeline
+import TestSupport
 import Testing
 
 let minute: Int64 = 60_000
@@ -246,7 +247,6 @@ struct AlertDocumentTests {
     }
 }
 
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 @Suite("State codec")
 struct StateCodecTests {
