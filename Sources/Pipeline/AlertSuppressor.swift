@@ -27,6 +27,10 @@ public struct RuleMatch: Sendable, Equatable {
     /// For an EQL sequence rule: the steps the event matches (bit `i` for step `i`,
     /// ``EQLSequenceSteps/untilBit`` for the until query); 0 for other rules.
     public var steps: UInt32 = 0
+    /// For an aggregating ES|QL rule, in the process that made it: ``documentBytes`` decoded, so that a
+    /// match applied without crossing a topic is not parsed again (nil once read from a record). Not part
+    /// of equality: it is the bytes' own content.
+    public var contribution: ESQLContribution?
 
     public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition, sequence: Int = 0) {
         var bytes: [UInt8] = []

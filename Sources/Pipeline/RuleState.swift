@@ -62,23 +62,36 @@ extension CompiledRule {
                               sequence: min(sequence, 1023) << 10)]
         }
         let (groups, inputs) = program.contributions(slots, document: event, now: time)
-        let partials: JSONValue = .array(program.partials(inputs).map(\.encoded))
+        let partials = program.partials(inputs)
+        let encodedPartials: JSONValue = .array(partials.map(\.encoded))
         return groups.enumerated().map { index, keys in
             var bytes: [UInt8] = []
-            JSONValue.object(["k": .array(keys.map(\.encoded)), "a": partials]).write(to: &bytes, sortedKeys: true)
-            return RuleMatch(groupValues: keys.map(ESQLContribution.keyText), eventTime: time, documentBytes: bytes, source: source,
-                             sequence: min(sequence, 1023) << 10 | min(index, 1023))
+            JSONValue.object(["k": .array(keys.map(\.encoded)), "a": encodedPartials]).write(to: &bytes, sortedKeys: true)
+            var match = RuleMatch(groupValues: keys.map(ESQLContribution.keyText), eventTime: time, documentBytes: bytes, source: source,
+                                  sequence: min(sequence, 1023) << 10 | min(index, 1023))
+            match.contribution = ESQLContribution(keys: keys, partials: partials)
+            return match
         }
     }
 }
 
 /// An aggregating ES|QL rule's match, as the repartition record carries it: the group's key values and one
 /// row's partial aggregates.
-public struct ESQLContribution: Sendable {
+public struct ESQLContribution: Sendable, Equatable {
     public var keys: [ESQLValue]
     public var partials: [ESQLPartialAggregate]
 
+    public init(keys: [ESQLValue], partials: [ESQLPartialAggregate]) {
+        self.keys = keys
+        self.partials = partials
+    }
+
+    /// The match's contribution: the one it carries in-process, else its bytes decoded.
     public init?(_ match: RuleMatch) {
+        if let contribution = match.contribution {
+            self = contribution
+            return
+        }
         guard case .object(let object)? = try? JSONValue.parse(match.documentBytes),
             case .array(let keyItems)? = object["k"], case .array(let partialItems)? = object["a"]
         else { return nil }

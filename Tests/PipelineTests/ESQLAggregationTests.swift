@@ -3,6 +3,7 @@ import AuditEvents
 import Detection
 import Foundation
 import Pipeline
+import TestSupport
 import Testing
 
 @Suite("ES|QL scheduled aggregation")
@@ -161,6 +162,41 @@ struct ESQLAggregationTests {
         }
         print("ES|QL aggregation: \(alerted) alerting rows over 100 histories")
         #expect(alerted > 50, "the histories alert")
+    }
+
+    /// A contribution applied in the process that made it is read from the value it carries, one that
+    /// crossed a topic from its bytes: both must be the same contribution. Seeded.
+    @Test func aCarriedContributionEqualsItsBytesDecoded() throws {
+        let rule = try CompiledRule(DetectionRule.load(file: packageRoot.appendingPathComponent("Tests/Fixtures/rules/esql_namespace_spread_by_denied_account.toml").path))
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("ES|QL contributions: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        var compared = 0
+        for index in 0..<300 {
+            let namespaces = (0..<Int.random(in: 0...3, using: &random)).map { _ in ["default", "data", "vault", "ns-\u{e9}"].randomElement(using: &random)! }
+            let namespace = namespaces.first.map { #""objectRef":{"resource":"pods","namespace":"\#($0)"},"# } ?? ""
+            let user = ["system:serviceaccount:a:b", "system:serviceaccount:c:\\\"d", "alice"].randomElement(using: &random)!
+            let time = 1_763_625_600_000 + Int64(index) * Int64.random(in: 1...9_999, using: &random)
+            let stamp = Timestamp.rfc3339(milliseconds: time)
+            let json = #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"id-\#(index)","stage":"ResponseComplete","verb":"\#(["get", "list"].randomElement(using: &random)!)","#
+                + #""user":{"username":"\#(user)"},\#(namespace)"requestReceivedTimestamp":"\#(stamp)","stageTimestamp":"\#(stamp)","#
+                + #""annotations":{"authorization.k8s.io/decision":"\#(Bool.random(using: &random) ? "forbid" : "allow")"}}"#
+            try Array(json.utf8).withUnsafeBytes { record in
+                try AuditRecordDecoder().decode(record, ingestTime: time) { result in
+                    let event = try result.get()
+                    for match in rule.ruleMatches(for: event, groupBy: [], source: RecordPosition(topic: "t", partition: 0, offset: Int64(index)),
+                                                  sequence: 0, ingestTime: time) {
+                        var wire = match
+                        wire.contribution = nil
+                        let carried = try #require(match.contribution, "seed \(seed): a contribution made here carries its value")
+                        #expect(ESQLContribution(wire) == carried, "seed \(seed), event \(index): \(String(decoding: match.documentBytes, as: UTF8.self))")
+                        compared += 1
+                    }
+                }
+            }
+        }
+        print("ES|QL contributions: \(compared) compared")
+        #expect(compared > 50)
     }
 
     @Test func aLateEventIsCountedNotApplied() throws {
