@@ -480,27 +480,11 @@ public struct CapturingRegex: Sendable, CustomStringConvertible {
 
     // MARK: Compiling
 
-    struct Compiler {
+    struct Compiler: ThompsonCompiler {
         var program: [Instruction] = []
-
-        mutating func append(_ instruction: Instruction) throws(RegexSyntaxError) {
-            guard program.count < CapturingRegex.maximumProgram else {
-                throw RegexSyntaxError(message: "the pattern expands to more than \(CapturingRegex.maximumProgram) states", position: 0,
-                                       expected: "smaller repetition counts")
-            }
-            program.append(instruction)
-        }
-
-        /// A split preferring `next` (greedy) or the other target (lazy); the other target patched later.
-        mutating func preferring(lazy: Bool) throws(RegexSyntaxError) -> Int {
-            let split = program.count
-            try append(.split(split + 1, -1))
-            return split
-        }
-
-        mutating func patch(_ split: Int, exit: Int, lazy: Bool) {
-            program[split] = lazy ? .split(exit, split + 1) : .split(split + 1, exit)
-        }
+        static var maximumProgram: Int { CapturingRegex.maximumProgram }
+        static func split(_ first: Int, _ second: Int) -> Instruction { .split(first, second) }
+        static func jump(_ target: Int) -> Instruction { .jump(target) }
 
         mutating func emit(_ node: Node) throws(RegexSyntaxError) {
             switch node {
@@ -514,36 +498,8 @@ public struct CapturingRegex: Sendable, CustomStringConvertible {
                 if let index { try append(.save(2 * index)) }
                 try emit(inner)
                 if let index { try append(.save(2 * index + 1)) }
-            case .alternation(let branches):
-                var jumps: [Int] = []
-                for (index, branch) in branches.enumerated() {
-                    if index < branches.count - 1 {
-                        let split = program.count
-                        try append(.split(split + 1, -1))
-                        try emit(branch)
-                        jumps.append(program.count)
-                        try append(.jump(-1))
-                        program[split] = .split(split + 1, program.count)
-                    } else {
-                        try emit(branch)
-                    }
-                }
-                for jump in jumps { program[jump] = .jump(program.count) }
-            case .repeated(let inner, let min, let max, let lazy):
-                for _ in 0..<min { try emit(inner) }
-                if let max {
-                    var splits: [Int] = []
-                    for _ in min..<max {
-                        splits.append(try preferring(lazy: lazy))
-                        try emit(inner)
-                    }
-                    for split in splits { patch(split, exit: program.count, lazy: lazy) }
-                } else {
-                    let loop = try preferring(lazy: lazy)
-                    try emit(inner)
-                    try append(.jump(loop))
-                    patch(loop, exit: program.count, lazy: lazy)
-                }
+            case .alternation(let branches): try emitAlternation(branches)
+            case .repeated(let inner, let min, let max, let lazy): try emitRepetition(inner, min: min, max: max, lazy: lazy)
             }
         }
     }

@@ -402,16 +402,11 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
 
     // MARK: Compiling
 
-    struct Compiler {
+    struct Compiler: ThompsonCompiler {
         var program: [Instruction] = []
-
-        mutating func append(_ instruction: Instruction) throws(RegexSyntaxError) {
-            guard program.count < LinearRegex.maximumProgram else {
-                throw RegexSyntaxError(message: "the pattern expands to more than \(LinearRegex.maximumProgram) states", position: 0,
-                                       expected: "smaller repetition counts")
-            }
-            program.append(instruction)
-        }
+        static var maximumProgram: Int { LinearRegex.maximumProgram }
+        static func split(_ first: Int, _ second: Int) -> Instruction { .split(first, second) }
+        static func jump(_ target: Int) -> Instruction { .jump(target) }
 
         mutating func emit(_ node: Node) throws(RegexSyntaxError) {
             switch node {
@@ -420,43 +415,9 @@ public struct LinearRegex: Sendable, CustomStringConvertible {
             case .any: try append(.any)
             case .set(let set): try append(.set(set))
             case .concatenation(let parts): for part in parts { try emit(part) }
-            case .alternation(let branches):
-                // split L1, next; L1: branch; jump end; next: split … — the jumps patched once the end is known.
-                var jumps: [Int] = []
-                for (index, branch) in branches.enumerated() {
-                    if index < branches.count - 1 {
-                        let split = program.count
-                        try append(.split(split + 1, -1))
-                        try emit(branch)
-                        jumps.append(program.count)
-                        try append(.jump(-1))
-                        program[split] = .split(split + 1, program.count)
-                    } else {
-                        try emit(branch)
-                    }
-                }
-                for jump in jumps { program[jump] = .jump(program.count) }
-            case .intersection(let left, let right):
-                try emitProduct(left, right)
-            case .repeated(let inner, let min, let max):
-                for _ in 0..<min { try emit(inner) }
-                if let max {
-                    // Each optional copy: split into it or past every remaining one.
-                    var splits: [Int] = []
-                    for _ in min..<max {
-                        splits.append(program.count)
-                        try append(.split(program.count + 1, -1))
-                        try emit(inner)
-                    }
-                    for split in splits { program[split] = .split(split + 1, program.count) }
-                } else {
-                    // L: split body, end; body; jump L
-                    let loop = program.count
-                    try append(.split(loop + 1, -1))
-                    try emit(inner)
-                    try append(.jump(loop))
-                    program[loop] = .split(loop + 1, program.count)
-                }
+            case .alternation(let branches): try emitAlternation(branches)
+            case .intersection(let left, let right): try emitProduct(left, right)
+            case .repeated(let inner, let min, let max): try emitRepetition(inner, min: min, max: max, lazy: false)
             }
         }
 
@@ -558,4 +519,68 @@ public struct RegexSyntaxError: Error, Sendable, Equatable, CustomStringConverti
     public var position: Int
     public var expected: String
     public var description: String { "regular expression error at character \(position): \(message), expected \(expected)" }
+}
+
+/// What the two regex compilers share: a Thompson program under construction, with split and jump
+/// instructions, bounded in size, and how alternations and repetitions are laid out in it.
+protocol ThompsonCompiler {
+    associatedtype Instruction
+    associatedtype Node
+    var program: [Instruction] { get set }
+    static var maximumProgram: Int { get }
+    /// A fork: both targets are followed, `first` with priority.
+    static func split(_ first: Int, _ second: Int) -> Instruction
+    static func jump(_ target: Int) -> Instruction
+    mutating func emit(_ node: Node) throws(RegexSyntaxError)
+}
+
+extension ThompsonCompiler {
+    mutating func append(_ instruction: Instruction) throws(RegexSyntaxError) {
+        guard program.count < Self.maximumProgram else {
+            throw RegexSyntaxError(message: "the pattern expands to more than \(Self.maximumProgram) states", position: 0,
+                                   expected: "smaller repetition counts")
+        }
+        program.append(instruction)
+    }
+
+    /// `split L1, next; L1: branch; jump end; next: split …`, the leftmost branch first; the forward
+    /// targets are patched once known.
+    mutating func emitAlternation(_ branches: [Node]) throws(RegexSyntaxError) {
+        var jumps: [Int] = []
+        for (index, branch) in branches.enumerated() {
+            if index < branches.count - 1 {
+                let split = program.count
+                try append(Self.split(split + 1, -1))
+                try emit(branch)
+                jumps.append(program.count)
+                try append(Self.jump(-1))
+                program[split] = Self.split(split + 1, program.count)
+            } else {
+                try emit(branch)
+            }
+        }
+        for jump in jumps { program[jump] = Self.jump(program.count) }
+    }
+
+    /// `min` copies, then `max - min` optional ones (each a split into it or past every remaining one), or
+    /// a loop `L: split body, end; body; jump L` when unbounded. A lazy repetition prefers the exit.
+    mutating func emitRepetition(_ inner: Node, min: Int, max: Int?, lazy: Bool) throws(RegexSyntaxError) {
+        func patch(_ split: Int, exit: Int) { program[split] = lazy ? Self.split(exit, split + 1) : Self.split(split + 1, exit) }
+        for _ in 0..<min { try emit(inner) }
+        if let max {
+            var splits: [Int] = []
+            for _ in min..<max {
+                splits.append(program.count)
+                try append(Self.split(program.count + 1, -1))
+                try emit(inner)
+            }
+            for split in splits { patch(split, exit: program.count) }
+        } else {
+            let loop = program.count
+            try append(Self.split(loop + 1, -1))
+            try emit(inner)
+            try append(Self.jump(loop))
+            patch(loop, exit: program.count)
+        }
+    }
 }
