@@ -18,8 +18,14 @@ public struct RuleMatch: Sendable, Equatable {
         }
     }
     /// The ECS document as canonical JSON (compact, keys in order): written straight from the record by the
-    /// detect side, then spliced as it is into repartition records, window state and alerts.
-    public var documentBytes: [UInt8]
+    /// detect side, then spliced as it is into repartition records, window state and alerts. For an
+    /// aggregating ES|QL rule's match made in this process: its contribution, encoded when first asked for
+    /// (only a repartition record needs it).
+    public var documentBytes: [UInt8] {
+        get { storedBytes.isEmpty ? contribution?.bytes ?? [] : storedBytes }
+        set { storedBytes = newValue }
+    }
+    private var storedBytes: [UInt8]
     /// Where the event came from: input topic, partition, offset.
     public var source: RecordPosition
     /// The match's place among those one input record produced (events of a batch, term combinations).
@@ -42,7 +48,7 @@ public struct RuleMatch: Sendable, Equatable {
     public init(groupValues: [String?], eventTime: Int64, documentBytes: [UInt8], source: RecordPosition, sequence: Int = 0) {
         self.groupValues = groupValues
         self.eventTime = eventTime
-        self.documentBytes = documentBytes
+        self.storedBytes = documentBytes
         self.source = source
         self.sequence = sequence
     }

@@ -63,11 +63,8 @@ extension CompiledRule {
         }
         let (groups, inputs) = program.contributions(slots, document: event, now: time)
         let partials = program.partials(inputs)
-        let encodedPartials: JSONValue = .array(partials.map(\.encoded))
         return groups.enumerated().map { index, keys in
-            var bytes: [UInt8] = []
-            JSONValue.object(["k": .array(keys.map(\.encoded)), "a": encodedPartials]).write(to: &bytes, sortedKeys: true)
-            var match = RuleMatch(groupValues: keys.map(ESQLContribution.keyText), eventTime: time, documentBytes: bytes, source: source,
+            var match = RuleMatch(groupValues: keys.map(ESQLContribution.keyText), eventTime: time, documentBytes: [], source: source,
                                   sequence: min(sequence, 1023) << 10 | min(index, 1023))
             match.contribution = ESQLContribution(keys: keys, partials: partials)
             return match
@@ -84,6 +81,13 @@ public struct ESQLContribution: Sendable, Equatable {
     public init(keys: [ESQLValue], partials: [ESQLPartialAggregate]) {
         self.keys = keys
         self.partials = partials
+    }
+
+    /// As a match's document: `{"a":[partials],"k":[keys]}`.
+    public var bytes: [UInt8] {
+        var bytes: [UInt8] = []
+        JSONValue.object(["k": .array(keys.map(\.encoded)), "a": .array(partials.map(\.encoded))]).write(to: &bytes, sortedKeys: true)
+        return bytes
     }
 
     /// The match's contribution: the one it carries in-process, else its bytes decoded.

@@ -186,8 +186,10 @@ struct ESQLAggregationTests {
                     let event = try result.get()
                     for match in rule.ruleMatches(for: event, groupBy: [], source: RecordPosition(topic: "t", partition: 0, offset: Int64(index)),
                                                   sequence: 0, ingestTime: time) {
-                        var wire = match
+                        var wire = match  // as a repartition record carries it: the bytes alone
+                        wire.documentBytes = match.documentBytes
                         wire.contribution = nil
+                        #expect(!wire.documentBytes.isEmpty)
                         let carried = try #require(match.contribution, "seed \(seed): a contribution made here carries its value")
                         #expect(ESQLContribution(wire) == carried, "seed \(seed), event \(index): \(String(decoding: match.documentBytes, as: UTF8.self))")
                         compared += 1
