@@ -388,11 +388,12 @@ public struct ESQLProgram: Sendable {
             for item in list { items.append(try sub(item)) }
             let membership = Expr.membership(try sub(value), items)
             return negated ? .not(membership) : membership
-        case .like(let value, let pattern, false, let negated) where WildcardShape.parse(pattern) != nil:
-            let (shape, literal) = WildcardShape.parse(pattern)!  // (a guard cannot bind in a case pattern)
-            let test = Expr.wildcard(try sub(value), shape, literal)
-            return negated ? .not(test) : test
         case .like(let value, let pattern, let regex, let negated):
+            // A LIKE of one literal with end wildcards is a byte search; anything else is an automaton.
+            if !regex, let (shape, literal) = WildcardShape.parse(pattern) {
+                let test = Expr.wildcard(try sub(value), shape, literal)
+                return negated ? .not(test) : test
+            }
             let compiled: LinearRegex
             do throws(RegexSyntaxError) {
                 compiled = try LinearRegex(lucene: regex ? pattern : wildcardToLucene(pattern))

@@ -19,8 +19,8 @@ public struct RuleMatch: Sendable, Equatable {
     }
     /// The ECS document as canonical JSON (compact, keys in order): written straight from the record by the
     /// detect side, then spliced as it is into repartition records, window state and alerts. For an
-    /// aggregating ES|QL rule's match made in this process: its contribution, encoded when first asked for
-    /// (only a repartition record needs it).
+    /// aggregating ES|QL rule's match made in this process: its contribution, encoded each time it is asked
+    /// for (only a repartition record asks, once).
     public var documentBytes: [UInt8] {
         get { storedBytes.isEmpty ? contribution?.bytes ?? [] : storedBytes }
         set { storedBytes = newValue }
