@@ -181,12 +181,8 @@ struct JSONScanner {
         let start = position
         var flags: UInt8 = 0
         while true {
-            // Plain ASCII runs are the common case: skip eight bytes at a time while none needs a look.
-            while position &+ 8 <= count {
-                let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
-                if stringAttention(word) != 0 { break }
-                position &+= 8
-            }
+            // Plain ASCII runs are the common case: skipped sixteen bytes a step.
+            position = skipPlainStringBytes(bytes, count, from: position)
             guard position < count else { throw fail("unterminated string", at: open) }
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") { break }
@@ -248,6 +244,34 @@ struct JSONScanner {
 }
 
 // MARK: Token checks shared by the scanner and the validator
+
+/// The first offset at or after `position` whose byte a string scan must look at — a quote, a backslash, a
+/// control character or a non-ASCII byte — or `count`. Sixteen bytes a step as one vector compare whose
+/// 0xFF/0x00 lanes, read as two words, give the position by their trailing zeros (no bit mask to gather);
+/// the last bytes eight at a time, then one by one.
+@inline(__always)
+func skipPlainStringBytes(_ bytes: UnsafePointer<UInt8>, _ count: Int, from start: Int) -> Int {
+    var position = start
+    while position &+ 16 <= count {
+        let vector = UnsafeRawPointer(bytes + position).loadUnaligned(as: SIMD16<UInt8>.self)
+        // Signed, every byte below 0x20 or from 0x80 up is less than 0x20: controls and non-ASCII in one compare.
+        let hits = (vector .== SIMD16<UInt8>(repeating: 0x22)) .| (vector .== SIMD16<UInt8>(repeating: 0x5C))
+            .| (unsafeBitCast(vector, to: SIMD16<Int8>.self) .< SIMD16<Int8>(repeating: 0x20))
+        let lanes = unsafeBitCast(hits, to: SIMD2<UInt64>.self)
+        if lanes[0] | lanes[1] != 0 {
+            // A select, not a branch on which half: strings end anywhere, so that branch mispredicts.
+            let low = lanes[0].trailingZeroBitCount >> 3, high = lanes[1].trailingZeroBitCount >> 3
+            return position &+ (low < 8 ? low : 8 &+ high)
+        }
+        position &+= 16
+    }
+    while position &+ 8 <= count {
+        let attention = stringAttention(UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self))
+        if attention != 0 { return position &+ attention.trailingZeroBitCount >> 3 }
+        position &+= 8
+    }
+    return position
+}
 
 /// High bit set in each of the eight bytes that is a quote, a backslash, a control character or non-ASCII
 /// (and possibly in bytes above such a byte: borrows only ever flag bytes above a true hit, so the lowest

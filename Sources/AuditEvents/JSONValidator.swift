@@ -2,7 +2,7 @@
 
 /// Checks one JSON text against RFC 8259 as ``JSONScanner`` does — grammar, string escapes, UTF-8 in
 /// strings, the nesting limit — without recording anything but where the root object's known members
-/// start. Iterative (a bit stack of open containers), with strings crossed eight bytes at a time up to the
+/// start. Iterative (a bit stack of open containers), with strings crossed sixteen bytes a step up to the
 /// first byte that needs a look.
 ///
 /// Its verdict is only ever used to skip work: a text it accepts is one the scanner accepts (a
@@ -172,17 +172,7 @@ struct JSONValidator {
         position += 1
         var flags: UInt8 = 0
         while true {
-            // Eight bytes at a time to the first quote, backslash, control or non-ASCII byte. The lowest
-            // flagged byte of the word test is always a true hit (borrows only flag bytes above one).
-            while position &+ 8 <= count {
-                let word = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
-                let attention = stringAttention(word)
-                if attention != 0 {
-                    position &+= attention.trailingZeroBitCount >> 3
-                    break
-                }
-                position &+= 8
-            }
+            position = skipPlainStringBytes(bytes, count, from: position)
             guard position < count else { throw .invalid }
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {

@@ -345,6 +345,31 @@ struct JSONScannerTests {
         #expect(throws: JSONSyntaxError.self) { try JSONValue.parse(text) }
     }
 
+    /// Strings are crossed sixteen bytes a step, then eight, then one: a byte that needs a look (an escape,
+    /// non-ASCII, a control character, the closing quote) at every offset of strings of every length up to
+    /// 40, after every prefix offset (the vector loads' alignments), is found by the scanner and the
+    /// validation-only pass alike.
+    @Test func stringsAreScannedAlikeAtEveryOffset() throws {
+        let specials: [(raw: String, decoded: String?)] = [("\\n", "\n"), ("é", "é"), ("\u{01}", nil), ("\\u00e9", "é"), ("\\q", nil)]
+        for prefix in 0..<16 {
+            for length in 0...40 {
+                for at in 0...length {
+                    for special in specials {
+                        let before = String(repeating: "a", count: at), after = String(repeating: "b", count: length - at)
+                        let text = String(repeating: " ", count: prefix) + "[\"" + before + special.raw + after + "\"]"
+                        let bytes = Array(text.utf8)
+                        if let decoded = special.decoded {
+                            #expect(try JSONValue.parse(bytes) == .array([.string(before + decoded + after)]), "\(text)")
+                        } else {
+                            #expect(throws: JSONSyntaxError.self, "\(text)") { try JSONValue.parse(bytes) }
+                        }
+                        #expect(bytes.withUnsafeBytes { ValidationDifferential.disagreement($0) } == nil, "\(text)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func decodesEscapesAndSurrogates() throws {
         #expect(try JSONValue.parse(#""\u00e9\ud83d\ude80\n\"""#) == .string("é🚀\n\""))
         #expect(try JSONValue.parse(#""\ud800x""#) == .string("\u{FFFD}x"))
