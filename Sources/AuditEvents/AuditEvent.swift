@@ -268,9 +268,9 @@ public struct AuditEvent: @unchecked Sendable {
             document.forEachMember(of: index) { key, value in
                 withKeyBytes(document, key) { keyBytes in
                     if keyBytes.count == path.count {
-                        if memcmp(keyBytes.baseAddress!, path.baseAddress!, path.count) == 0 { keepGoing = emit(document, value, body) }
+                        if bytesEqual(keyBytes.baseAddress!, path.baseAddress!, count: path.count) { keepGoing = emit(document, value, body) }
                     } else if keyBytes.count < path.count, path[keyBytes.count] == UInt8(ascii: "."),
-                        keyBytes.count == 0 || memcmp(keyBytes.baseAddress!, path.baseAddress!, keyBytes.count) == 0
+                        keyBytes.count == 0 || bytesEqual(keyBytes.baseAddress!, path.baseAddress!, count: keyBytes.count)
                     {
                         keepGoing = visit(document, value, UnsafeRawBufferPointer(rebasing: path[(keyBytes.count + 1)...]), body)
                     }
@@ -630,7 +630,7 @@ public struct FieldValue: @unchecked Sendable {
     /// Exact comparison with a literal.
     public func equals(_ literal: StaticString) -> Bool {
         withBytes { bytes in
-            bytes.count == literal.utf8CodeUnitCount && (bytes.count == 0 || memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0)
+            bytes.count == literal.utf8CodeUnitCount && (bytes.count == 0 || bytesEqual(bytes.baseAddress!, literal.utf8Start, count: bytes.count))
         }
     }
 }

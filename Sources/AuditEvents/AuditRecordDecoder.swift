@@ -247,9 +247,8 @@ extension AuditDecodeError {
 /// the record. Where JSON could spell a literal differently (`\u0066orbid`, `\/`), the record passes.
 public struct Prefilter: Sendable, Equatable {
     public let requirements: [[[UInt8]]]
-    /// Per literal, the offset of the byte searched for first: the one least common in audit JSON, so that
-    /// the byte search stops rarely on a byte that does not begin the literal.
-    let anchors: [[Int]]
+    /// Per literal, the two bytes compared first (``SearchAnchors``).
+    let anchors: [[SearchAnchors]]
 
     public init(requirements: [[String]]) {
         // A literal with bytes JSON escapes (quote, backslash, controls) cannot be searched for verbatim.
@@ -261,7 +260,7 @@ public struct Prefilter: Sendable, Equatable {
             return literals
         }
         anchors = self.requirements.map { group in
-            group.map { literal in literal.indices.min { Self.commonness(literal[$0]) < Self.commonness(literal[$1]) }! }
+            group.map { literal in SearchAnchors(literal, commonness: Self.commonness) }
         }
     }
 
@@ -289,7 +288,7 @@ public struct Prefilter: Sendable, Equatable {
         if Self.hasUnsureEscape(record) { return true }
         for (group, anchors) in zip(requirements, anchors) {
             var found = false
-            for (literal, anchor) in zip(group, anchors) where literal.withUnsafeBytes({ contains(record, $0, anchor: anchor) }) {
+            for (literal, anchor) in zip(group, anchors) where literal.withUnsafeBytes({ contains(record, $0, anchors: anchor) }) {
                 found = true
                 break
             }
@@ -321,9 +320,9 @@ public struct Prefilter: Sendable, Equatable {
 public struct PrefilterSet: Sendable {
     public let filters: [Prefilter]
     public let acceptsEverything: Bool
-    /// The distinct literals of every filter, with the byte each search starts from.
+    /// The distinct literals of every filter, with the bytes each search compares first.
     private let literals: [[UInt8]]
-    private let anchors: [Int]
+    private let anchors: [SearchAnchors]
     /// Per filter, per group: the group's literals as indices into ``literals``.
     private let groups: [[[Int]]]
 
@@ -331,7 +330,7 @@ public struct PrefilterSet: Sendable {
         self.filters = filters.compactMap { $0 }
         acceptsEverything = filters.isEmpty || filters.contains { $0 == nil || $0!.requirements.isEmpty }
         var literals: [[UInt8]] = []
-        var anchors: [Int] = []
+        var anchors: [SearchAnchors] = []
         var positions: [[UInt8]: Int] = [:]
         groups = self.filters.map { filter in
             zip(filter.requirements, filter.anchors).map { group, groupAnchors in
@@ -355,7 +354,7 @@ public struct PrefilterSet: Sendable {
         return withUnsafeTemporaryAllocation(of: Int8.self, capacity: literals.count) { found in
             found.initialize(repeating: -1)
             func present(_ index: Int) -> Bool {
-                if found[index] < 0 { found[index] = literals[index].withUnsafeBytes { contains(record, $0, anchor: anchors[index]) } ? 1 : 0 }
+                if found[index] < 0 { found[index] = literals[index].withUnsafeBytes { contains(record, $0, anchors: anchors[index]) } ? 1 : 0 }
                 return found[index] == 1
             }
             return groups.contains { filter in filter.allSatisfy { group in group.contains(where: present) } }

@@ -5,11 +5,13 @@
 /// every match's ECS document this way, from the detect side to the alert.
 public final class CanonicalDocument {
     public let bytes: [UInt8]
-    private let tape = JSONTape(capacity: 128)
+    private let tape: JSONTape
 
     /// - Throws: when `bytes` is not one JSON object.
     public init(_ bytes: [UInt8]) throws(JSONSyntaxError) {
         self.bytes = bytes
+        // An ECS document holds a value every 10–12 bytes: sized once, the tape does not grow while scanning.
+        tape = JSONTape(capacity: bytes.count / 8)
         let outcome: Result<JSONTape.Kind, JSONSyntaxError> = bytes.withUnsafeBytes { buffer in
             do throws(JSONSyntaxError) {
                 return .success(try JSONDocument.parse(buffer, into: tape).kind(0))
@@ -56,7 +58,7 @@ public final class CanonicalDocument {
     @discardableResult
     public func forEachValue(of field: FieldPath, _ body: (FieldValue) -> Bool) -> Bool {
         bytes.withUnsafeBytes { buffer in
-            AuditEvent.visit(JSONDocument(bytes: buffer, tape: tape), 0, Array(field.name.utf8), body)
+            AuditEvent.visit(JSONDocument(bytes: buffer, tape: tape), 0, field.bytes, body)
         }
     }
 

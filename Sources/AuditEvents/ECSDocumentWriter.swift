@@ -434,7 +434,7 @@ struct ECSDocumentWriter {
     private func rawKeysEqual(_ a: Int32, _ b: Int32) -> Bool {
         let left = document.rawBytes(Int(a))
         let right = document.rawBytes(Int(b))
-        return left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0)
+        return left.count == right.count && bytesEqual(left.baseAddress!, right.baseAddress!, count: left.count)
     }
 }
 

@@ -259,7 +259,7 @@ struct TypeWatch {
 
     mutating func member(_ raw: UnsafeRawBufferPointer) {
         func equals(_ literal: StaticString) -> Bool {
-            raw.count == literal.utf8CodeUnitCount && memcmp(raw.baseAddress!, literal.utf8Start, raw.count) == 0
+            raw.count == literal.utf8CodeUnitCount && bytesEqual(raw.baseAddress!, literal.utf8Start, count: raw.count)
         }
         switch current {
         case .user?: name = equals("username") || equals("uid") ? .stringField : equals("groups") ? .groups : .other

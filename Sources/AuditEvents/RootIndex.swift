@@ -15,7 +15,7 @@ enum RootKey: Int, CaseIterable, Sendable {
     static func classify(_ name: UnsafeRawBufferPointer) -> RootKey? {
         // A switch over lengths with literal comparisons: no tables, so no reference counting on the hot path.
         guard let base = name.baseAddress else { return nil }
-        @inline(__always) func equals(_ literal: StaticString) -> Bool { memcmp(base, literal.utf8Start, name.count) == 0 }
+        @inline(__always) func equals(_ literal: StaticString) -> Bool { bytesEqual(base, literal.utf8Start, count: name.count) }
         switch name.count {
         case 4: return equals("kind") ? .kind : equals("verb") ? .verb : equals("user") ? .user : equals("time") ? .time : nil
         case 5: return equals("items") ? .items : equals("stage") ? .stage : equals("level") ? .level : nil

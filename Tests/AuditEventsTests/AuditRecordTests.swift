@@ -300,6 +300,34 @@ struct PrefilterTests {
         #expect(PrefilterSet([forbid, nil]).acceptsEverything)
     }
 
+    /// The literal search (sixteen starts a step on two anchor bytes, the last starts one by one) against a
+    /// naive search, on seeded texts of a small alphabet where literals and near misses are frequent, with
+    /// the literal planted at every kind of place (start, end, across a step, a byte short of the end).
+    @Test func literalSearchAgreesWithANaiveSearch() {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("literal search: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        let literals = ["forbid", "system:serviceaccount:", "ab", "a", "bba", "abcabcabcabcabcabcab", "cab:"]
+        let alphabet = Array("abc:forbidsystem".utf8)
+        var found = 0
+        for _ in 0..<4_000 {
+            let literal = Array(literals.randomElement(using: &random)!.utf8)
+            var text = (0..<Int.random(in: 0...90, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+            if Bool.random(using: &random), text.count >= literal.count {
+                let at = Int.random(in: 0...(text.count - literal.count), using: &random)
+                // Sometimes a near miss: the literal with one byte changed.
+                var planted = literal
+                if Int.random(in: 0..<3, using: &random) == 0 { planted[Int.random(in: 0..<planted.count, using: &random)] = UInt8(ascii: "x") }
+                text.replaceSubrange(at..<(at + literal.count), with: planted)
+            }
+            let expected = text.count >= literal.count && (0...(text.count - literal.count)).contains { Array(text[$0..<($0 + literal.count)]) == literal }
+            let filter = Prefilter(requirements: [[String(decoding: literal, as: UTF8.self)]])
+            #expect(text.withUnsafeBytes { filter.mightMatch($0) } == expected, "seed \(seed): \(String(decoding: literal, as: UTF8.self)) in \(String(decoding: text, as: UTF8.self))")
+            if expected { found += 1 }
+        }
+        #expect(found > 800 && found < 3_200, "both verdicts must be frequent: \(found) of 4000 found")
+    }
+
     /// The set searches each shared literal once: its verdict must be asking every filter in turn, on
     /// seeded random filters (shared literals, alternatives, escapes) and records.
     @Test func aSetDecidesAsItsFiltersDo() {
