@@ -64,6 +64,13 @@ public struct RuleMatch: Sendable, Equatable {
 
     var sourcePartition: String { "\(source.topic)/\(source.partition)" }
 
+    /// Whether this match comes before `other` in the input: by topic, partition and position. The order
+    /// of arrival is not it: a resent repartition record, or partitions interleaved by another poll, can
+    /// bring a later match of the same event time first.
+    func precedesInInput(_ other: RuleMatch) -> Bool {
+        (source.topic, source.partition, sourcePosition) < (other.source.topic, other.source.partition, other.sourcePosition)
+    }
+
     /// The suppression key: the group values joined unambiguously (a missing field is its own value).
     public var groupKey: String {
         var key = ""
@@ -128,10 +135,15 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
         guard let document = try? CanonicalDocument(match.documentBytes) else { return }
+        // Each list holds the `cap` smallest distinct values, sorted: the same lists whatever order the
+        // window's matches reach the store in (the first `cap` to arrive would depend on it).
         func collect(_ field: FieldPath, into list: inout [String]) {
             document.forEachValue(of: field) { value in
                 let text = value.stringValue
-                if list.count < Self.cap, !list.contains(text) { list.append(text) }
+                let index = list.firstIndex { $0 >= text } ?? list.endIndex
+                guard index < Self.cap, index == list.endIndex || list[index] != text else { return true }
+                list.insert(text, at: index)
+                if list.count > Self.cap { list.removeLast() }
                 return true
             }
         }
@@ -270,7 +282,16 @@ public struct AlertSuppressor: Sendable {
             ?? keyWindows.firstIndex(where: { !$0.closed && match.eventTime < $0.start && match.eventTime + configuration.duration > $0.start })
         {
             keyWindows[index].suppressed += 1
-            keyWindows[index].summary.add(match)
+            if match.eventTime == keyWindows[index].first.eventTime, match.precedesInInput(keyWindows[index].first) {
+                // Of matches with the window's first event time, the first in the input is the window's
+                // source event, whichever arrived first: the window's final version does not depend on the
+                // order matches reach the store. (Its `new` alert went out with the other; the update at the
+                // close, same id, carries this one.)
+                keyWindows[index].summary.add(keyWindows[index].first)
+                keyWindows[index].first = match
+            } else {
+                keyWindows[index].summary.add(match)
+            }
             for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
             windows[key] = keyWindows
             return actions
