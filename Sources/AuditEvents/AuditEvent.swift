@@ -219,7 +219,17 @@ public struct AuditEvent: @unchecked Sendable {
     }
 
     private func visitSourceIPs(_ body: (FieldValue) -> Bool) -> Bool {
-        // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all.
+        // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all — a null or
+        // empty element too, which the lookup below passes over (so the array's own elements are checked).
+        if let array = index[.sourceIPs], document.kind(array) == .array {
+            var addresses = true
+            document.forEachElement(of: array) { element in
+                addresses = document.kind(element) == .string
+                    && (document.hasEscapes(element) ? isIPAddress(document.string(element)) : isIPAddress(document.rawBytes(element)))
+                return addresses
+            }
+            if !addresses { return true }
+        }
         var values: [FieldValue] = []
         var valid = true
         visitAudit(.sourceIPs) { value in

@@ -38,6 +38,21 @@ struct JSONValidator {
         return validator.run()
     }
 
+    /// Where the one value starting at `offset` ends, when the validator accepts it (nil: invalid, or the
+    /// validator is unsure).
+    static func valueEnd(_ buffer: UnsafeRawBufferPointer, from offset: Int, maxDepth: Int) -> Int? {
+        guard maxDepth <= 256, offset < buffer.count else { return nil }
+        var validator = JSONValidator(buffer, maxDepth: maxDepth)
+        validator.position = offset
+        var watch = TypeWatch()
+        do throws(Failure) {
+            try validator.scanValue(&watch)
+        } catch {
+            return nil
+        }
+        return validator.position
+    }
+
     private enum Failure: Error { case invalid, unsure }
 
     private mutating func run() -> Verdict {
@@ -378,6 +393,16 @@ extension AuditRecordDecoder {
         if let kind = rawString(members[.kind]), equals(kind, "Event") { return true }
         if let apiVersion = rawString(members[.apiVersion]), equals(apiVersion, "audit.k8s.io/", prefix: true) { return true }
         return members[.auditID] != nil && members[.verb] != nil
+    }
+}
+
+/// Spans of JSON values found without building a tape.
+public enum JSONSpan {
+    /// The end of the JSON value that starts at `offset` (no whitespace before it), checked as the scanner
+    /// checks (grammar, escapes, UTF-8, nesting): nil when it is not valid, or the check is unsure (the
+    /// caller then parses it).
+    public static func validValueEnd(_ buffer: UnsafeRawBufferPointer, from offset: Int, maxDepth: Int = 128) -> Int? {
+        JSONValidator.valueEnd(buffer, from: offset, maxDepth: maxDepth)
     }
 }
 

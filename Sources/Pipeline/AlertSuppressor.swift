@@ -37,6 +37,11 @@ public struct RuleMatch: Sendable, Equatable {
     /// match applied without crossing a topic is not parsed again (nil once read from a record). Not part
     /// of equality: it is the bytes' own content.
     public var contribution: ESQLContribution?
+    /// The document's values of the fields a window summarizes, read from the event where the document was
+    /// written and carried with the match (in its repartition record too), so that a suppressed match adds
+    /// to its window's summary without its document being parsed again. Nil: read from ``documentBytes``
+    /// when needed. Not part of equality: they are the document's own values.
+    public var summaryValues: SuppressionSummary.Values?
 
     public init(groupValues: [String?], eventTime: Int64, document: JSONObject, source: RecordPosition, sequence: Int = 0) {
         var bytes: [UInt8] = []
@@ -123,36 +128,59 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
 
     public init() {}
 
-    static let verb = FieldPath("kubernetes.audit.verb")
-    static let resource = FieldPath("kubernetes.audit.objectRef.resource")
-    static let namespace = FieldPath("kubernetes.audit.objectRef.namespace")
-    static let sourceIP = FieldPath("source.ip")
-    static let userAgent = FieldPath("user_agent.original")
-    static let responseCode = FieldPath("kubernetes.audit.responseStatus.code")
+    /// One match's values of the summarized fields, in the summary's order of fields.
+    public struct Values: Sendable, Equatable {
+        public static let fields = [
+            FieldPath("kubernetes.audit.verb"), FieldPath("kubernetes.audit.objectRef.resource"), FieldPath("kubernetes.audit.objectRef.namespace"),
+            FieldPath("source.ip"), FieldPath("user_agent.original"), FieldPath("kubernetes.audit.responseStatus.code"),
+        ]
+        /// Per field of ``fields``, its values in document order (empty strings and nulls left out, as a
+        /// field lookup on the document gives them).
+        public var values: [[String]]
+
+        /// - Parameter forEachValue: a document's field lookup (the event's lazy view, or a parsed document).
+        public init(_ forEachValue: (FieldPath, (FieldValue) -> Bool) -> Void) {
+            values = Self.fields.map { field in
+                var found: [String] = []
+                forEachValue(field) { value in
+                    let text = value.stringValue
+                    if !(value.kind == .string && text.isEmpty) { found.append(text) }
+                    return true
+                }
+                return found
+            }
+        }
+
+        public init(values: [[String]]) { self.values = values }
+
+        /// The values of a document in canonical form; nil when it is not a JSON object.
+        public init?(document bytes: [UInt8]) {
+            guard let document = try? CanonicalDocument(bytes) else { return nil }
+            self.init { field, body in document.forEachValue(of: field, body) }
+        }
+    }
 
     mutating func add(_ match: RuleMatch) {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
-        guard let document = try? CanonicalDocument(match.documentBytes) else { return }
+        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.values.count == 6 else { return }
         // Each list holds the `cap` smallest distinct values, sorted: the same lists whatever order the
         // window's matches reach the store in (the first `cap` to arrive would depend on it).
-        func collect(_ field: FieldPath, into list: inout [String]) {
-            document.forEachValue(of: field) { value in
-                let text = value.stringValue
+        func collect(_ found: [String], into list: inout [String]) {
+            for text in found {
                 let index = list.firstIndex { $0 >= text } ?? list.endIndex
-                guard index < Self.cap, index == list.endIndex || list[index] != text else { return true }
+                guard index < Self.cap, index == list.endIndex || list[index] != text else { continue }
                 list.insert(text, at: index)
                 if list.count > Self.cap { list.removeLast() }
-                return true
             }
         }
-        collect(Self.verb, into: &verbs)
-        collect(Self.resource, into: &resources)
-        collect(Self.namespace, into: &namespaces)
-        collect(Self.sourceIP, into: &sourceIPs)
-        collect(Self.userAgent, into: &userAgents)
-        collect(Self.responseCode, into: &responseCodes)
+        collect(values.values[0], into: &verbs)
+        collect(values.values[1], into: &resources)
+        collect(values.values[2], into: &namespaces)
+        collect(values.values[3], into: &sourceIPs)
+        collect(values.values[4], into: &userAgents)
+        collect(values.values[5], into: &responseCodes)
     }
 }
 

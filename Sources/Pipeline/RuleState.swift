@@ -35,9 +35,14 @@ extension CompiledRule {
         let groups: [[String?]] = rule.type == .newTerms
             ? termCombinations(event).map { $0.values.map(Optional.some) }
             : [groupBy.map { event.firstString($0) }]
+        // Read from the event's field view, which gives the document's values (its window summary then
+        // does not parse the document again).
+        let summaryValues = groups.isEmpty ? nil : SuppressionSummary.Values { field, body in event.forEachValue(of: field, body) }
         return groups.enumerated().map { index, values in
-            RuleMatch(groupValues: values, eventTime: time, documentBytes: document, source: source,
-                      sequence: min(sequence, 1023) << 10 | min(index, 1023))
+            var match = RuleMatch(groupValues: values, eventTime: time, documentBytes: document, source: source,
+                                  sequence: min(sequence, 1023) << 10 | min(index, 1023))
+            match.summaryValues = summaryValues
+            return match
         }
     }
 }

@@ -27,20 +27,35 @@ public enum StateCodec {
         bytes.append(contentsOf: #","sequence":\#(match.sequence),"source":"#.utf8)
         position(match.source).write(to: &bytes, sortedKeys: true)
         if match.steps != 0 { bytes.append(contentsOf: #","steps":\#(match.steps)"#.utf8) }
+        if let values = match.summaryValues {
+            bytes.append(contentsOf: #","summary":"#.utf8)
+            JSONValue.array(values.values.map { .array($0.map(JSONValue.string)) }).write(to: &bytes)
+        }
         bytes.append(contentsOf: #","time":\#(match.eventTime)}"#.utf8)
         return bytes
     }
 
+    private static let eventPrefix = Array(#"{"event":"#.utf8)
+
     public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
-        // The document is kept as its bytes; only the small members are parsed into values.
-        let record = try CanonicalDocument(Array(bytes))
+        // The document is kept as its bytes; only the small members are parsed into values. As this side
+        // wrote it — the document first — it is checked without a tape and the rest parsed alone.
         var object = JSONObject()
         var event: [UInt8]?
-        for member in record.members {
-            if member.key == "event" {
-                event = Array(record.bytes[member.value])
-            } else {
-                object[member.key] = try JSONValue.parse(record.bytes[member.value])
+        if bytes.count > eventPrefix.count, bytes.starts(with: eventPrefix), bytes[eventPrefix.count] == UInt8(ascii: "{"),
+            let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count), end < bytes.count, bytes[end] == UInt8(ascii: ","),
+            case .object(let rest)? = try? JSONValue.parse([UInt8(ascii: "{")] + bytes[(end + 1)...]), rest["event"] == nil
+        {
+            event = Array(bytes[eventPrefix.count..<end])
+            object = rest
+        } else {
+            let record = try CanonicalDocument(Array(bytes))
+            for member in record.members {
+                if member.key == "event" {
+                    event = Array(record.bytes[member.value])
+                } else {
+                    object[member.key] = try JSONValue.parse(record.bytes[member.value])
+                }
             }
         }
         guard let ruleID = object["rule_id"]?.stringValue, let group = object["group"]?.arrayValue,
@@ -52,6 +67,13 @@ public enum StateCodec {
         if let steps = int(object["steps"]) {
             guard let mask = UInt32(exactly: steps) else { throw DecodingError(description: "not a match record: steps \(steps)") }
             match.steps = mask
+        }
+        // Six lists of strings, or left to be read from the document.
+        if let lists = object["summary"]?.arrayValue, lists.count == SuppressionSummary.Values.fields.count {
+            let values = lists.map { $0.arrayValue?.compactMap(\.stringValue) }
+            if values.allSatisfy({ $0 != nil }), zip(values, lists).allSatisfy({ $0!.count == $1.arrayValue!.count }) {
+                match.summaryValues = SuppressionSummary.Values(values: values.map { $0! })
+            }
         }
         return (ruleID, match, int(object["floor"]))
     }
