@@ -69,6 +69,10 @@ public struct RuleMatch: Sendable, Equatable {
 
     var sourcePartition: String { "\(source.topic)/\(source.partition)" }
 
+    /// The match's event, by input position (and place in its record when not the first): what makes
+    /// the id of an alert that stands alone unique.
+    var sourceIdentity: String { "\(sourcePartition)/\(source.offset)" + (sequence == 0 ? "" : "/\(sequence)") }
+
     /// Whether this match comes before `other` in the input: by topic, partition and position. The order
     /// of arrival is not it: a resent repartition record, or partitions interleaved by another poll, can
     /// bring a later match of the same event time first.
@@ -287,7 +291,7 @@ public struct AlertSuppressor: Sendable {
             lastActivity = now
             // Every such event alerts on its own: a window of its own that is never retained.
             var window = newWindow(for: match, key: key, offset: offset)
-            window.groupKey = key + "#\(match.source.topic)/\(match.source.partition)/\(match.source.offset)"
+            window.groupKey = key + "#" + match.sourceIdentity
             actions.append(AlertAction(kind: .new, window: window, late: false))
             return actions
         }
@@ -329,6 +333,9 @@ public struct AlertSuppressor: Sendable {
         var window = newWindow(for: match, key: key, offset: offset)
         if late {
             lateCount += 1
+            // Its own id: another late match of the same time, or a closed window that started then, must
+            // not be overwritten by it (ids are the rule, the group key and the window's start).
+            window.groupKey = key + "#" + match.sourceIdentity
             actions.append(AlertAction(kind: .new, window: window, late: true))
             for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
             if !keyWindows.isEmpty { windows[key] = keyWindows }

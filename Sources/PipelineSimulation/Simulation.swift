@@ -195,6 +195,21 @@ public struct Simulation {
             }
         }
         Self.quiesce(driver, advancing: 30 * 60_000, random: &random)
+        if trace {
+            // What the run published, and the matches its stores read: the material to explain a failing seed.
+            for entry in driver.records(of: configuration.alertsTopic) {
+                let kind = entry.record.headers.first { $0.name == "alert.kind" }.map { String(decoding: $0.value ?? [], as: UTF8.self) } ?? "?"
+                let object = (try? JSONValue.parse(entry.record.value ?? []))?.objectValue
+                print("alert \(String(decoding: entry.record.key ?? [], as: UTF8.self)) \(kind) \(Self.summary(entry.record.value ?? [])) ancestors \(object?[path: "kibana.alert.ancestors"]?.serialized() ?? "-")")
+            }
+            for topic in driver.topology.matchesTopics.compactMap({ $0 }) {
+                for entry in driver.records(of: topic) {
+                    let text = String(decoding: entry.record.value ?? [], as: UTF8.self)
+                    let tail = text.range(of: ",\"group\"").map { String(text[$0.lowerBound...]) } ?? String(text.suffix(200))
+                    print("match \(topic)[\(entry.partition)]@\(entry.offset): \(tail.prefix(300))")
+                }
+            }
+        }
         return (Self.outcome(driver, alertsTopic: configuration.alertsTopic), steps, faults)
     }
 

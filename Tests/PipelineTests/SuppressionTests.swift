@@ -155,6 +155,24 @@ struct SuppressionTests {
         #expect(suppressor.lateCount == 1)
     }
 
+    /// A late match alerts under an id of its own: neither another late match of the same event time nor
+    /// a closed window that started at that time is overwritten by it.
+    @Test func lateAlertsHaveIdsOfTheirOwn() throws {
+        let rule = try DetectionRule.load(file: packageRoot.appendingPathComponent("Config/rules/kubernetes_denied_service_account_request.toml").path)
+        let builder = AlertDocumentBuilder(rule: rule, productVersion: "test")
+        var suppressor = AlertSuppressor(configuration: configuration)
+        let opened = try #require(suppressor.apply(match(thief, at: t0, offset: 1), offset: 1, now: 0).first)
+        _ = suppressor.apply(match(thief, at: t0 + minute, offset: 2), offset: 2, now: 0)
+        // Stream time moves past the window's end and grace: it closes.
+        let closed = suppressor.apply(match("other", at: t0 + 60 * minute, offset: 3), offset: 3, now: 0)
+        #expect(closed.contains { $0.kind == .update && builder.alertID(for: $0.window) == builder.alertID(for: opened.window) })
+        // Two late matches of the window's first time, from further input.
+        let late = [4, 5].compactMap { offset in suppressor.apply(match(thief, at: t0, offset: Int64(offset)), offset: Int64(offset), now: 0).first }
+        #expect(late.map(\.late) == [true, true])
+        let ids = Set(([opened] + late).map { builder.alertID(for: $0.window) })
+        #expect(ids.count == 3, "late alerts share an id with each other or with the closed window")
+    }
+
     @Test func idleTimeoutClosesWindowsOnAQuietPartition() {
         var suppressor = AlertSuppressor(configuration: configuration)
         _ = suppressor.apply(match(thief, at: t0), offset: 1, now: 1_000)
