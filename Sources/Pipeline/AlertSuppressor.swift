@@ -69,6 +69,14 @@ public struct RuleMatch: Sendable, Equatable {
 
     var sourcePartition: String { "\(source.topic)/\(source.partition)" }
 
+    /// As the window it opens keeps it: its summary values are for adding to a summary, which a window's
+    /// first match seldom is (kept, they would cost a window ~600 bytes).
+    var withoutSummaryValues: RuleMatch {
+        var match = self
+        match.summaryValues = nil
+        return match
+    }
+
     /// The match's event, by input position (and place in its record when not the first): what makes
     /// the id of an alert that stands alone unique.
     var sourceIdentity: String { "\(sourcePartition)/\(source.offset)" + (sequence == 0 ? "" : "/\(sequence)") }
@@ -320,7 +328,7 @@ public struct AlertSuppressor: Sendable {
                 // order matches reach the store. (Its `new` alert went out with the other; the update at the
                 // close, same id, carries this one.)
                 keyWindows[index].summary.add(keyWindows[index].first)
-                keyWindows[index].first = match
+                keyWindows[index].first = match.withoutSummaryValues
             } else {
                 keyWindows[index].summary.add(match)
             }
@@ -418,7 +426,7 @@ public struct AlertSuppressor: Sendable {
     private func newWindow(for match: RuleMatch, key: String, offset: Int64) -> SuppressionWindow {
         var window = SuppressionWindow(
             groupKey: key, groupValues: match.groupValues, start: match.eventTime,
-            end: match.eventTime + configuration.duration, first: match, suppressed: 0,
+            end: match.eventTime + configuration.duration, first: match.withoutSummaryValues, suppressed: 0,
             summary: SuppressionSummary(), applied: [:])
         window.record(offset, from: match.sourcePartition)
         return window
