@@ -176,7 +176,7 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
-        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.values.count == 6 else { return }
+        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.values.count == Values.fields.count else { return }
         // Each list holds the `cap` smallest distinct values, sorted: the same lists whatever order the
         // window's matches reach the store in (the first `cap` to arrive would depend on it).
         func collect(_ found: [String], into list: inout [String]) {
