@@ -38,26 +38,40 @@ public enum StateCodec {
     private static let eventPrefix = Array(#"{"event":"#.utf8)
 
     public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
-        // The document is kept as its bytes; only the small members are parsed into values. As this side
-        // wrote it — the document first — it is checked without a tape and the rest parsed alone.
+        // The document is kept as its bytes; only the small members are parsed into values.
+        try decodeMatch(members: matchMembersWithoutTape(bytes) ?? matchMembersScanned(bytes))
+    }
+
+    /// A match record's members as this side writes it — the document first — with the document checked by
+    /// the validation pass, not scanned into a tape, and only the rest parsed; nil for any other form.
+    static func matchMembersWithoutTape(_ bytes: UnsafeRawBufferPointer) -> (event: [UInt8]?, object: JSONObject)? {
+        // One level less than the whole record's limit: the document is nested in it.
+        guard bytes.count > eventPrefix.count, bytes.starts(with: eventPrefix), bytes[eventPrefix.count] == UInt8(ascii: "{"),
+            let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count, maxDepth: 127), end < bytes.count, bytes[end] == UInt8(ascii: ","),
+            case .object(let rest)? = try? JSONValue.parse([UInt8(ascii: "{")] + bytes[(end + 1)...]), rest["event"] == nil,
+            Set(rest.map(\.key)).count == rest.count
+        else { return nil }
+        return (Array(bytes[eventPrefix.count..<end]), rest)
+    }
+
+    /// A match record's members, the whole record scanned (any member order, whitespace, repeated keys:
+    /// the last wins).
+    static func matchMembersScanned(_ bytes: UnsafeRawBufferPointer) throws -> (event: [UInt8]?, object: JSONObject) {
+        let record = try CanonicalDocument(Array(bytes))
         var object = JSONObject()
         var event: [UInt8]?
-        if bytes.count > eventPrefix.count, bytes.starts(with: eventPrefix), bytes[eventPrefix.count] == UInt8(ascii: "{"),
-            let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count), end < bytes.count, bytes[end] == UInt8(ascii: ","),
-            case .object(let rest)? = try? JSONValue.parse([UInt8(ascii: "{")] + bytes[(end + 1)...]), rest["event"] == nil
-        {
-            event = Array(bytes[eventPrefix.count..<end])
-            object = rest
-        } else {
-            let record = try CanonicalDocument(Array(bytes))
-            for member in record.members {
-                if member.key == "event" {
-                    event = Array(record.bytes[member.value])
-                } else {
-                    object[member.key] = try JSONValue.parse(record.bytes[member.value])
-                }
+        for member in record.members {
+            if member.key == "event" {
+                event = Array(record.bytes[member.value])
+            } else {
+                object[member.key] = try JSONValue.parse(record.bytes[member.value])
             }
         }
+        return (event, object)
+    }
+
+    static func decodeMatch(members: (event: [UInt8]?, object: JSONObject)) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
+        let (event, object) = members
         guard let ruleID = object["rule_id"]?.stringValue, let group = object["group"]?.arrayValue,
             case .number(let time)? = object["time"], let time = time.intValue,
             let source = object["source"].flatMap(position), let event, event.first == UInt8(ascii: "{")
