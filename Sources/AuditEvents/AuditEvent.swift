@@ -62,6 +62,7 @@ public struct AuditEvent: @unchecked Sendable {
         switch field.mapping {
         case .audit(let access), .alias(let access): return visitAudit(access, body)
         case .sourceIP: return visitSourceIPs(body)
+        case .relatedIP: return visitSourceIPs(distinct: true, body)
         case .relatedUser: return visitAudit(.userUID, body) && visitAudit(.username, body)
         case .outcome:
             var outcome: StaticString?
@@ -218,7 +219,7 @@ public struct AuditEvent: @unchecked Sendable {
         return found ? result : visitAudit(fallback, body)
     }
 
-    private func visitSourceIPs(_ body: (FieldValue) -> Bool) -> Bool {
+    private func visitSourceIPs(distinct: Bool = false, _ body: (FieldValue) -> Bool) -> Bool {
         // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all — a null or
         // empty element too, which the lookup below passes over (so the array's own elements are checked).
         if let array = index[.sourceIPs], document.kind(array) == .array {
@@ -241,7 +242,10 @@ public struct AuditEvent: @unchecked Sendable {
             return true
         }
         guard valid else { return true }
-        for value in values where !body(value) { return false }
+        var seen: Set<String> = []
+        for value in values where !distinct || seen.insert(value.stringValue).inserted {
+            if !body(value) { return false }
+        }
         return true
     }
 
@@ -481,6 +485,8 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case audit(AuditAccess)
         case alias(AuditAccess)
         case sourceIP
+        /// The source addresses, each once (the document's `related.ip`).
+        case relatedIP
         case relatedUser
         case outcome
         case constant(StaticStringBox)
@@ -518,7 +524,7 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         switch mapping {
         case .audit, .alias, .relatedUser, .resourceType, .resourceName, .aksMetadata, .other: true
         // A configured cluster name is not in the record's bytes.
-        case .sourceIP, .outcome, .constant, .timestamp, .ingested, .original, .clusterName: false
+        case .sourceIP, .relatedIP, .outcome, .constant, .timestamp, .ingested, .original, .clusterName: false
         }
     }
 
@@ -548,7 +554,8 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case "event.dataset", "data_stream.dataset": return .constant("kubernetes.audit_logs")
         case "orchestrator.type": return .constant("kubernetes")
         case "event.outcome": return .outcome
-        case "source.ip", "client.ip", "related.ip": return .sourceIP
+        case "source.ip", "client.ip": return .sourceIP
+        case "related.ip": return .relatedIP
         case "related.user": return .relatedUser
         case "orchestrator.resource.type": return .resourceType
         case "orchestrator.resource.name": return .resourceName
