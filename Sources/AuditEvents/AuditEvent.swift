@@ -220,28 +220,25 @@ public struct AuditEvent: @unchecked Sendable {
     }
 
     private func visitSourceIPs(distinct: Bool = false, _ body: (FieldValue) -> Bool) -> Bool {
-        // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all — a null or
-        // empty element too, which the lookup below passes over (so the array's own elements are checked).
-        if let array = index[.sourceIPs], document.kind(array) == .array {
-            var addresses = true
-            document.forEachElement(of: array) { element in
-                addresses = document.kind(element) == .string
-                    && (document.hasEscapes(element) ? isIPAddress(document.string(element)) : isIPAddress(document.rawBytes(element)))
-                return addresses
-            }
-            if !addresses { return true }
-        }
+        // The pipeline's `convert` to `ip`: one invalid element and the field is not set at all.
         var values: [FieldValue] = []
-        var valid = true
-        visitAudit(.sourceIPs) { value in
-            guard value.kind == .string, isIPAddress(value.stringValue) else {
-                valid = false
-                return false
+        if let array = index[.sourceIPs], document.kind(array) == .array {
+            // The array's own elements, as the document writer reads them (the field lookup below passes
+            // over nulls and empty strings, which must void the field too).
+            guard let addresses = document.ipAddresses(array) else { return true }
+            values = addresses.map { FieldValue(kind: .string, raw: document.rawBytes($0), escaped: document.hasEscapes($0)) }
+        } else {
+            var valid = true
+            visitAudit(.sourceIPs) { value in
+                guard value.kind == .string, isIPAddress(value.stringValue) else {
+                    valid = false
+                    return false
+                }
+                values.append(value)
+                return true
             }
-            values.append(value)
-            return true
+            guard valid else { return true }
         }
-        guard valid else { return true }
         var seen: Set<String> = []
         for value in values where !distinct || seen.insert(value.stringValue).inserted {
             if !body(value) { return false }

@@ -175,17 +175,7 @@ struct ECSDocumentWriter {
     private func convertedIPs(_ value: Int?) throws(Decline) -> [Int]? {
         guard let value else { return nil }
         switch document.kind(value) {
-        case .array:
-            var addresses: [Int] = []
-            var valid = true
-            document.forEachElement(of: value) { element in
-                guard document.kind(element) == .string,
-                    document.hasEscapes(element) ? isIPAddress(document.string(element)) : isIPAddress(document.rawBytes(element))
-                else { valid = false; return false }
-                addresses.append(element)
-                return true
-            }
-            return valid ? addresses : nil
+        case .array: return document.ipAddresses(value)
         case .string: throw Decline()  // not an audit event's type; the tree path converts it
         default: return nil
         }

@@ -50,6 +50,19 @@ public struct JSONDocument: @unchecked Sendable {
         }
     }
 
+    /// The elements of the array at `index` when every one is a string holding an IP address (the ingest
+    /// pipeline's `convert` to `ip`: one that is not — a null or an empty string too — and there is no field).
+    func ipAddresses(_ index: Int) -> [Int]? {
+        var addresses: [Int] = []
+        var valid = true
+        forEachElement(of: index) { element in
+            valid = kind(element) == .string && (hasEscapes(element) ? isIPAddress(string(element)) : isIPAddress(rawBytes(element)))
+            if valid { addresses.append(element) }
+            return valid
+        }
+        return valid ? addresses : nil
+    }
+
     /// The value of member `name` of the object at `index` (the last one, if repeated), or nil.
     func member(_ name: StaticString, of index: Int) -> Int? {
         guard kind(index) == .object else { return nil }
@@ -430,7 +443,8 @@ struct SearchAnchors: Sendable, Equatable {
 func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer, anchors: SearchAnchors) -> Bool {
     guard needle.count > 0 else { return true }
     guard haystack.count >= needle.count, let base = haystack.baseAddress, let literal = needle.baseAddress else { return false }
-    let first = SIMD16<UInt8>(repeating: needle[anchors.first]), second = SIMD16<UInt8>(repeating: needle[anchors.second])
+    let firstByte = needle[anchors.first], secondByte = needle[anchors.second]
+    let first = SIMD16<UInt8>(repeating: firstByte), second = SIMD16<UInt8>(repeating: secondByte)
     let starts = haystack.count - needle.count + 1
     var start = 0
     // The loads end at start + 15 + max(anchor) ≤ starts - 1 + needle.count - 1 = haystack.count - 1.
@@ -451,8 +465,8 @@ func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPoint
         start &+= 16
     }
     while start < starts {
-        if base.load(fromByteOffset: start + anchors.first, as: UInt8.self) == first[0],
-            base.load(fromByteOffset: start + anchors.second, as: UInt8.self) == second[0],
+        if base.load(fromByteOffset: start + anchors.first, as: UInt8.self) == firstByte,
+            base.load(fromByteOffset: start + anchors.second, as: UInt8.self) == secondByte,
             bytesEqual(base + start, literal, count: needle.count)
         {
             return true

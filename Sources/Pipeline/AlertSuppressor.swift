@@ -146,24 +146,23 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
             FieldPath("kubernetes.audit.verb"), FieldPath("kubernetes.audit.objectRef.resource"), FieldPath("kubernetes.audit.objectRef.namespace"),
             FieldPath("source.ip"), FieldPath("user_agent.original"), FieldPath("kubernetes.audit.responseStatus.code"),
         ]
-        /// Per field of ``fields``, its values in document order (empty strings and nulls left out, as a
-        /// field lookup on the document gives them).
-        public var values: [[String]]
+        /// Per field of ``fields``, its values in document order, as a field lookup gives them (empty strings
+        /// and nulls left out).
+        public var lists: [[String]]
 
         /// - Parameter forEachValue: a document's field lookup (the event's lazy view, or a parsed document).
         public init(_ forEachValue: (FieldPath, (FieldValue) -> Bool) -> Void) {
-            values = Self.fields.map { field in
+            lists = Self.fields.map { field in
                 var found: [String] = []
                 forEachValue(field) { value in
-                    let text = value.stringValue
-                    if !(value.kind == .string && text.isEmpty) { found.append(text) }
+                    found.append(value.stringValue)
                     return true
                 }
                 return found
             }
         }
 
-        public init(values: [[String]]) { self.values = values }
+        public init(lists: [[String]]) { self.lists = lists }
 
         /// The values of a document in canonical form; nil when it is not a JSON object.
         public init?(document bytes: [UInt8]) {
@@ -172,11 +171,14 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
         }
     }
 
+    /// The summary's lists, in the order of ``Values/fields``.
+    private static let lists: [WritableKeyPath<SuppressionSummary, [String]> & Sendable] = [\.verbs, \.resources, \.namespaces, \.sourceIPs, \.userAgents, \.responseCodes]
+
     mutating func add(_ match: RuleMatch) {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
-        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.values.count == Values.fields.count else { return }
+        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.lists.count == Self.lists.count else { return }
         // Each list holds the `cap` smallest distinct values, sorted: the same lists whatever order the
         // window's matches reach the store in (the first `cap` to arrive would depend on it).
         func collect(_ found: [String], into list: inout [String]) {
@@ -187,12 +189,7 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
                 if list.count > Self.cap { list.removeLast() }
             }
         }
-        collect(values.values[0], into: &verbs)
-        collect(values.values[1], into: &resources)
-        collect(values.values[2], into: &namespaces)
-        collect(values.values[3], into: &sourceIPs)
-        collect(values.values[4], into: &userAgents)
-        collect(values.values[5], into: &responseCodes)
+        for (list, found) in zip(Self.lists, values.lists) { collect(found, into: &self[keyPath: list]) }
     }
 }
 

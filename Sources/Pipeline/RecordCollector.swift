@@ -95,12 +95,11 @@ final class DeliveryTracker: @unchecked Sendable {
             var released: [(UInt64, OutputRecord)] = []
             while nextRelease < nextBatch {
                 guard let batch = batches[nextRelease] else { nextRelease += 1; continue }
+                guard batch.sealed, batch.unacknowledged == 0 else { break }
                 if batch.released {
-                    guard batch.unacknowledged == 0 else { break }
                     nextRelease += 1
                     continue
                 }
-                guard batch.sealed, batch.unacknowledged == 0 else { break }
                 for output in batch.deferred {
                     let id = nextOutputID
                     nextOutputID += 1

@@ -29,7 +29,7 @@ public enum StateCodec {
         if match.steps != 0 { bytes.append(contentsOf: #","steps":\#(match.steps)"#.utf8) }
         if let values = match.summaryValues {
             bytes.append(contentsOf: #","summary":"#.utf8)
-            JSONValue.array(values.values.map { .array($0.map(JSONValue.string)) }).write(to: &bytes)
+            JSONValue.array(values.lists.map { .array($0.map(JSONValue.string)) }).write(to: &bytes)
         }
         bytes.append(contentsOf: #","time":\#(match.eventTime)}"#.utf8)
         return bytes
@@ -82,12 +82,15 @@ public enum StateCodec {
             guard let mask = UInt32(exactly: steps) else { throw DecodingError(description: "not a match record: steps \(steps)") }
             match.steps = mask
         }
-        // Six lists of strings, or left to be read from the document.
-        if let lists = object["summary"]?.arrayValue, lists.count == SuppressionSummary.Values.fields.count {
-            let values = lists.map { $0.arrayValue?.compactMap(\.stringValue) }
-            if values.allSatisfy({ $0 != nil }), zip(values, lists).allSatisfy({ $0!.count == $1.arrayValue!.count }) {
-                match.summaryValues = SuppressionSummary.Values(values: values.map { $0! })
+        // A list of strings per summarized field; anything else is left to be read from the document.
+        if let summary = object["summary"]?.arrayValue, summary.count == SuppressionSummary.Values.fields.count {
+            let lists = summary.compactMap { list in
+                list.arrayValue.flatMap { elements in
+                    let strings = elements.compactMap(\.stringValue)
+                    return strings.count == elements.count ? strings : nil
+                }
             }
+            if lists.count == summary.count { match.summaryValues = SuppressionSummary.Values(lists: lists) }
         }
         return (ruleID, match, int(object["floor"]))
     }

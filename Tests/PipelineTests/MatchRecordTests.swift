@@ -22,7 +22,7 @@ import Testing
             base.sequence = Int.random(in: 0...3, using: &random)
             if Bool.random(using: &random) { base.steps = UInt32.random(in: 1...7, using: &random) }
             if Bool.random(using: &random) {
-                base.summaryValues = SuppressionSummary.Values(values: (0..<6).map { _ in (0..<Int.random(in: 0...2, using: &random)).map { _ in ["a", "b\"", "ü"].randomElement(using: &random)! } })
+                base.summaryValues = SuppressionSummary.Values(lists: (0..<6).map { _ in (0..<Int.random(in: 0...2, using: &random)).map { _ in ["a", "b\"", "ü"].randomElement(using: &random)! } })
             }
             var bytes = StateCodec.encode(base, ruleID: "rule-\(iteration % 3)", floor: Bool.random(using: &random) ? Int64(iteration) : nil)
             // Now and then a well-formed record in another form: a second document, or whitespace after a colon.
