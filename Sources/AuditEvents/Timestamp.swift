@@ -67,7 +67,7 @@ public enum Timestamp {
         let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
         let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
         guard (0...9999).contains(year) else {
-            for byte in rfc3339(milliseconds: milliseconds).utf8 { output.append(byte) }
+            for byte in widerRFC3339(milliseconds: milliseconds).utf8 { output.append(byte) }
             return
         }
         func digits(_ value: Int64, _ width: Int) {
@@ -96,17 +96,38 @@ public enum Timestamp {
 
     /// `2025-03-04T06:22:18.819Z`: UTC, millisecond precision (Elasticsearch's `date` rendering).
     public static func rfc3339(milliseconds: Int64) -> String {
+        let days = (milliseconds - ((milliseconds % 86_400_000) + 86_400_000) % 86_400_000) / 86_400_000
+        guard (0...9999).contains(civilFromDays(days).year) else { return widerRFC3339(milliseconds: milliseconds) }
+        // Alerts carry several of these: written as bytes, not built from interpolated pieces.
+        return String(unsafeUninitializedCapacity: 24) { buffer in
+            var text = BufferSink(buffer: buffer)
+            appendRFC3339(milliseconds: milliseconds, to: &text)
+            return text.count
+        }
+    }
+
+    /// ``rfc3339(milliseconds:)`` for years outside 0–9999 (padded to four digits, signed as Swift prints).
+    private static func widerRFC3339(milliseconds: Int64) -> String {
         let millis = ((milliseconds % 1000) + 1000) % 1000
         let totalSeconds = (milliseconds - millis) / 1000
         let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
-        let days = (totalSeconds - secondsOfDay) / 86_400
-        let (year, month, day) = civilFromDays(days)
+        let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
         func pad(_ value: Int64, _ width: Int) -> String {
             let text = String(value)
             return String(repeating: "0", count: max(0, width - text.count)) + text
         }
         return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondsOfDay / 3600, 2)):"
             + "\(pad(secondsOfDay / 60 % 60, 2)):\(pad(secondsOfDay % 60, 2)).\(pad(millis, 3))Z"
+    }
+
+    /// A fixed buffer written front to back (the 24 bytes of a timestamp's text).
+    private struct BufferSink: ByteSink {
+        let buffer: UnsafeMutableBufferPointer<UInt8>
+        var count = 0
+        mutating func append(_ byte: UInt8) {
+            buffer[count] = byte
+            count += 1
+        }
     }
 
     // Howard Hinnant's days-from-civil algorithms (proleptic Gregorian calendar).

@@ -565,53 +565,86 @@ public enum UUIDv5 {
     /// Audit Sentinel's namespace for alert ids.
     public static let alertNamespace: [UInt8] = [0x6f, 0x1e, 0x3c, 0x52, 0x8a, 0x4b, 0x4d, 0x7e, 0x9c, 0x21, 0x55, 0x0a, 0xb3, 0x6d, 0x4f, 0x10]
 
+    /// RFC 9562's name-based UUID (SHA-1), in its 36-character form. Every alert record takes two or more.
     public static func make(namespace: [UInt8], name: String) -> String {
-        var digest = SHA1.hash(namespace + Array(name.utf8))
-        digest[6] = (digest[6] & 0x0F) | 0x50
-        digest[8] = (digest[8] & 0x3F) | 0x80
-        let hex = digest.prefix(16).map { byte in String(byte, radix: 16).leftPadded(2) }.joined()
-        let characters = Array(hex)
-        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(characters[$0]) }.joined(separator: "-")
+        var message = namespace
+        message.append(contentsOf: name.utf8)
+        var digest = SHA1.hash(message)
+        digest.6 = (digest.6 & 0x0F) | 0x50
+        digest.8 = (digest.8 & 0x3F) | 0x80
+        return withUnsafeBytes(of: &digest) { bytes in
+            String(unsafeUninitializedCapacity: 36) { text in
+                let hex: StaticString = "0123456789abcdef"
+                var count = 0
+                for index in 0..<16 {
+                    if index == 4 || index == 6 || index == 8 || index == 10 {
+                        text[count] = UInt8(ascii: "-")
+                        count += 1
+                    }
+                    text[count] = hex.utf8Start[Int(bytes[index] >> 4)]
+                    text[count + 1] = hex.utf8Start[Int(bytes[index] & 0x0F)]
+                    count += 2
+                }
+                return count
+            }
+        }
     }
 }
 
 /// SHA-1, for name-based UUIDs only (not for security).
 enum SHA1 {
-    static func hash(_ message: [UInt8]) -> [UInt8] {
-        var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
-        var data = message
-        let bitLength = UInt64(message.count) * 8
-        data.append(0x80)
-        while data.count % 64 != 56 { data.append(0) }
-        for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
-        var w = [UInt32](repeating: 0, count: 80)
-        for chunk in stride(from: 0, to: data.count, by: 64) {
-            for i in 0..<16 {
-                w[i] = UInt32(data[chunk + 4 * i]) << 24 | UInt32(data[chunk + 4 * i + 1]) << 16
-                    | UInt32(data[chunk + 4 * i + 2]) << 8 | UInt32(data[chunk + 4 * i + 3])
-            }
-            for i in 16..<80 {
-                let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
-                w[i] = (x << 1) | (x >> 31)
-            }
-            var (a, b, c, d, e) = (h[0], h[1], h[2], h[3], h[4])
-            for i in 0..<80 {
-                let (f, k): (UInt32, UInt32)
-                switch i {
-                case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
-                case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
-                case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
-                default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
+    typealias Digest = (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                        UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+
+    static func hash(_ message: [UInt8]) -> Digest {
+        var h: (UInt32, UInt32, UInt32, UInt32, UInt32) = (0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0)
+        // The message, its 0x80 terminator, zeros and its bit length fill whole 64-byte blocks.
+        let blocks = (message.count + 8) / 64 + 1
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: blocks * 64) { padded in
+            _ = padded.initialize(from: message)
+            padded.baseAddress!.advanced(by: message.count).initialize(repeating: 0, count: blocks * 64 - message.count)
+            padded[message.count] = 0x80
+            let bitLength = UInt64(message.count) * 8
+            for index in 0..<8 { padded[blocks * 64 - 1 - index] = UInt8(truncatingIfNeeded: bitLength >> (8 * UInt64(index))) }
+            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 80) { w in
+                for block in 0..<blocks {
+                    let chunk = block * 64
+                    for i in 0..<16 {
+                        w[i] = UInt32(padded[chunk + 4 * i]) << 24 | UInt32(padded[chunk + 4 * i + 1]) << 16
+                            | UInt32(padded[chunk + 4 * i + 2]) << 8 | UInt32(padded[chunk + 4 * i + 3])
+                    }
+                    for i in 16..<80 {
+                        let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
+                        w[i] = (x << 1) | (x >> 31)
+                    }
+                    var (a, b, c, d, e) = h
+                    for i in 0..<80 {
+                        let (f, k): (UInt32, UInt32)
+                        switch i {
+                        case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
+                        case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
+                        case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
+                        default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
+                        }
+                        let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
+                        e = d
+                        d = c
+                        c = (b << 30) | (b >> 2)
+                        b = a
+                        a = temp
+                    }
+                    h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
                 }
-                let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
-                e = d
-                d = c
-                c = (b << 30) | (b >> 2)
-                b = a
-                a = temp
             }
-            h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e
         }
-        return h.flatMap { value in [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: value >> UInt32($0)) } }
+        var digest: Digest = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digest) { bytes in
+            bytes.storeBytes(of: h.0.bigEndian, toByteOffset: 0, as: UInt32.self)
+            bytes.storeBytes(of: h.1.bigEndian, toByteOffset: 4, as: UInt32.self)
+            bytes.storeBytes(of: h.2.bigEndian, toByteOffset: 8, as: UInt32.self)
+            bytes.storeBytes(of: h.3.bigEndian, toByteOffset: 12, as: UInt32.self)
+            bytes.storeBytes(of: h.4.bigEndian, toByteOffset: 16, as: UInt32.self)
+        }
+        return digest
     }
 }

@@ -417,4 +417,29 @@ struct JSONScannerTests {
         #expect(Timestamp.milliseconds(fromRFC3339: "2025-13-01T00:00:00Z") == nil)
         #expect(Timestamp.milliseconds(fromRFC3339: "yesterday") == nil)
     }
+
+    /// The written form against Foundation's ISO 8601 formatter, and back through our parser, on seeded
+    /// instants from 1900 to 9999 (and the edges of the four-digit years the fast form covers).
+    @Test func timestampsAgreeWithFoundation() {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("timestamps: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        let earliest: Int64 = -2_208_988_800_000, latest: Int64 = 253_402_300_799_999  // 1900-01-01, 9999-12-31
+        var instants: [Int64] = [earliest, latest, 0, -1, 951_782_400_000 - 1]
+        for _ in 0..<2000 { instants.append(Int64.random(in: earliest...latest, using: &random)) }
+        for instant in instants {
+            let text = Timestamp.rfc3339(milliseconds: instant)
+            let date = Date(timeIntervalSince1970: Double(instant) / 1000)
+            // Foundation rounds the fraction through a Double: compare it to the second, and the milliseconds exactly.
+            #expect(text.prefix(19) == formatter.string(from: date).prefix(19), "seed \(seed): \(instant)")
+            let millis: Int64 = ((instant % 1000) + 1000) % 1000
+            let fraction = "." + String(String(1000 + millis).dropFirst()) + "Z"
+            #expect(String(text.dropFirst(19)) == fraction, "seed \(seed): \(instant)")
+            #expect(Timestamp.milliseconds(fromRFC3339: text) == instant, "seed \(seed): \(text)")
+        }
+        #expect(Timestamp.rfc3339(milliseconds: latest + 1) == "10000-01-01T00:00:00.000Z")
+    }
 }
