@@ -62,8 +62,7 @@ public enum Timestamp {
 
     /// Appends ``rfc3339(milliseconds:)``'s text as bytes, without making a string (years 0–9999).
     public static func appendRFC3339(milliseconds: Int64, to output: inout some ByteSink) {
-        let millis = ((milliseconds % 1000) + 1000) % 1000
-        let totalSeconds = (milliseconds - millis) / 1000
+        let (totalSeconds, millis) = floorDivision(milliseconds, 1000)
         let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
         let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
         guard (0...9999).contains(year) else {
@@ -96,7 +95,7 @@ public enum Timestamp {
 
     /// `2025-03-04T06:22:18.819Z`: UTC, millisecond precision (Elasticsearch's `date` rendering).
     public static func rfc3339(milliseconds: Int64) -> String {
-        let days = (milliseconds - ((milliseconds % 86_400_000) + 86_400_000) % 86_400_000) / 86_400_000
+        let days = floorDivision(milliseconds, 86_400_000).quotient
         guard (0...9999).contains(civilFromDays(days).year) else { return widerRFC3339(milliseconds: milliseconds) }
         // Alerts carry several of these: written as bytes, not built from interpolated pieces.
         return String(unsafeUninitializedCapacity: 24) { buffer in
@@ -108,8 +107,7 @@ public enum Timestamp {
 
     /// ``rfc3339(milliseconds:)`` for years outside 0–9999 (padded to four digits, signed as Swift prints).
     private static func widerRFC3339(milliseconds: Int64) -> String {
-        let millis = ((milliseconds % 1000) + 1000) % 1000
-        let totalSeconds = (milliseconds - millis) / 1000
+        let (totalSeconds, millis) = floorDivision(milliseconds, 1000)
         let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
         let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
         func pad(_ value: Int64, _ width: Int) -> String {
@@ -118,6 +116,12 @@ public enum Timestamp {
         }
         return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondsOfDay / 3600, 2)):"
             + "\(pad(secondsOfDay / 60 % 60, 2)):\(pad(secondsOfDay % 60, 2)).\(pad(millis, 3))Z"
+    }
+
+    /// Quotient rounded down and a remainder that is never negative, for any value (no overflow at the edges).
+    private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (quotient: Int64, remainder: Int64) {
+        let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
+        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
     }
 
     /// A fixed buffer written front to back (the 24 bytes of a timestamp's text).

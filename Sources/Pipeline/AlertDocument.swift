@@ -52,57 +52,6 @@ public struct AlertDocumentBuilder: Sendable {
         return bytes
     }
 
-    /// The same bytes as ``ecsDocument(for:)`` serialized with sorted keys, without parsing the source
-    /// document into a tree: its members are canonical and in key order already.
-    func splicedECSDocument(for action: AlertAction, source: CanonicalDocument) -> [UInt8] {
-        let members = source.members
-        var sourceEvent: JSONObject?
-        var sourceTimestamp: JSONValue?
-        for member in members where member.key == "event" || member.key == "@timestamp" {
-            let value = try? JSONValue.parse(source.bytes[member.value])
-            if member.key == "event" { sourceEvent = value?.objectValue } else { sourceTimestamp = value }
-        }
-        let own = ecsMembers(for: action, sourceEvent: sourceEvent, sourceTimestamp: sourceTimestamp,
-                             sourceIP: source.firstString(Self.sourceIP), userName: source.firstString(Self.userName))
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(source.bytes.count * 2 + 2048)
-        bytes.append(UInt8(ascii: "{"))
-        var first = true
-        func separate() {
-            if !first { bytes.append(UInt8(ascii: ",")) }
-            first = false
-        }
-        var next = 0
-        for member in members {
-            while next < own.count, own[next].key < member.key {
-                separate()
-                writeJSONString(own[next].key, to: &bytes)
-                bytes.append(UInt8(ascii: ":"))
-                writeOwn(own[next], to: &bytes)
-                next += 1
-            }
-            if next < own.count, own[next].key == member.key { continue }  // the alert's own value wins
-            separate()
-            writeJSONString(member.key, to: &bytes)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.append(contentsOf: source.bytes[member.value])
-        }
-        for member in own[next...] {
-            separate()
-            writeJSONString(member.key, to: &bytes)
-            bytes.append(UInt8(ascii: ":"))
-            writeOwn(member, to: &bytes)
-        }
-        bytes.append(UInt8(ascii: "}"))
-        return bytes
-    }
-
-    /// An alert member's value, sorted; `kibana.alert.rule` as the bytes serialized once per rule.
-    private func writeOwn(_ member: (key: String, value: JSONValue), to bytes: inout [UInt8]) {
-        guard member.key == "kibana" else { return member.value.write(to: &bytes, sortedKeys: true) }
-        Self.write(member.value, replacing: ["alert", "rule"], with: ruleBytes, to: &bytes)
-    }
-
     /// Writes `value` with sorted keys, the member at `path` replaced by bytes already serialized so.
     static func write(_ value: JSONValue, replacing path: ArraySlice<String>, with raw: [UInt8], to output: inout [UInt8]) {
         guard let key = path.first, case .object(let object) = value else { return value.write(to: &output, sortedKeys: true) }

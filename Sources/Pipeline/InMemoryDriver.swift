@@ -72,8 +72,13 @@ public final class InMemoryDriver {
     @discardableResult
     public func pipe(_ value: [UInt8], key: [UInt8]? = nil, timestamp: Int64? = nil, topic: String? = nil, partition: Int32 = 0) -> Int64 {
         let target = TopicPartition(topic ?? topology.configuration.inputTopics[0], partition)
-        logs[target, default: PartitionLog()].records.append(StoredRecord(key: key, value: value, headers: [], timestamp: timestamp))
-        return logs[target]!.end - 1
+        return Self.append(StoredRecord(key: key, value: value, headers: [], timestamp: timestamp), to: &logs[target, default: PartitionLog()])
+    }
+
+    /// Appends to a log reached through one dictionary access (a replay pipes every record of its input).
+    private static func append(_ record: StoredRecord, to log: inout PartitionLog) -> Int64 {
+        log.records.append(record)
+        return log.end - 1
     }
 
     /// Every record of a topic, partition by partition, in offset order.
@@ -194,8 +199,7 @@ public final class InMemoryDriver {
     public func poll<G: RandomNumberGenerator>(_ id: Int, maxRecords: Int, rebalanceAfter: Int? = nil, refuseCommits: Bool = false, using random: inout G) -> Int {
         guard let member = member(id) else { return 0 }
         member.task.beginPoll()
-        var fetched: [TopicPartition: [Int64]] = [:]
-        var order: [(TopicPartition, Int64)] = []
+        var runs: [(partition: TopicPartition, offsets: Range<Int64>)] = []
         func fetch(_ limit: Int) {
             var remaining = limit
             while remaining > 0 {
@@ -203,7 +207,7 @@ public final class InMemoryDriver {
                 guard let partition = available.randomElement(using: &random) else { return }
                 let position = member.fetch[partition]!
                 let run = min(remaining, Int(logs[partition]!.end - position), Int.random(in: 1...max(1, limit), using: &random))
-                for offset in position..<(position + Int64(run)) { order.append((partition, offset)); fetched[partition, default: []].append(offset) }
+                runs.append((partition, position..<(position + Int64(run))))
                 member.fetch[partition] = position + Int64(run)
                 remaining -= run
             }
@@ -216,16 +220,19 @@ public final class InMemoryDriver {
             fetch(maxRecords)
         }
         var processed = 0
-        for (partition, offset) in order {
-            guard let log = logs[partition], offset >= log.base, offset < log.end else { continue }
-            let stored = log[offset]
-            let accepted = (stored.value ?? []).withUnsafeBytes { payload in
-                withOptionalBytes(stored.key) { key in
-                    member.task.process(RecordView(topic: partition.topic, partition: partition.partition, offset: offset,
-                                                   key: key, payload: payload, timestamp: stored.timestamp))
+        for (partition, offsets) in runs {
+            // Processing appends to no log: a run reads one snapshot of its partition's.
+            guard let log = logs[partition] else { continue }
+            for offset in offsets.clamped(to: log.base..<log.end) {
+                let stored = log[offset]
+                let accepted = (stored.value ?? []).withUnsafeBytes { payload in
+                    withOptionalBytes(stored.key) { key in
+                        member.task.process(RecordView(topic: partition.topic, partition: partition.partition, offset: offset,
+                                                       key: key, payload: payload, timestamp: stored.timestamp))
+                    }
                 }
+                if accepted { processed += 1 }
             }
-            if accepted { processed += 1 }
         }
         settleAssignment(member)
         member.task.punctuate { [logs] partition in member.fetch[partition].map { $0 >= (logs[partition]?.end ?? 0) } ?? false }

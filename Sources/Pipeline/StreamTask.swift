@@ -24,16 +24,22 @@ final class StreamTask {
     private let clock: @Sendable () -> Int64
 
     private(set) var stores: [StatePartition: StateStore] = [:]
-    /// Owned partitions, with the epoch in which each was assigned.
-    private var owned: [TopicPartition: UInt64] = [:]
+    /// What the task keeps of each partition it owns, found with one lookup per record.
+    private struct OwnedPartition {
+        /// The epoch in which it was assigned.
+        let assignedIn: UInt64
+        let source: Topology.Source?
+        /// The next offset to commit for the current batch, once it read a record of the partition.
+        var nextOffset: Int64?
+        /// Of an input partition: the offset below which it will never be read again (where this member
+        /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
+        var replayFloor: Int64?
+    }
+    private var owned: [TopicPartition: OwnedPartition] = [:]
     private var epoch: UInt64 = 0
     private var pollEpoch: UInt64 = 0
     private var output: [OutputRecord] = []
-    private var offsets: [TopicPartition: Int64] = [:]
     private(set) var counts = TaskCounts()
-    /// Per owned input partition: the offset below which it will never be read again (where this member
-    /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
-    private var replayFloors: [TopicPartition: Int64] = [:]
 
     init(topology: Topology, prefilter: PrefilterSet, clock: @escaping @Sendable () -> Int64) {
         self.topology = topology
@@ -49,7 +55,7 @@ final class StreamTask {
     /// restored; until then their records are dropped.
     func assign(_ partitions: [TopicPartition]) {
         epoch += 1
-        for partition in partitions { owned[partition] = epoch }
+        for partition in partitions { owned[partition] = OwnedPartition(assignedIn: epoch, source: topology.source(of: partition.topic)) }
     }
 
     /// Partitions taken away (revoked or lost): their stores go; their next owner restores them.
@@ -57,8 +63,6 @@ final class StreamTask {
         epoch += 1
         for partition in partitions {
             owned.removeValue(forKey: partition)
-            offsets.removeValue(forKey: partition)
-            replayFloors.removeValue(forKey: partition)
             for id in topology.statePartitions(carriedBy: partition) { stores.removeValue(forKey: id) }
         }
     }
@@ -67,8 +71,8 @@ final class StreamTask {
 
     /// The member positioned an owned partition at `offset`, or committed it there.
     func floor(_ partition: TopicPartition, at offset: Int64) {
-        guard owned[partition] != nil, topology.source(of: partition.topic) == .input else { return }
-        replayFloors[partition] = max(replayFloors[partition] ?? .min, offset)
+        guard let index = owned.index(forKey: partition), owned.values[index].source == .input else { return }
+        owned.values[index].replayFloor = max(owned.values[index].replayFloor ?? .min, offset)
     }
     var ownedPartitions: [TopicPartition] { Array(owned.keys) }
 
@@ -101,17 +105,18 @@ final class StreamTask {
 
     /// Owned partitions assigned during the current poll: their records were dropped and they are to be
     /// read again from ``startOffset(of:committed:)``.
-    var assignedDuringPoll: [TopicPartition] { owned.filter { $0.value > pollEpoch }.map(\.key).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) } }
+    var assignedDuringPoll: [TopicPartition] { owned.filter { $0.value.assignedIn > pollEpoch }.map(\.key).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) } }
 
     /// Processes one record; returns false when it was fenced (dropped).
     @discardableResult
     func process(_ record: RecordView) -> Bool {
         let partition = record.topicPartition
-        guard let assignedIn = owned[partition], assignedIn <= pollEpoch else {
+        guard let index = owned.index(forKey: partition), owned.values[index].assignedIn <= pollEpoch else {
             counts.fencedRecords += 1
             return false
         }
-        switch topology.source(of: record.topic) {
+        // Nothing below adds or removes an owned partition: the index stays valid.
+        switch owned.values[index].source {
         case .matches(let ruleIndex)?:
             let id = StatePartition(ruleIndex: ruleIndex, ruleID: topology.rules[ruleIndex].id, partition: record.partition)
             guard var store = stores.removeValue(forKey: id) else {
@@ -119,7 +124,7 @@ final class StreamTask {
                 return false
             }
             defer { stores[id] = store }
-            offsets[partition] = record.offset + 1
+            owned.values[index].nextOffset = record.offset + 1
             if store.covers(offset: record.offset) {
                 counts.duplicateMatches += 1  // already in the restored state
                 return true
@@ -160,7 +165,7 @@ final class StreamTask {
                 // Each store applies the record once: not if it already holds it (restored past it).
                 let fresh = ids.map { !stores[$0]!.covers(offset: record.offset) }
                 guard fresh.contains(true) else {
-                    offsets[partition] = record.offset + 1
+                    owned.values[index].nextOffset = record.offset + 1
                     return true
                 }
                 detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
@@ -172,14 +177,14 @@ final class StreamTask {
             } else {
                 detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
                 for (ruleIndex, match) in found {
-                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: replayFloors[partition]) { output.append(repartitioned) }
+                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: owned.values[index].replayFloor) { output.append(repartitioned) }
                 }
             }
         case nil:
             counts.fencedRecords += 1
             return false
         }
-        offsets[partition] = record.offset + 1
+        owned.values[index].nextOffset = record.offset + 1
         return true
     }
 
@@ -231,10 +236,13 @@ final class StreamTask {
         for id in stores.keys.sorted() {
             changelog += stores[id]!.changelogRecords(topic: topology.changelogTopics[id.ruleIndex])
         }
-        defer {
-            output.removeAll(keepingCapacity: true)
-            offsets.removeAll(keepingCapacity: true)
+        var offsets: [TopicPartition: Int64] = [:]
+        for index in owned.indices {
+            guard let next = owned.values[index].nextOffset else { continue }
+            offsets[owned.keys[index]] = next
+            owned.values[index].nextOffset = nil
         }
+        defer { output.removeAll(keepingCapacity: true) }
         return Batch(records: output, changelog: changelog, offsets: offsets)
     }
 

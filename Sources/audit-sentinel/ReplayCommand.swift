@@ -131,9 +131,12 @@ struct Replay: ParsableCommand {
             batch.lines.removeAll(keepingCapacity: true)
         }
         var piped = 0
+        var currentInput = (path: "", topic: "")
         let read = inputs.readRecords(follow: follow, maxRecordBytes: maxRecordBytes, outputFD: sink.fd,
                                       whileWaiting: { drain(); sink.flush() }, afterEachInput: drain) { record in
-            let topic = topicName(record.path)
+            // Records come file by file: the topic is named once per file, not per record.
+            if record.path != currentInput.path { currentInput = (record.path, topicName(record.path)) }
+            let topic = currentInput.topic
             let offset = driver.pipe(Array(record.bytes), topic: topic)
             if batch.lines.isEmpty { batch = (topic, record.name, offset, batch.lines) }
             batch.lines.append(record.line)

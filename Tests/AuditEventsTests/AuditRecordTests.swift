@@ -441,5 +441,7 @@ struct JSONScannerTests {
             #expect(Timestamp.milliseconds(fromRFC3339: text) == instant, "seed \(seed): \(text)")
         }
         #expect(Timestamp.rfc3339(milliseconds: latest + 1) == "10000-01-01T00:00:00.000Z")
+        // The extremes are written, not trapped on (an empty summary's first and last seen).
+        #expect(Timestamp.rfc3339(milliseconds: .min).hasSuffix(".192Z") && Timestamp.rfc3339(milliseconds: .max).hasSuffix(".807Z"))
     }
 }

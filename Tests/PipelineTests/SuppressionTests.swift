@@ -1,7 +1,7 @@
 import AuditEvents
 import Detection
 import Foundation
-import Pipeline
+@testable import Pipeline
 import TestSupport
 import Testing
 
@@ -288,6 +288,80 @@ struct AlertDocumentTests {
             let published = builder.serialized(action, format: .ecs)
             #expect(String(decoding: published, as: UTF8.self) == JSONValue.object(builder.document(for: action, format: .ecs)).serialized(sortedKeys: true))
             #expect(try JSONValue.parse(published)[path: "kibana.alert.rule.note"] == .string(awkward.note!))
+        }
+    }
+
+    /// The byte writer against the tree on seeded alerts of every shape: new and update, late, query and
+    /// new_terms rules, groups with missing values, source documents with and without `@timestamp`, `event`
+    /// (or one that is not an object), its `ingested`, `original` and `kind`, members that sort around and
+    /// collide with the alert's own, and text that needs escaping.
+    @Test func publishedBytesAreTheTreeSerializedForSeededAlerts() throws {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("alert documents: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        func chance(_ percent: Int) -> Bool { Int.random(in: 0..<100, using: &random) < percent }
+        let texts = ["a", "system:serviceaccount:ns:sa", "quote \" back \\ tab\t", "ünïcode ✓ 🙂", "", "\u{1}ctl"]
+        func text() -> String { texts.randomElement(using: &random)! }
+        let newTerms = try DetectionRule.parse(toml: """
+            [metadata]
+            creation_date = "2026/01/01"
+            [rule]
+            author = ["Audit Sentinel"]
+            description = "New user agent for a service account."
+            name = "New terms"
+            risk_score = 21
+            rule_id = "7d3f0b5e-0000-4000-8000-000000000001"
+            severity = "low"
+            type = "new_terms"
+            index = ["logs-kubernetes.audit_logs-*"]
+            language = "kuery"
+            query = "event.dataset:kubernetes.audit_logs"
+            [rule.new_terms]
+            field = "new_terms_fields"
+            value = ["kubernetes.audit.user.username", "user_agent.original"]
+            [[rule.new_terms.history_window_start]]
+            field = "history_window_start"
+            value = "now-7d"
+            """)
+        let builders = [AlertDocumentBuilder(rule: rule, productVersion: "test"), AlertDocumentBuilder(rule: newTerms, productVersion: "test")]
+        for iteration in 0..<400 {
+            var document: JSONObject = [:]
+            if chance(80) { document["@timestamp"] = .string(Timestamp.rfc3339(milliseconds: t0 - Int64.random(in: 0...9999, using: &random))) }
+            if chance(85) {
+                var event: JSONObject = [:]
+                for key in ["kind", "action", "ingested", "original", "dataset", "a.b", "zz"] where chance(50) { event[key] = .string(text()) }
+                if chance(20) { event["category"] = [.string(text()), 7, .null] }
+                document["event"] = .object(event)
+            } else if chance(30) {
+                document["event"] = .string(text())
+            }
+            if chance(60) { document["source"] = ["ip": [.string("10.0.0.\(Int.random(in: 0...255, using: &random))")]] }
+            if chance(60) { document["user"] = ["name": .string(text())] }
+            for key in ["AAA", "aaa", "ecs", "kibana", "zeta", "Émoji", "event_extra"] where chance(25) { document[key] = ["v": .string(text())] }
+            let builder = builders.randomElement(using: &random)!
+            let groupValues: [String?] = (0..<Int.random(in: 1...3, using: &random)).map { _ in chance(25) ? nil : text() }
+            let start = t0 + Int64.random(in: 0...100_000, using: &random)
+            let first = RuleMatch(groupValues: groupValues, eventTime: start + Int64.random(in: 0...5, using: &random), document: document,
+                                  source: RecordPosition(topic: chance(50) ? "k8s-audit" : "topic \"x\"", partition: Int32.random(in: 0...9, using: &random),
+                                                         offset: Int64.random(in: 0...1_000_000, using: &random)))
+            var summary = SuppressionSummary()
+            if chance(60) {
+                summary.count = Int.random(in: 1...50, using: &random)
+                summary.firstSeen = start + Int64.random(in: 0...1000, using: &random)
+                summary.lastSeen = summary.firstSeen + Int64.random(in: 0...60_000, using: &random)
+                summary.verbs = (0..<Int.random(in: 0...3, using: &random)).map { _ in text() }
+                summary.sourceIPs = chance(50) ? ["10.0.0.1"] : []
+                summary.userAgents = (0..<Int.random(in: 0...2, using: &random)).map { _ in text() }
+                summary.responseCodes = ["403"]
+            }
+            let window = SuppressionWindow(groupKey: groupValues.map { $0 ?? "-" }.joined(separator: "|"), groupValues: groupValues, start: start,
+                                           end: start + 5 * minute, first: first, suppressed: summary.count, summary: summary, applied: [:])
+            // An update is of a window that suppressed something.
+            let action = AlertAction(kind: summary.count > 0 && chance(70) ? .update : .new, window: window, late: chance(20))
+            let published = String(decoding: builder.serialized(action, format: .ecs), as: UTF8.self)
+            let tree = JSONValue.object(builder.document(for: action, format: .ecs)).serialized(sortedKeys: true)
+            #expect(published == tree, "seed \(seed), alert \(iteration)")
+            if published != tree { break }
         }
     }
 

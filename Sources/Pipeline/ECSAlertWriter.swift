@@ -1,0 +1,214 @@
+// The ECS alert of a query or new_terms rule written as bytes: the source document's members spliced, the alert's own written in key order.
+import AuditEvents
+
+extension AlertDocumentBuilder {
+    /// The same bytes as ``ecsDocument(for:)`` serialized with sorted keys, with no tree: the source
+    /// document's members (canonical and in key order already) are copied, its `event` object's members
+    /// too, and the alert's own members are written in the order sorted keys put them. Every match that
+    /// opens a window, and every update, is published through here.
+    func splicedECSDocument(for action: AlertAction, source: CanonicalDocument) -> [UInt8] {
+        let window = action.window
+        let members = source.members
+        var sourceEvent: [(key: String, value: ArraySlice<UInt8>)]?
+        var sourceTimestamp: ArraySlice<UInt8>?
+        for member in members {
+            if member.key == "event" {
+                sourceEvent = (try? CanonicalDocument(Array(source.bytes[member.value])))
+                    .map { event in event.members.map { ($0.key, event.bytes[$0.value]) }.sorted { $0.key < $1.key } }
+            } else if member.key == "@timestamp" {
+                sourceTimestamp = source.bytes[member.value]
+            }
+        }
+        var stamp = JSONObjectWriter(capacity: 26)
+        stamp.timestamp(window.first.eventTime)
+        let ingested = stamp.bytes
+        let reason = reason(sourceIP: source.firstString(Self.sourceIP), userName: source.firstString(Self.userName))
+
+        var out = JSONObjectWriter(capacity: source.bytes.count * 2 + ruleBytes.count + 2048)
+        // The document's top level: the source's members, the alert's four in their places (theirs win).
+        var own: [(key: String, write: (inout JSONObjectWriter) -> Void)] = [
+            ("@timestamp", { $0.raw(ingested) }),
+            ("ecs", { $0.object { $0.member("version") { $0.string(ecsVersion) } } }),
+            ("event", { out in
+                out.mergedObject(sourceEvent ?? [], with: [("ingested", { $0.raw(ingested) }), ("kind", { $0.raw(#""signal""#) })])
+            }),
+            ("kibana", { out in
+                out.object { out in
+                    out.member("alert") { out in
+                        out.object { out in
+                            self.writeAlertMembers(action, sourceEvent: sourceEvent, sourceTimestamp: sourceTimestamp, ingested: ingested,
+                                                   reason: reason, to: &out)
+                        }
+                    }
+                    out.member("space_ids") { $0.raw(#"["default"]"#) }
+                }
+            }),
+        ]
+        own.sort { $0.key < $1.key }
+        out.mergedObject(members.map { ($0.key, source.bytes[$0.value]) }, with: own)
+        return out.bytes
+    }
+
+    /// `kibana.alert`'s members, in key order.
+    private func writeAlertMembers(_ action: AlertAction, sourceEvent: [(key: String, value: ArraySlice<UInt8>)]?,
+                                   sourceTimestamp: ArraySlice<UInt8>?, ingested: [UInt8], reason: String, to out: inout JSONObjectWriter) {
+        let window = action.window
+        let origin = window.first.source
+        out.member("ancestors") { out in
+            out.raw("[")
+            out.object { out in
+                out.member("depth") { $0.raw("0") }
+                out.member("id") { $0.string("\(origin.topic)/\(origin.partition)/\(origin.offset)") }
+                out.member("index") { $0.string(origin.topic) }
+                out.member("offset") { $0.number(origin.offset) }
+                out.member("partition") { $0.number(Int64(origin.partition)) }
+                out.member("type") { $0.raw(#""event""#) }
+            }
+            out.raw("]")
+        }
+        out.member("depth") { $0.raw("1") }
+        out.member("instance") { out in
+            out.object { $0.member("id") { $0.string(UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "instance|\(rule.ruleID)|\(window.groupKey)")) } }
+        }
+        if rule.type == .newTerms {
+            out.member("new_terms") { out in
+                out.raw("[")
+                for (index, value) in window.groupValues.enumerated() {
+                    if index > 0 { out.raw(",") }
+                    if let value { out.string(value) } else { out.raw("null") }
+                }
+                out.raw("]")
+            }
+        }
+        out.member("original_event") { out in
+            // The source's event without `original`; Kibana's map requires `ingested`: the source's own, else ours.
+            let kept = (sourceEvent ?? []).filter { $0.key != "original" }
+            let own: [(key: String, write: (inout JSONObjectWriter) -> Void)] =
+                kept.contains { $0.key == "ingested" } ? [] : [("ingested", { $0.raw(ingested) })]
+            out.mergedObject(kept, with: own)
+        }
+        out.member("original_time") { out in
+            if let sourceTimestamp { out.raw(sourceTimestamp) } else { out.timestamp(window.start) }
+        }
+        out.member("reason") { $0.string(reason) }
+        out.member("risk_score") { $0.number(Int64(rule.riskScore)) }
+        out.member("rule") { $0.raw(ruleBytes) }
+        out.member("severity") { $0.string(rule.severity) }
+        out.member("status") { $0.raw(#""active""#) }
+        out.member("suppression") { out in
+            out.object { out in
+                out.member("docs_count") { $0.number(Int64(window.suppressed)) }
+                out.member("end") { $0.timestamp(window.seen.last) }
+                if action.late { out.member("late") { $0.raw("true") } }
+                out.member("start") { $0.timestamp(window.seen.first) }
+                if action.kind == .update { out.member("summary") { $0.summary(window.summary) } }
+                out.member("terms") { out in
+                    out.raw("[")
+                    for (index, (field, value)) in zip(groupByFields, window.groupValues).enumerated() {
+                        if index > 0 { out.raw(",") }
+                        out.object { out in
+                            out.member("field") { $0.string(field) }
+                            out.member("value") { out in
+                                if let value {
+                                    out.raw("[")
+                                    out.string(value)
+                                    out.raw("]")
+                                } else {
+                                    out.raw("null")
+                                }
+                            }
+                        }
+                    }
+                    out.raw("]")
+                }
+                out.member("window") { out in
+                    out.object { out in
+                        out.member("end") { $0.timestamp(window.end) }
+                        out.member("start") { $0.timestamp(window.start) }
+                    }
+                }
+            }
+        }
+        out.member("uuid") { $0.string(alertID(for: window)) }
+        out.member("workflow_status") { $0.raw(#""open""#) }
+    }
+}
+
+/// Canonical JSON written front to back: objects whose members the caller gives in key order.
+struct JSONObjectWriter {
+    private(set) var bytes: [UInt8] = []
+    /// Per open object: whether a member was written (the next one needs a comma).
+    private var started: [Bool] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    mutating func raw(_ text: StaticString) { bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+    mutating func raw(_ value: some Collection<UInt8>) { bytes.append(contentsOf: value) }
+    mutating func string(_ text: String) { writeJSONString(text, to: &bytes) }
+    mutating func number(_ value: Int64) { bytes.append(contentsOf: String(value).utf8) }
+
+    mutating func timestamp(_ milliseconds: Int64) {
+        bytes.append(UInt8(ascii: "\""))
+        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    mutating func object(_ body: (inout JSONObjectWriter) -> Void) {
+        bytes.append(UInt8(ascii: "{"))
+        started.append(false)
+        body(&self)
+        started.removeLast()
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    /// A member of the innermost open object; its key needs no escaping.
+    mutating func member(_ key: String, _ value: (inout JSONObjectWriter) -> Void) {
+        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
+        started[started.count - 1] = true
+        writeJSONString(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        value(&self)
+    }
+
+    /// An object of canonical members (values as bytes) and written ones, both in key order, merged; on a
+    /// key in both, the written one.
+    mutating func mergedObject(_ spliced: [(key: String, value: ArraySlice<UInt8>)], with written: [(key: String, write: (inout JSONObjectWriter) -> Void)]) {
+        object { out in
+            var next = 0
+            for member in spliced {
+                while next < written.count, written[next].key < member.key {
+                    out.member(written[next].key, written[next].write)
+                    next += 1
+                }
+                if next < written.count, written[next].key == member.key { continue }
+                out.member(member.key) { $0.raw(member.value) }
+            }
+            for member in written[next...] { out.member(member.key, member.write) }
+        }
+    }
+
+    /// `kibana.alert.suppression.summary`, in key order.
+    mutating func summary(_ summary: SuppressionSummary) {
+        func list(_ values: [String]) -> (inout JSONObjectWriter) -> Void {
+            { out in
+                out.raw("[")
+                for (index, value) in values.enumerated() {
+                    if index > 0 { out.raw(",") }
+                    out.string(value)
+                }
+                out.raw("]")
+            }
+        }
+        object { out in
+            out.member("count") { $0.number(Int64(summary.count)) }
+            out.member("first_seen") { $0.timestamp(summary.firstSeen) }
+            out.member("last_seen") { $0.timestamp(summary.lastSeen) }
+            out.member("namespaces", list(summary.namespaces))
+            out.member("resources", list(summary.resources))
+            out.member("response_codes", list(summary.responseCodes))
+            out.member("source_ips", list(summary.sourceIPs))
+            out.member("user_agents", list(summary.userAgents))
+            out.member("verbs", list(summary.verbs))
+        }
+    }
+}
