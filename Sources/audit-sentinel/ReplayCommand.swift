@@ -125,8 +125,11 @@ struct Replay: ParsableCommand {
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
         var progress = ProgressLine(totalBytes: inputs.totalBytes)
+        // Records run through the topology in batches of this many (a live poll's size): each batch writes
+        // the changelog of the windows it changed once, however many of its matches changed them.
+        let batchSize = 4096
         func drain() {
-            driver.runUntilQuiet(using: &random)
+            driver.runUntilQuiet(maxRecords: batchSize, using: &random)
             driver.truncateConsumed()
             batch.lines.removeAll(keepingCapacity: true)
         }
@@ -141,7 +144,7 @@ struct Replay: ParsableCommand {
             if batch.lines.isEmpty { batch = (topic, record.name, offset, batch.lines) }
             batch.lines.append(record.line)
             piped += 1
-            if piped % 1000 == 0 {
+            if piped % batchSize == 0 {
                 drain()
                 progress.update(bytesRead: record.bytesRead, events: driver.counters.eventsDecoded, alerts: alerts.new)
             }
