@@ -8,7 +8,9 @@
 #   3. instructions per event of the core (valgrind's callgrind, counted inside the core's pass only) at
 #      0.1 / 1 / 10 % matches: repeatable where timings on this machine are not;
 #   4. `replay` throughput on a generated log of BENCH_REPLAY_EVENTS events (default 160 000, ~200 MB), and
-#      its peak memory on one of BENCH_REPLAY_LARGE_EVENTS (default 800 000, ~1 GB).
+#      its peak memory on one of BENCH_REPLAY_LARGE_EVENTS (default 800 000, ~1 GB);
+#   5. where the end-to-end runs' CPU goes (scripts/profile-e2e.sh, when perf is installed):
+#      .bench/profile-e2e.txt.
 # Arguments, if any, name the suites of run 1 (decode detect core memory e2e latency scale); BENCH_EXTRA=0
 # skips runs 3–4.
 set -euo pipefail
@@ -67,4 +69,10 @@ large=${BENCH_REPLAY_LARGE_EVENTS:-800000}
 if [ "$large" -gt 0 ]; then
   replay_run "$large" .bench/replay-input-large.ndjson
   rm -f .bench/replay-input-large.ndjson
+fi
+
+if command -v perf >/dev/null; then
+  echo "== end to end, CPU by thread and library (perf record -a; .bench/profile-e2e.txt)" | tee -a .bench/results.txt
+  stop_tansu
+  bash scripts/profile-e2e.sh | tee -a .bench/results.txt
 fi
