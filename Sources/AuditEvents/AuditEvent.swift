@@ -97,6 +97,12 @@ public struct AuditEvent: @unchecked Sendable {
             return Self.visit(aks, container, source, body)
         case .original:
             return true  // event.original is kept only on request (``normalized(preserveOriginal:)``).
+        case .object(let members):
+            // An object the normalization builds: in the document when one of its fields has a value (a
+            // wrapper's own object of that name, otherwise).
+            if members.contains(where: { exists($0) }) { return body(FieldValue(objectMarker: ())) }
+            guard let (wrapperDocument, wrapperRoot) = wrapper else { return true }
+            return Self.visit(wrapperDocument, wrapperRoot, field.bytes, body)
         case .other:
             // Fields the pipeline does not produce: a wrapper's own (agent, host, …), if any.
             guard let (wrapperDocument, wrapperRoot) = wrapper, !field.isUnder("message") else { return true }
@@ -193,6 +199,20 @@ public struct AuditEvent: @unchecked Sendable {
     /// `kubernetes.audit.<sub>` with the pipeline's renames, annotation-key rewriting and removals.
     @discardableResult
     func visitAudit(_ access: AuditAccess, _ body: (FieldValue) -> Bool) -> Bool {
+        if access.renamedInto.isEmpty { return visitAuditMember(access, body) }
+        var found = false
+        let result = visitAuditMember(access) { value in
+            found = true
+            return body(value)
+        }
+        if found { return result }
+        for (key, rest) in access.renamedInto {
+            if let value = index[key], Self.exists(document, value, rest) { return body(FieldValue(objectMarker: ())) }
+        }
+        return true
+    }
+
+    private func visitAuditMember(_ access: AuditAccess, _ body: (FieldValue) -> Bool) -> Bool {
         if access.removed { return true }
         if let key = access.annotationKey {
             guard let container = index[.labels] ?? index[.annotations] else { return true }
@@ -495,6 +515,9 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case clusterName(AuditAccess)
         case aksMetadata(source: [UInt8], inProperties: Bool)
         case original
+        /// An object of the document outside `kubernetes.audit` (`event`, `orchestrator.resource`, …): exists
+        /// (as one marker value) when any of these fields has a value.
+        case object([FieldPath])
         case other
     }
 
@@ -521,7 +544,7 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         switch mapping {
         case .audit, .alias, .relatedUser, .resourceType, .resourceName, .aksMetadata, .other: true
         // A configured cluster name is not in the record's bytes.
-        case .sourceIP, .relatedIP, .outcome, .constant, .timestamp, .ingested, .original, .clusterName: false
+        case .sourceIP, .relatedIP, .outcome, .constant, .timestamp, .ingested, .original, .clusterName, .object: false
         }
     }
 
@@ -545,6 +568,28 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         "container_id": ("containerID", true), "pod": ("pod", true), "stream": ("stream", true),
     ]
 
+    /// The fields the normalization writes beside `kubernetes.audit`, and the objects that hold them
+    /// (`event` → `event.action`, `event.dataset`, …; `orchestrator` → `orchestrator.resource`, …).
+    private static let synthesizedFields = [
+        "client.ip", "data_stream.dataset", "event.action", "event.dataset", "event.ingested", "event.kind", "event.original",
+        "event.outcome", "orchestrator.api_version", "orchestrator.cluster.id", "orchestrator.cluster.name", "orchestrator.namespace",
+        "orchestrator.resource.name", "orchestrator.resource.type", "orchestrator.type", "related.ip", "related.user", "source.ip",
+        "user.id", "user.name", "user_agent.original",
+    ]
+    private static let synthesizedObjects: [String: [String]] = {
+        var objects: [String: [String]] = [:]
+        for field in synthesizedFields {
+            var parts = field.split(separator: ".").map(String.init)
+            while parts.count > 1 {
+                let member = parts.joined(separator: ".")
+                parts.removeLast()
+                let parent = parts.joined(separator: ".")
+                if !objects[parent, default: []].contains(member) { objects[parent, default: []].append(member) }
+            }
+        }
+        return objects
+    }()
+
     private static func resolve(_ name: String) -> Mapping {
         switch name {
         case "event.kind": return .constant("event")
@@ -560,9 +605,16 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         case "event.ingested": return .ingested
         case "orchestrator.cluster.name": return .clusterName(AuditAccess("resource.labels.cluster_name"))
         case "event.original": return .original
+        // The event itself (`kubernetes` holds nothing else).
+        case "kubernetes", "kubernetes.audit": return .audit(AuditAccess(""))
         default: break
         }
+        if let members = synthesizedObjects[name] { return .object(members.map(FieldPath.init)) }
         if let source = aliases[name] { return .alias(AuditAccess(source)) }
+        // Below an alias (its value copied whole, an object too).
+        if let (alias, source) = aliases.first(where: { name.hasPrefix($0.key + ".") }) {
+            return .alias(AuditAccess(source + name.dropFirst(alias.count)))
+        }
         let auditPrefix = "kubernetes.audit."
         if name.hasPrefix(auditPrefix) {
             let sub = String(name.dropFirst(auditPrefix.count))
@@ -570,6 +622,7 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
             if sub.hasPrefix(aksPrefix), let (source, inProperties) = aksMetadata[String(sub.dropFirst(aksPrefix.count))] {
                 return .aksMetadata(source: Array(source.utf8), inProperties: inProperties)
             }
+            if sub == "aks_metadata" { return .object(aksMetadata.keys.sorted().map { FieldPath(name + "." + $0) }) }
             return .audit(AuditAccess(sub))
         }
         return .other

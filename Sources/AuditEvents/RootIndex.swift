@@ -85,6 +85,9 @@ final class AuditAccess: Hashable, Sendable {
     /// The first component when it is a known top-level member, and the path below it.
     let first: RootKey?
     let rest: [UInt8]
+    /// The sources of renames whose target lies below this path (GKE's `protoPayload.status.code` for
+    /// `responseStatus`): the object is in the document when one of them has a value.
+    let renamedInto: [(key: RootKey, rest: [UInt8])]
 
     init(_ sub: String) {
         self.sub = Array(sub.utf8)
@@ -100,6 +103,10 @@ final class AuditAccess: Hashable, Sendable {
             }
         }
         renamedFrom = renamed
+        renamedInto = sub.isEmpty ? [] : ECSNormalizer.renames.filter { $0.to.hasPrefix(sub + ".") }.compactMap { rename in
+            let parts = rename.from.split(separator: ".", maxSplits: 1)
+            return RootKey.classify(String(parts[0])).map { ($0, parts.count > 1 ? Array(parts[1].utf8) : []) }
+        }
         let parts = sub.split(separator: ".", maxSplits: 1)
         first = parts.first.flatMap { RootKey.classify(String($0)) }
         rest = parts.count > 1 ? Array(parts[1].utf8) : []

@@ -68,6 +68,50 @@ import Testing
         #expect(compared > 7_000 && nonEmpty * 2 > compared, "\(nonEmpty) of \(compared) lookups found values")
     }
 
+    /// `field:*` on an object (`event:*`, `orchestrator.resource:*`, `kubernetes.audit.user:*`): the field view
+    /// says it exists exactly when the document has it, on every object and field path of the documents of
+    /// our fixtures and seeded random events (the KQL fuzz target found `event:*` true on the document and
+    /// false on the view).
+    @Test func fieldViewFindsTheDocumentsObjects() throws {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("document objects: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        var records = try ["denied-serviceaccount.json", "eventlist-batch.json", "gke-denied.json", "minimal.json", "unicode-escapes.ndjson"].map(fixture)
+        for iteration in 0..<600 { records.append(RandomEvent.text(&random, messy: iteration % 2 == 0)) }
+        var objectsSeen = 0
+        for record in records {
+            record.withUnsafeBytes { bytes in
+                AuditRecordDecoder().decode(bytes, ingestTime: 1_767_225_600_000) { result in
+                    guard case .success(let event) = result else { return }
+                    let document = event.normalized()
+                    let canonical = try! CanonicalDocument(event.canonicalDocument(ingestedIfMissing: 1_767_225_600_000))
+                    // Every path of the document, objects and leaves, and names it does not have.
+                    var paths: Set<String> = ["event", "orchestrator", "orchestrator.resource", "orchestrator.cluster", "related", "source",
+                                              "client", "user", "user_agent", "data_stream", "kubernetes", "kubernetes.audit",
+                                              "kubernetes.audit.aks_metadata", "cloud", "host", "agent"]
+                    func collect(_ object: JSONObject, _ prefix: String) {
+                        for member in object.members {
+                            let path = prefix.isEmpty ? member.key : prefix + "." + member.key
+                            paths.insert(path)
+                            if case .object(let inner) = member.value {
+                                objectsSeen += 1
+                                collect(inner, path)
+                            }
+                        }
+                    }
+                    collect(document, "")
+                    for path in paths {
+                        let field = FieldPath(path)
+                        var inDocument = false
+                        canonical.forEachValue(of: field) { _ in inDocument = true; return false }
+                        #expect(event.exists(field) == inDocument, "seed \(seed), \(path): \(String(decoding: record, as: UTF8.self))")
+                    }
+                }
+            }
+        }
+        #expect(objectsSeen > 1_000)
+    }
+
     /// `orchestrator.cluster.name` from the input's configuration fills in only where the event has none:
     /// a raw event takes it, GKE's own label and an ECS document's own name win; rules see what documents hold.
     @Test func aConfiguredClusterNameFillsInOnlyWhereTheEventHasNone() throws {

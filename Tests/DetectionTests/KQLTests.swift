@@ -85,6 +85,30 @@ struct KQLTests {
         #expect(try matches("missing.field:(x or not *)", event))
     }
 
+    /// `field:*` on an object of the document: exists when the object has a value, on the decoded event's
+    /// field view as on its ECS document (the KQL fuzz target found `event:*` false on the view).
+    @Test func existsOnObjectsAgreesBetweenTheEventAndItsDocument() throws {
+        let raw = #"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","verb":"get","user":{"username":"u"},"responseStatus":{"code":403}}"#
+        let gke = #"{"protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","methodName":"io.k8s.core.v1.secrets.get","status":{"code":7}},"insertId":"i","timestamp":"2026-11-20T12:00:00Z","resource":{"type":"k8s_cluster","labels":{"cluster_name":"c"}}}"#
+        let queries = ["event:*", "orchestrator:*", "orchestrator.resource:*", "user:*", "source:*", "related:*", "kubernetes:*",
+                       "kubernetes.audit:*", "kubernetes.audit.responseStatus:*", "cloud:*", "not event:*", "user_agent:*"]
+        var compared = 0
+        for record in [raw, gke] {
+            Array(record.utf8).withUnsafeBytes { bytes in
+                AuditRecordDecoder().decode(bytes, ingestTime: 1) { result in
+                    guard case .success(let event) = result else { Issue.record("did not decode: \(record)"); return }
+                    for text in queries {
+                        let query = try! CompiledQuery(parsing: text)
+                        #expect(query.matches(event) == query.matches(event.normalized()), "\(text) on \(record)")
+                        compared += 1
+                    }
+                    #expect(try! CompiledQuery(parsing: "event:* and kubernetes.audit.responseStatus:* and not cloud:*").matches(event))
+                }
+            }
+        }
+        #expect(compared == 2 * queries.count)
+    }
+
     @Test func typedUnquotedValues() throws {
         #expect(try matches("http.status:403", event))
         #expect(try matches(#"http.status:"403""#, event))
