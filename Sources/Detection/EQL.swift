@@ -144,7 +144,8 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
         case .function(let name, let arguments, let insensitive):
             "\(name)\(insensitive ? "~" : "")(" + arguments.map(\.description).joined(separator: ", ") + ")"
         case .arithmetic(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
-        case .negate(let inner): "-\(inner.parenthesized)"
+        // A literal in parentheses: `-0` would read back as the literal -0, not as 0 negated.
+        case .negate(let inner): if case .literal = inner { "-(\(inner))" } else { "-\(inner.parenthesized)" }
         }
     }
 

@@ -101,6 +101,16 @@ struct EQLParserTests {
         #expect(failure(negations)?.message.contains("nests deeper") == true)
     }
 
+    /// A negated literal prints in parentheses: `--0` is 0 negated, and `-0` would read back as the literal
+    /// (a fuzz finding).
+    @Test func negatedLiteralsPrintAndParseBack() throws {
+        for text in ["a where--0", "a where - -1.5 == x", "a where -(-2) < -x", "a where --0 + 1 == 1"] {
+            let query = try EQLParser.parse(text)
+            #expect(try EQLParser.parse(query.description) == query, "\(text) → \(query.description)")
+        }
+        #expect(try EQLParser.parse("a where--0").description.contains("-(0)"))
+    }
+
     /// Any tree, printed, parses back to the same tree (seeded; prints its seed).
     @Test func printedTreesParseBackToThemselves() throws {
         let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_EQL_SEED"].flatMap(UInt64.init) ?? 20_261_202
