@@ -568,17 +568,23 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
         "container_id": ("containerID", true), "pod": ("pod", true), "stream": ("stream", true),
     ]
 
-    /// The fields the normalization writes beside `kubernetes.audit`, and the objects that hold them
-    /// (`event` → `event.action`, `event.dataset`, …; `orchestrator` → `orchestrator.resource`, …).
-    private static let synthesizedFields = [
-        "client.ip", "data_stream.dataset", "event.action", "event.dataset", "event.ingested", "event.kind", "event.original",
-        "event.outcome", "orchestrator.api_version", "orchestrator.cluster.id", "orchestrator.cluster.name", "orchestrator.namespace",
-        "orchestrator.resource.name", "orchestrator.resource.type", "orchestrator.type", "related.ip", "related.user", "source.ip",
-        "user.id", "user.name", "user_agent.original",
+    /// The fields the normalization derives (constants, conversions, the event's own under ECS names).
+    private static let derivedFields: [String: Mapping] = [
+        "event.kind": .constant("event"), "event.dataset": .constant("kubernetes.audit_logs"),
+        "data_stream.dataset": .constant("kubernetes.audit_logs"), "orchestrator.type": .constant("kubernetes"),
+        "event.outcome": .outcome, "source.ip": .sourceIP, "client.ip": .sourceIP, "related.ip": .relatedIP,
+        "related.user": .relatedUser, "orchestrator.resource.type": .resourceType, "orchestrator.resource.name": .resourceName,
+        "@timestamp": .timestamp, "event.ingested": .ingested,
+        "orchestrator.cluster.name": .clusterName(AuditAccess("resource.labels.cluster_name")), "event.original": .original,
+        // The event itself (`kubernetes` holds nothing else).
+        "kubernetes": .audit(AuditAccess("")), "kubernetes.audit": .audit(AuditAccess("")),
     ]
+
+    /// The objects that hold the fields the normalization writes beside the event (`event` → `event.action`,
+    /// `event.dataset`, …; `orchestrator` → `orchestrator.resource`, …), from the tables above.
     private static let synthesizedObjects: [String: [String]] = {
         var objects: [String: [String]] = [:]
-        for field in synthesizedFields {
+        for field in (derivedFields.keys.filter { !$0.hasPrefix("kubernetes") } + aliases.keys).sorted() {
             var parts = field.split(separator: ".").map(String.init)
             while parts.count > 1 {
                 let member = parts.joined(separator: ".")
@@ -591,24 +597,7 @@ public final class FieldPath: Hashable, Sendable, CustomStringConvertible, Expre
     }()
 
     private static func resolve(_ name: String) -> Mapping {
-        switch name {
-        case "event.kind": return .constant("event")
-        case "event.dataset", "data_stream.dataset": return .constant("kubernetes.audit_logs")
-        case "orchestrator.type": return .constant("kubernetes")
-        case "event.outcome": return .outcome
-        case "source.ip", "client.ip": return .sourceIP
-        case "related.ip": return .relatedIP
-        case "related.user": return .relatedUser
-        case "orchestrator.resource.type": return .resourceType
-        case "orchestrator.resource.name": return .resourceName
-        case "@timestamp": return .timestamp
-        case "event.ingested": return .ingested
-        case "orchestrator.cluster.name": return .clusterName(AuditAccess("resource.labels.cluster_name"))
-        case "event.original": return .original
-        // The event itself (`kubernetes` holds nothing else).
-        case "kubernetes", "kubernetes.audit": return .audit(AuditAccess(""))
-        default: break
-        }
+        if let mapping = derivedFields[name] { return mapping }
         if let members = synthesizedObjects[name] { return .object(members.map(FieldPath.init)) }
         if let source = aliases[name] { return .alias(AuditAccess(source)) }
         // Below an alias (its value copied whole, an object too).

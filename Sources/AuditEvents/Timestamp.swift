@@ -95,14 +95,11 @@ public enum Timestamp {
 
     /// `2025-03-04T06:22:18.819Z`: UTC, millisecond precision (Elasticsearch's `date` rendering).
     public static func rfc3339(milliseconds: Int64) -> String {
-        let days = floorDivision(milliseconds, 86_400_000).quotient
-        guard (0...9999).contains(civilFromDays(days).year) else { return widerRFC3339(milliseconds: milliseconds) }
         // Alerts carry several of these: written as bytes, not built from interpolated pieces.
-        return String(unsafeUninitializedCapacity: 24) { buffer in
-            var text = BufferSink(buffer: buffer)
-            appendRFC3339(milliseconds: milliseconds, to: &text)
-            return text.count
-        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(24)
+        appendRFC3339(milliseconds: milliseconds, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// ``rfc3339(milliseconds:)`` for years outside 0–9999 (padded to four digits, signed as Swift prints).
@@ -122,16 +119,6 @@ public enum Timestamp {
     private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (quotient: Int64, remainder: Int64) {
         let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
         return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
-    }
-
-    /// A fixed buffer written front to back (the 24 bytes of a timestamp's text).
-    private struct BufferSink: ByteSink {
-        let buffer: UnsafeMutableBufferPointer<UInt8>
-        var count = 0
-        mutating func append(_ byte: UInt8) {
-            buffer[count] = byte
-            count += 1
-        }
     }
 
     // Howard Hinnant's days-from-civil algorithms (proleptic Gregorian calendar).

@@ -226,30 +226,6 @@ public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
         self.partition = partition
     }
     public var description: String { "\(topic)[\(partition)]" }
-
-    /// Dictionaries keyed by partition are looked up for every record. The topic's bytes are folded eight
-    /// at a time into one word, a fraction of what hashing a `String` costs; equality still compares them all.
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(partition)
-        if let folded = topic.utf8.withContiguousStorageIfAvailable(Self.fold) { hasher.combine(folded) } else { hasher.combine(topic) }
-    }
-
-    private static func fold(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
-        let multiplier: UInt64 = 0x9E37_79B9_7F4A_7C15
-        var state = UInt64(bytes.count)
-        var index = 0
-        while index + 8 <= bytes.count {
-            state = (state ^ UnsafeRawBufferPointer(bytes).loadUnaligned(fromByteOffset: index, as: UInt64.self)) &* multiplier
-            state ^= state >> 29
-            index += 8
-        }
-        var tail: UInt64 = 0
-        while index < bytes.count {
-            tail = tail << 8 | UInt64(bytes[index])
-            index += 1
-        }
-        return (state ^ tail) &* multiplier
-    }
 }
 
 /// A partition with an offset: a position to seek to, commit, or store (the *next* offset to read).

@@ -13,8 +13,9 @@ extension AlertDocumentBuilder {
         var sourceTimestamp: ArraySlice<UInt8>?
         for member in members {
             if member.key == "event" {
+                // Canonical too: its members in key order, as the document's own are.
                 sourceEvent = (try? CanonicalDocument(Array(source.bytes[member.value])))
-                    .map { event in event.members.map { ($0.key, event.bytes[$0.value]) }.sorted { $0.key < $1.key } }
+                    .map { event in event.members.map { ($0.key, event.bytes[$0.value]) } }
             } else if member.key == "@timestamp" {
                 sourceTimestamp = source.bytes[member.value]
             }

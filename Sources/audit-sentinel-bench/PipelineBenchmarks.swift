@@ -334,13 +334,6 @@ struct EndToEndBenchmark {
         var configuration = PipelineConfiguration(applicationID: applicationID, kafka: broker.kafka, inputTopics: [input], alertsTopic: "\(applicationID)-alerts")
         // The pipeline's own fetch wait (10 ms) and linger (1 ms); the raw consumer's other settings.
         configuration.consumerProperties = BenchBroker.consumerProperties.filter { $0.key != "fetch.wait.max.ms" }
-        // For experiments with the pipeline's client settings: BENCH_PIPELINE_CONSUMER / _PRODUCER as key=value,key=value.
-        func properties(_ name: String) -> [String: String] {
-            let pairs = (ProcessInfo.processInfo.environment[name] ?? "").split(separator: ",").map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
-            return Dictionary(pairs.filter { $0.count == 2 }.map { ($0[0], $0[1]) }, uniquingKeysWith: { $1 })
-        }
-        configuration.consumerProperties.merge(properties("BENCH_PIPELINE_CONSUMER")) { $1 }
-        configuration.producerProperties.merge(properties("BENCH_PIPELINE_PRODUCER")) { $1 }
         configuration.internalPartitions = 6
         configuration.replicationFactor = broker.name == "tansu" ? 1 : -1
         return configuration

@@ -125,8 +125,9 @@ struct Replay: ParsableCommand {
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
         var progress = ProgressLine(totalBytes: inputs.totalBytes)
-        // Records run through the topology in batches of this many (a live poll's size): each batch writes
-        // the changelog of the windows it changed once, however many of its matches changed them.
+        // Records run through the topology in batches of this many: each batch writes the changelog of the
+        // windows it changed once, however many of its matches changed them (1 000 wrote them four times as
+        // often; the live pipeline's polls are of `processing.max_batch`).
         let batchSize = 4096
         func drain() {
             driver.runUntilQuiet(maxRecords: batchSize, using: &random)
