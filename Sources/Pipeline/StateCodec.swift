@@ -1,5 +1,10 @@
 import AuditEvents
 import Detection
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The wire forms of the pipeline's internal records: matches on the repartition topic, window state on the
 /// compacted changelog. JSON, with sorted keys, so they are readable with any Kafka tool and reproducible.
@@ -14,44 +19,82 @@ public enum StateCodec {
     ///   it will be read (and repartitioned) again, so the aggregate side may forget positions below it.
     public static func encode(_ match: RuleMatch, ruleID: String, floor: Int64? = nil) -> [UInt8] {
         // The members in key order, the document spliced in as it is (it is canonical already): the same
-        // bytes as the whole object serialized with sorted keys.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(match.documentBytes.count + 200)
-        bytes.append(contentsOf: #"{"event":"#.utf8)
-        bytes.append(contentsOf: match.documentBytes)
-        if let floor { bytes.append(contentsOf: #","floor":\#(floor)"#.utf8) }
-        bytes.append(contentsOf: #","group":"#.utf8)
-        JSONValue.array(match.groupValues.map { $0.map(JSONValue.string) ?? .null }).write(to: &bytes)
-        bytes.append(contentsOf: #","rule_id":"#.utf8)
-        writeJSONString(ruleID, to: &bytes)
-        bytes.append(contentsOf: #","sequence":\#(match.sequence),"source":"#.utf8)
-        position(match.source).write(to: &bytes, sortedKeys: true)
-        if match.steps != 0 { bytes.append(contentsOf: #","steps":\#(match.steps)"#.utf8) }
-        if let values = match.summaryValues {
-            bytes.append(contentsOf: #","summary":"#.utf8)
-            JSONValue.array(values.lists.map { .array($0.map(JSONValue.string)) }).write(to: &bytes)
+        // bytes as the whole object serialized with sorted keys, written without building it.
+        var out = JSONObjectWriter(capacity: match.documentBytes.count + 200)
+        out.raw(#"{"event":"#)
+        out.raw(match.documentBytes)
+        if let floor {
+            out.raw(#","floor":"#)
+            out.number(floor)
         }
-        bytes.append(contentsOf: #","time":\#(match.eventTime)}"#.utf8)
-        return bytes
+        out.raw(#","group":"#)
+        out.optionalStrings(match.groupValues)
+        out.raw(#","rule_id":"#)
+        out.string(ruleID)
+        out.raw(#","sequence":"#)
+        out.number(Int64(match.sequence))
+        out.raw(#","source":"#)
+        out.position(match.source)
+        if match.steps != 0 {
+            out.raw(#","steps":"#)
+            out.number(Int64(match.steps))
+        }
+        if let values = match.summaryValues {
+            out.raw(#","summary":["#)
+            for (index, list) in values.lists.enumerated() {
+                if index > 0 { out.raw(",") }
+                out.strings(list)
+            }
+            out.raw("]")
+        }
+        out.raw(#","time":"#)
+        out.number(match.eventTime)
+        out.raw("}")
+        return out.bytes
     }
 
     private static let eventPrefix = Array(#"{"event":"#.utf8)
 
     public static func decodeMatch(_ bytes: UnsafeRawBufferPointer) throws -> (ruleID: String, match: RuleMatch, floor: Int64?) {
-        // The document is kept as its bytes; only the small members are parsed into values.
-        try decodeMatch(members: matchMembersWithoutTape(bytes) ?? matchMembersScanned(bytes))
+        // The form this side writes is read straight from the bytes: the document checked by the validation
+        // pass and kept as its bytes, the small members read in their fixed order. Anything else (another
+        // writer's member order, whitespace, escapes) is parsed in full.
+        if let decoded = decodeWrittenMatch(bytes) { return decoded }
+        return try decodeMatch(members: matchMembersScanned(bytes))
     }
 
-    /// A match record's members as this side writes it — the document first — with the document checked by
-    /// the validation pass, not scanned into a tape, and only the rest parsed; nil for any other form.
-    static func matchMembersWithoutTape(_ bytes: UnsafeRawBufferPointer) -> (event: [UInt8]?, object: JSONObject)? {
+    /// A match record exactly as ``encode(_:ruleID:floor:)`` writes it, or nil (the caller then parses it).
+    static func decodeWrittenMatch(_ bytes: UnsafeRawBufferPointer) -> (ruleID: String, match: RuleMatch, floor: Int64?)? {
         // One level less than the whole record's limit: the document is nested in it.
         guard bytes.count > eventPrefix.count, bytes.starts(with: eventPrefix), bytes[eventPrefix.count] == UInt8(ascii: "{"),
-            let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count, maxDepth: 127), end < bytes.count, bytes[end] == UInt8(ascii: ","),
-            case .object(let rest)? = try? JSONValue.parse([UInt8(ascii: "{")] + bytes[(end + 1)...]), rest["event"] == nil,
-            Set(rest.map(\.key)).count == rest.count
+            let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count, maxDepth: 127)
         else { return nil }
-        return (Array(bytes[eventPrefix.count..<end]), rest)
+        var reader = WrittenFormReader(bytes, at: end)
+        let floor = reader.skip(#","floor":"#) ? reader.integer() : nil
+        guard reader.skip(#","group":"#), let group = reader.optionalStrings(), reader.skip(#","rule_id":"#), let ruleID = reader.string(),
+            reader.skip(#","sequence":"#), let sequence = reader.integer(), let sequenceNumber = Int(exactly: sequence),
+            reader.skip(#","source":"#), let source = reader.position()
+        else { return nil }
+        var steps: UInt32 = 0
+        if reader.skip(#","steps":"#) {
+            guard let value = reader.integer(), let mask = UInt32(exactly: value), mask != 0 else { return nil }
+            steps = mask
+        }
+        var summary: SuppressionSummary.Values?
+        if reader.skip(#","summary":["#) {
+            var lists: [[String]] = []
+            repeat {
+                guard let list = reader.strings() else { return nil }
+                lists.append(list)
+            } while reader.skip(",")
+            guard reader.skip("]"), lists.count == SuppressionSummary.Values.fields.count else { return nil }
+            summary = SuppressionSummary.Values(lists: lists)
+        }
+        guard reader.skip(#","time":"#), let time = reader.integer(), reader.skip("}"), reader.atEnd else { return nil }
+        var match = RuleMatch(groupValues: group, eventTime: time, documentBytes: Array(bytes[eventPrefix.count..<end]), source: source, sequence: sequenceNumber)
+        match.steps = steps
+        match.summaryValues = summary
+        return (ruleID, match, floor)
     }
 
     /// A match record's members, the whole record scanned (any member order, whitespace, repeated keys:
@@ -116,32 +159,54 @@ public enum StateCodec {
     public static func encode(windows: [SuppressionWindow], streamTime: Int64) -> [UInt8] {
         // Written member by member in key order (what sorted serialization gives), each window's first
         // document spliced in as it is.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(windows.reduce(64) { $0 + $1.first.documentBytes.count + 400 })
-        bytes.append(contentsOf: #"{"stream_time":\#(streamTime),"windows":["#.utf8)
+        var out = JSONObjectWriter(capacity: windows.reduce(64) { $0 + $1.first.documentBytes.count + 400 })
+        out.raw(#"{"stream_time":"#)
+        out.number(streamTime)
+        out.raw(#","windows":["#)
         for (index, window) in windows.enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            bytes.append(contentsOf: #"{"applied":"#.utf8)
-            JSONValue.object(JSONObject(window.applied.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.number(JSONNumber($0.value))) }))
-                .write(to: &bytes, sortedKeys: true)
-            bytes.append(contentsOf: #","closed":\#(window.closed),"end":\#(window.end),"first":{"event":"#.utf8)
-            bytes.append(contentsOf: window.first.documentBytes)
-            bytes.append(contentsOf: #","source":"#.utf8)
-            position(window.first.source).write(to: &bytes, sortedKeys: true)
-            bytes.append(contentsOf: #","time":\#(window.first.eventTime)},"group":"#.utf8)
-            JSONValue.array(window.groupValues.map { $0.map(JSONValue.string) ?? .null }).write(to: &bytes)
-            bytes.append(contentsOf: #","key":"#.utf8)
-            writeJSONString(window.groupKey, to: &bytes)
-            bytes.append(contentsOf: #","recent":"#.utf8)
-            JSONValue.object(JSONObject(window.recent.sorted { $0.key < $1.key }.map {
-                ($0.key, JSONValue.array($0.value.map { JSONValue.number(JSONNumber($0)) }))
-            })).write(to: &bytes, sortedKeys: true)
-            bytes.append(contentsOf: #","start":\#(window.start),"summary":"#.utf8)
-            summary(window.summary).write(to: &bytes, sortedKeys: true)
-            bytes.append(contentsOf: #","suppressed":\#(window.suppressed)}"#.utf8)
+            if index > 0 { out.raw(",") }
+            out.raw(#"{"applied":{"#)
+            for (index, entry) in window.applied.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out.raw(",") }
+                out.string(entry.key)
+                out.raw(":")
+                out.number(entry.value)
+            }
+            out.raw(#"},"closed":"#)
+            out.raw(window.closed ? "true" : "false")
+            out.raw(#","end":"#)
+            out.number(window.end)
+            out.raw(#","first":{"event":"#)
+            out.raw(window.first.documentBytes)
+            out.raw(#","source":"#)
+            out.position(window.first.source)
+            out.raw(#","time":"#)
+            out.number(window.first.eventTime)
+            out.raw(#"},"group":"#)
+            out.optionalStrings(window.groupValues)
+            out.raw(#","key":"#)
+            out.string(window.groupKey)
+            out.raw(#","recent":{"#)
+            for (index, entry) in window.recent.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out.raw(",") }
+                out.string(entry.key)
+                out.raw(":[")
+                for (index, position) in entry.value.enumerated() {
+                    if index > 0 { out.raw(",") }
+                    out.number(position)
+                }
+                out.raw("]")
+            }
+            out.raw(#"},"start":"#)
+            out.number(window.start)
+            out.raw(#","summary":"#)
+            out.summary(window.summary, timesAsNumbers: true)
+            out.raw(#","suppressed":"#)
+            out.number(Int64(window.suppressed))
+            out.raw("}")
         }
-        bytes.append(contentsOf: "]}".utf8)
-        return bytes
+        out.raw("]}")
+        return out.bytes
     }
 
     public static func decodeWindows(_ bytes: UnsafeRawBufferPointer) throws -> (windows: [SuppressionWindow], streamTime: Int64) {
@@ -294,26 +359,11 @@ public enum StateCodec {
 
     // MARK: Pieces
 
-    static func position(_ position: RecordPosition) -> JSONValue {
-        ["topic": .string(position.topic), "partition": .number(JSONNumber(Int(position.partition))),
-         "offset": .number(JSONNumber(position.offset))]
-    }
-
     static func position(_ value: JSONValue) -> RecordPosition? {
         guard let object = value.objectValue, let topic = object["topic"]?.stringValue,
             let partition = int(object["partition"]), let offset = int(object["offset"])
         else { return nil }
         return RecordPosition(topic: topic, partition: Int32(partition), offset: offset)
-    }
-
-    static func summary(_ summary: SuppressionSummary) -> JSONValue {
-        func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
-        return [
-            "count": .number(JSONNumber(summary.count)), "verbs": list(summary.verbs), "resources": list(summary.resources),
-            "namespaces": list(summary.namespaces), "source_ips": list(summary.sourceIPs), "user_agents": list(summary.userAgents),
-            "response_codes": list(summary.responseCodes), "first_seen": .number(JSONNumber(summary.firstSeen)),
-            "last_seen": .number(JSONNumber(summary.lastSeen)),
-        ]
     }
 
     static func summary(_ object: JSONObject) -> SuppressionSummary? {
@@ -340,5 +390,121 @@ public enum StateCodec {
     static func parseObject(_ bytes: UnsafeRawBufferPointer) throws -> JSONObject {
         guard let object = try JSONValue.parse(Array(bytes)).objectValue else { throw DecodingError(description: "not a JSON object") }
         return object
+    }
+}
+
+/// A cursor over a record in the exact form this side writes (compact, members in key order, strings
+/// without escapes): each read gives nil as soon as the bytes differ from that form, and the caller then
+/// parses the record in full. It accepts nothing the parser would read differently.
+struct WrittenFormReader {
+    private let bytes: UnsafeRawBufferPointer
+    private var cursor: Int
+
+    init(_ bytes: UnsafeRawBufferPointer, at position: Int) {
+        self.bytes = bytes
+        self.cursor = position
+    }
+
+    var atEnd: Bool { cursor == bytes.count }
+
+    /// Steps over `literal` when the bytes at the cursor are it.
+    mutating func skip(_ literal: StaticString) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard bytes.count - cursor >= count, memcmp(bytes.baseAddress! + cursor, literal.utf8Start, count) == 0 else { return false }
+        cursor += count
+        return true
+    }
+
+    /// An integer as Int64's description writes it (no leading zeros, no fraction or exponent).
+    mutating func integer() -> Int64? {
+        var index = cursor
+        let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        let digitsStart = index
+        var magnitude: UInt64 = 0
+        while index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 {
+            let (times10, overflow1) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(bytes[index] &- UInt8(ascii: "0")))
+            guard !overflow1, !overflow2 else { return nil }
+            magnitude = sum
+            index += 1
+        }
+        let digits = index - digitsStart
+        guard digits > 0, digits == 1 || bytes[digitsStart] != UInt8(ascii: "0"),
+            index == bytes.count || (bytes[index] != UInt8(ascii: ".") && bytes[index] != UInt8(ascii: "e") && bytes[index] != UInt8(ascii: "E"))
+        else { return nil }
+        let value: Int64
+        if negative {
+            guard magnitude <= UInt64(Int64.max) + 1, magnitude != 0 else { return nil }
+            value = magnitude == UInt64(Int64.max) + 1 ? .min : -Int64(magnitude)
+        } else {
+            guard let exact = Int64(exactly: magnitude) else { return nil }
+            value = exact
+        }
+        cursor = index
+        return value
+    }
+
+    /// A string: read directly when it has no escapes (its bytes valid UTF-8), by the parser when it has.
+    mutating func string() -> String? {
+        guard cursor < bytes.count, bytes[cursor] == UInt8(ascii: "\"") else { return nil }
+        var index = cursor + 1
+        var escaped = false
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") { break }
+            guard byte >= 0x20 else { return nil }
+            if byte == UInt8(ascii: "\\") {
+                escaped = true
+                index += 1
+            }
+            index += 1
+        }
+        guard index < bytes.count else { return nil }
+        let text: String?
+        if escaped {
+            text = (try? JSONValue.parse(Array(bytes[cursor...index])))?.stringValue
+        } else {
+            text = String(validating: UnsafeRawBufferPointer(rebasing: bytes[(cursor + 1)..<index]), as: UTF8.self)
+        }
+        guard let text else { return nil }
+        cursor = index + 1
+        return text
+    }
+
+    /// `[…]` of strings.
+    mutating func strings() -> [String]? {
+        guard skip("[") else { return nil }
+        var values: [String] = []
+        if skip("]") { return values }
+        repeat {
+            guard let value = string() else { return nil }
+            values.append(value)
+        } while skip(",")
+        return skip("]") ? values : nil
+    }
+
+    /// `[…]` of strings and nulls.
+    mutating func optionalStrings() -> [String?]? {
+        guard skip("[") else { return nil }
+        var values: [String?] = []
+        if skip("]") { return values }
+        repeat {
+            if skip("null") {
+                values.append(nil)
+            } else {
+                guard let value = string() else { return nil }
+                values.append(value)
+            }
+        } while skip(",")
+        return skip("]") ? values : nil
+    }
+
+    /// `{"offset":…,"partition":…,"topic":…}`.
+    mutating func position() -> RecordPosition? {
+        guard skip(#"{"offset":"#), let offset = integer(), skip(#","partition":"#), let partition = integer(),
+            let partitionNumber = Int32(exactly: partition), skip(#","topic":"#), let topic = string(), skip("}")
+        else { return nil }
+        return RecordPosition(topic: topic, partition: partitionNumber, offset: offset)
     }
 }

@@ -1,14 +1,14 @@
-// Repartition match records: the tape-free reading against the whole record scanned, on seeded records and mutations.
+// Repartition match records and window state: the direct reading of the written form against the whole record scanned, and the written bytes against the same objects serialized as trees.
 import AuditEvents
 import Foundation
 @testable import Pipeline
 import Testing
 
 @Suite struct MatchRecordTests {
-    /// A match record is read without scanning its document into a tape (the validation pass checks it,
-    /// the small members are parsed): on records as written and on mutations of them (bytes changed,
-    /// inserted, removed, cut short), that reading gives what scanning the whole record gives — the same
-    /// match, floor and summary values, or a refusal of both.
+    /// A match record in the form this side writes is read straight from its bytes (the validation pass
+    /// checks the document, the small members are read in their fixed order): on records as written and on
+    /// mutations of them (bytes changed, inserted, removed, cut short), that reading gives what scanning the
+    /// whole record gives — the same match, floor and summary values — or leaves the record to the scan.
     @Test func readingWithoutATapeAgreesWithScanningTheRecord() throws {
         let seed = UInt64.random(in: 1...1_000_000)
         print("match records: seed \(seed)")
@@ -37,20 +37,102 @@ import Testing
                 default: bytes.removeSubrange(at...)
                 }
             }
-            let (withoutTape, scanned) = bytes.withUnsafeBytes { buffer in
-                (StateCodec.matchMembersWithoutTape(buffer), try? StateCodec.matchMembersScanned(buffer))
+            let (viaFast, scanned) = bytes.withUnsafeBytes { buffer in
+                (StateCodec.decodeWrittenMatch(buffer), try? StateCodec.matchMembersScanned(buffer))
             }
-            if let withoutTape {
+            if let viaFast {
                 fast += 1
-                let viaFast = try? StateCodec.decodeMatch(members: withoutTape)
                 let viaScan = scanned.flatMap { try? StateCodec.decodeMatch(members: $0) }
-                #expect(viaFast?.ruleID == viaScan?.ruleID && viaFast?.floor == viaScan?.floor && viaFast?.match == viaScan?.match
-                        && viaFast?.match.summaryValues == viaScan?.match.summaryValues,
+                #expect(viaFast.ruleID == viaScan?.ruleID && viaFast.floor == viaScan?.floor && viaFast.match == viaScan?.match
+                        && viaFast.match.summaryValues == viaScan?.match.summaryValues,
                         "seed \(seed), record \(iteration): \(String(decoding: bytes, as: UTF8.self))")
                 #expect(scanned != nil, "seed \(seed), record \(iteration): accepted without a tape, refused scanned: \(String(decoding: bytes, as: UTF8.self))")
             }
             if scanned == nil { refused += 1 }
         }
         #expect(fast > 1_000 && refused > 500, "records read without a tape: \(fast), refused: \(refused)")
+    }
+
+    /// Match records and window state are written member by member, without a tree: on seeded matches and
+    /// windows (escapes, non-ASCII, nulls, empty and full maps), the bytes equal the same object built as a
+    /// tree and serialized with sorted keys, and they read back to what was written.
+    @Test func writtenFormsEqualTheTreeSerialization() throws {
+        let seed = UInt64.random(in: 1...1_000_000)
+        print("written forms: seed \(seed)")
+        var random = SyntheticAuditTraffic.Generator(seed: seed)
+        let texts = ["system:serviceaccount:a:b", "alice", "x\"y", "tab\there", "é", "\u{1}", "", "in/0"]
+        func text() -> String { texts.randomElement(using: &random)! }
+        func sorted(_ members: [(String, JSONValue)]) -> JSONValue { .object(JSONObject(members.sorted { $0.0 < $1.0 })) }
+        func tree(_ position: RecordPosition) -> JSONValue {
+            ["topic": .string(position.topic), "partition": .number(JSONNumber(Int(position.partition))), "offset": .number(JSONNumber(position.offset))]
+        }
+        for iteration in 0..<500 {
+            var base = match(Bool.random(using: &random) ? text() : nil, at: t0 + Int64.random(in: -1_000...1_000, using: &random),
+                             verb: text(), offset: Int64.random(in: 0...Int64.max, using: &random))
+            base.groupValues.append(Bool.random(using: &random) ? nil : text())
+            base.source = RecordPosition(topic: text(), partition: Int32.random(in: 0...Int32.max, using: &random), offset: Int64.random(in: .min ... .max, using: &random))
+            base.sequence = Int.random(in: 0...5, using: &random)
+            if Bool.random(using: &random) { base.steps = UInt32.random(in: 1...UInt32.max, using: &random) }
+            if Bool.random(using: &random) {
+                base.summaryValues = SuppressionSummary.Values(lists: (0..<6).map { _ in (0..<Int.random(in: 0...2, using: &random)).map { _ in text() } })
+            }
+            let floor: Int64? = Bool.random(using: &random) ? Int64.random(in: .min ... .max, using: &random) : nil
+            var members: [(String, JSONValue)] = [
+                ("event", try JSONValue.parse(base.documentBytes)), ("group", .array(base.groupValues.map { $0.map(JSONValue.string) ?? .null })),
+                ("rule_id", .string("rule-\(iteration)")), ("sequence", .number(JSONNumber(base.sequence))), ("source", tree(base.source)),
+                ("time", .number(JSONNumber(base.eventTime))),
+            ]
+            if let floor { members.append(("floor", .number(JSONNumber(floor)))) }
+            if base.steps != 0 { members.append(("steps", .number(JSONNumber(Int64(base.steps))))) }
+            if let values = base.summaryValues { members.append(("summary", .array(values.lists.map { .array($0.map(JSONValue.string)) }))) }
+            var expected: [UInt8] = []
+            sorted(members).write(to: &expected, sortedKeys: true)
+            let written = StateCodec.encode(base, ruleID: "rule-\(iteration)", floor: floor)
+            #expect(written == expected, "seed \(seed), match \(iteration): \(String(decoding: written, as: UTF8.self))")
+            let read = try written.withUnsafeBytes { try StateCodec.decodeMatch($0) }
+            #expect(read.match == base && read.match.summaryValues == base.summaryValues && read.floor == floor && read.ruleID == "rule-\(iteration)",
+                    "seed \(seed), match \(iteration) read back differently")
+
+            // A window keeps its first match's document, source and time (not its place in its record or steps).
+            var first = base.withoutSummaryValues
+            (first.sequence, first.steps) = (0, 0)
+            var window = SuppressionWindow(groupKey: text(), groupValues: base.groupValues, start: base.eventTime, end: base.eventTime + 300_000,
+                                           first: first, suppressed: Int.random(in: 0...1_000, using: &random),
+                                           summary: SuppressionSummary(), applied: [:])
+            window.closed = Bool.random(using: &random)
+            window.summary.count = Int.random(in: 0...100, using: &random)
+            window.summary.verbs = (0..<Int.random(in: 0...3, using: &random)).map { _ in text() }
+            window.summary.userAgents = [text()]
+            window.summary.firstSeen = Bool.random(using: &random) ? .max : base.eventTime
+            window.summary.lastSeen = Bool.random(using: &random) ? .min : base.eventTime
+            for _ in 0..<Int.random(in: 0...3, using: &random) {
+                let source = "\(text())/\(Int.random(in: 0...9, using: &random))"
+                window.applied[source] = Int64.random(in: .min ... .max, using: &random)
+                window.recent[source] = (0..<Int.random(in: 0...3, using: &random)).map { _ in Int64.random(in: 0...1_000, using: &random) }.sorted()
+            }
+            let summary = window.summary
+            func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
+            let windowTree = sorted([
+                ("applied", sorted(window.applied.map { ($0.key, .number(JSONNumber($0.value))) })), ("closed", .bool(window.closed)),
+                ("end", .number(JSONNumber(window.end))),
+                ("first", sorted([("event", try JSONValue.parse(window.first.documentBytes)), ("source", tree(window.first.source)),
+                                  ("time", .number(JSONNumber(window.first.eventTime)))])),
+                ("group", .array(window.groupValues.map { $0.map(JSONValue.string) ?? .null })), ("key", .string(window.groupKey)),
+                ("recent", sorted(window.recent.map { ($0.key, .array($0.value.map { .number(JSONNumber($0)) })) })),
+                ("start", .number(JSONNumber(window.start))),
+                ("summary", sorted([("count", .number(JSONNumber(summary.count))), ("verbs", list(summary.verbs)), ("resources", list(summary.resources)),
+                                    ("namespaces", list(summary.namespaces)), ("source_ips", list(summary.sourceIPs)), ("user_agents", list(summary.userAgents)),
+                                    ("response_codes", list(summary.responseCodes)), ("first_seen", .number(JSONNumber(summary.firstSeen))),
+                                    ("last_seen", .number(JSONNumber(summary.lastSeen)))])),
+                ("suppressed", .number(JSONNumber(window.suppressed))),
+            ])
+            let streamTime = Int64.random(in: .min ... .max, using: &random)
+            var expectedState: [UInt8] = []
+            sorted([("stream_time", .number(JSONNumber(streamTime))), ("windows", .array([windowTree, windowTree]))]).write(to: &expectedState, sortedKeys: true)
+            let state = StateCodec.encode(windows: [window, window], streamTime: streamTime)
+            #expect(state == expectedState, "seed \(seed), window \(iteration): \(String(decoding: state, as: UTF8.self))")
+            let decoded = try state.withUnsafeBytes { try StateCodec.decodeWindows($0) }
+            #expect(decoded.streamTime == streamTime && decoded.windows == [window, window], "seed \(seed), window \(iteration) read back differently")
+        }
     }
 }

@@ -1,0 +1,103 @@
+// Canonical JSON written front to back: alert documents, match records and window state without a tree.
+import AuditEvents
+
+/// Canonical JSON written front to back: objects whose members the caller gives in key order.
+struct JSONObjectWriter {
+    private(set) var bytes: [UInt8] = []
+    /// Per open object: whether a member was written (the next one needs a comma).
+    private var started: [Bool] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    mutating func raw(_ text: StaticString) { bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+    mutating func raw(_ value: some Collection<UInt8>) { bytes.append(contentsOf: value) }
+    mutating func string(_ text: String) { writeJSONString(text, to: &bytes) }
+    mutating func number(_ value: Int64) { bytes.append(contentsOf: String(value).utf8) }
+
+    mutating func timestamp(_ milliseconds: Int64) {
+        bytes.append(UInt8(ascii: "\""))
+        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    mutating func object(_ body: (inout JSONObjectWriter) -> Void) {
+        bytes.append(UInt8(ascii: "{"))
+        started.append(false)
+        body(&self)
+        started.removeLast()
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    /// A member of the innermost open object; its key needs no escaping.
+    mutating func member(_ key: String, _ value: (inout JSONObjectWriter) -> Void) {
+        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
+        started[started.count - 1] = true
+        writeJSONString(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        value(&self)
+    }
+
+    /// An object of canonical members (values as bytes) and written ones, both in key order, merged; on a
+    /// key in both, the written one.
+    mutating func mergedObject(_ spliced: [(key: String, value: ArraySlice<UInt8>)], with written: [(key: String, write: (inout JSONObjectWriter) -> Void)]) {
+        object { out in
+            var next = 0
+            for member in spliced {
+                while next < written.count, written[next].key < member.key {
+                    out.member(written[next].key, written[next].write)
+                    next += 1
+                }
+                if next < written.count, written[next].key == member.key { continue }
+                out.member(member.key) { $0.raw(member.value) }
+            }
+            for member in written[next...] { out.member(member.key, member.write) }
+        }
+    }
+
+    /// A window's summary in key order: `kibana.alert.suppression.summary` (times as timestamps) or the
+    /// changelog's (times as numbers).
+    mutating func summary(_ summary: SuppressionSummary, timesAsNumbers: Bool = false) {
+        object { out in
+            out.member("count") { $0.number(Int64(summary.count)) }
+            out.member("first_seen") { timesAsNumbers ? $0.number(summary.firstSeen) : $0.timestamp(summary.firstSeen) }
+            out.member("last_seen") { timesAsNumbers ? $0.number(summary.lastSeen) : $0.timestamp(summary.lastSeen) }
+            out.member("namespaces") { $0.strings(summary.namespaces) }
+            out.member("resources") { $0.strings(summary.resources) }
+            out.member("response_codes") { $0.strings(summary.responseCodes) }
+            out.member("source_ips") { $0.strings(summary.sourceIPs) }
+            out.member("user_agents") { $0.strings(summary.userAgents) }
+            out.member("verbs") { $0.strings(summary.verbs) }
+        }
+    }
+
+    /// `[…]` of strings.
+    mutating func strings(_ values: [String]) {
+        bytes.append(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            writeJSONString(value, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    /// `[…]` of strings, nil as null (group-by values).
+    mutating func optionalStrings(_ values: [String?]) {
+        bytes.append(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            if let value { writeJSONString(value, to: &bytes) } else { raw("null") }
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    /// A record's position, `{"offset":…,"partition":…,"topic":…}`.
+    mutating func position(_ position: RecordPosition) {
+        raw(#"{"offset":"#)
+        number(position.offset)
+        raw(#","partition":"#)
+        number(Int64(position.partition))
+        raw(#","topic":"#)
+        string(position.topic)
+        raw("}")
+    }
+}
