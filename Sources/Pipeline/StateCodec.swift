@@ -450,10 +450,12 @@ struct WrittenFormReader {
         guard cursor < bytes.count, bytes[cursor] == UInt8(ascii: "\"") else { return nil }
         var index = cursor + 1
         var escaped = false
+        var nonASCII: UInt8 = 0
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") { break }
             guard byte >= 0x20 else { return nil }
+            nonASCII |= byte & 0x80
             if byte == UInt8(ascii: "\\") {
                 escaped = true
                 index += 1
@@ -462,10 +464,13 @@ struct WrittenFormReader {
         }
         guard index < bytes.count else { return nil }
         let text: String?
+        let inside = UnsafeRawBufferPointer(rebasing: bytes[(cursor + 1)..<index])
         if escaped {
             text = (try? JSONValue.parse(Array(bytes[cursor...index])))?.stringValue
+        } else if nonASCII == 0 {
+            text = String(decoding: inside, as: UTF8.self)  // ASCII is valid UTF-8: no check needed
         } else {
-            text = String(validating: UnsafeRawBufferPointer(rebasing: bytes[(cursor + 1)..<index]), as: UTF8.self)
+            text = String(validating: inside, as: UTF8.self)
         }
         guard let text else { return nil }
         cursor = index + 1

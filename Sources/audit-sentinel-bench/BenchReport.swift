@@ -4,11 +4,11 @@ import Logging
 
 /// With BENCH_PHASES set, says when a measured interval ran, in CLOCK_MONOTONIC seconds (perf's clock with
 /// `-k monotonic`), so that a system-wide profile can be cut to it (scripts/profile-e2e.sh).
-func announcePhase(_ name: String, lasted duration: Duration) {
+func announcePhase(_ name: String, lasted duration: Duration, endedAgo: Duration = .zero) {
     guard ProcessInfo.processInfo.environment["BENCH_PHASES"] != nil else { return }
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
-    let end = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    let end = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 - seconds(endedAgo)
     print(String(format: "phase %@ %.6f %.6f", name, end - seconds(duration), end))
 }
 

@@ -349,8 +349,13 @@ struct EndToEndBenchmark {
         let runners = (0..<instances).map { _ in PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger) }
         for runner in runners { try runner.start() }
         let statuses = runners.map(\.status)
-        func inputRecords() -> Int { statuses.reduce(0) { $0 + $1.counterSnapshot.inputRecords } }
-        let started = Mutex<ContinuousClock.Instant?>(nil)
+        @Sendable func inputRecords() -> Int { statuses.reduce(0) { $0 + $1.counterSnapshot.inputRecords } }
+        // The clock starts once the first batch is processed (its wait for the group, assignment and
+        // fetch are start-up, not throughput) and counts the input records processed after it; it stops
+        // when the last input record is processed, read by the thread that processed it (as the raw
+        // consumer times itself), not by the waiting thread's next look.
+        let started = Mutex<(time: ContinuousClock.Instant, records: Int)?>(nil)
+        let finished = Mutex<ContinuousClock.Instant?>(nil)
         let done = Atomic<Bool>(false)
         let threads = runners.map { runner in
             // Handed to its thread: from here until `done`, only that thread touches the runner.
@@ -359,7 +364,11 @@ struct EndToEndBenchmark {
                 // Named for profiles (scripts/profile-e2e.sh): the loop's thread apart from librdkafka's rdk:*.
                 Thread.current.name = "pipeline"
                 while !done.load(ordering: .acquiring) {
-                    if (try? runner.runOnce()) ?? 0 > 0 { started.withLock { if $0 == nil { $0 = .now } } }
+                    guard (try? runner.runOnce()) ?? 0 > 0 else { continue }
+                    let now = ContinuousClock.now
+                    let processed = inputRecords()
+                    started.withLock { if $0 == nil { $0 = (now, processed) } }
+                    if processed >= count { finished.withLock { if $0 == nil { $0 = now } } }
                 }
             }
             thread.start()
@@ -381,15 +390,17 @@ struct EndToEndBenchmark {
             try produceWhenSettled()
         }
         let deadline = ContinuousClock.now + .seconds(600)
-        while inputRecords() < count, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
-        let end = ContinuousClock.now
-        announcePhase(validateEveryRecord ? "pipeline" : "pipeline-prefilter-first", lasted: started.withLock { $0 ?? end }.duration(to: end))
+        while finished.withLock({ $0 == nil }), ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let end = finished.withLock { $0 } ?? ContinuousClock.now
+        let start = started.withLock { $0 } ?? (time: end, records: 0)
+        announcePhase(validateEveryRecord ? "pipeline" : "pipeline-prefilter-first", lasted: start.time.duration(to: end), endedAgo: end.duration(to: .now))
         done.store(true, ordering: .releasing)
         Thread.sleep(forTimeInterval: 0.3)
         let processed = inputRecords()
         for runner in runners { try? runner.stop() }
         precondition(processed >= count, "pipeline processed \(processed) of \(count) records on \(broker.name)")
-        return Double(count) / seconds(started.withLock { $0! }.duration(to: end))
+        precondition(start.records < count, "the first batch held every record: nothing left to time on \(broker.name)")
+        return Double(count - start.records) / seconds(start.time.duration(to: end))
     }
 
     func run(report: inout BenchReport) throws {
