@@ -56,9 +56,10 @@ struct BenchReport {
 
 // MARK: Shared by every suite
 
+/// Silent unless BENCH_LOG_LEVEL names a level (`warning`, `debug`, …): the clients' and pipeline's logs.
 let benchLogger: Logger = {
     var logger = Logger(label: "bench")
-    logger.logLevel = .critical
+    logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     return logger
 }()
 
