@@ -172,13 +172,11 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
     }
 
     /// The summary's lists, in the order of ``Values/fields``.
-    private static let lists: [WritableKeyPath<SuppressionSummary, [String]> & Sendable] = [\.verbs, \.resources, \.namespaces, \.sourceIPs, \.userAgents, \.responseCodes]
-
     mutating func add(_ match: RuleMatch) {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)
         lastSeen = max(lastSeen, match.eventTime)
-        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.lists.count == Self.lists.count else { return }
+        guard let values = match.summaryValues ?? Values(document: match.documentBytes), values.lists.count == Values.fields.count else { return }
         // Each list holds the `cap` smallest distinct values, sorted: the same lists whatever order the
         // window's matches reach the store in (the first `cap` to arrive would depend on it).
         func collect(_ found: [String], into list: inout [String]) {
@@ -189,7 +187,13 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
                 if list.count > Self.cap { list.removeLast() }
             }
         }
-        for (list, found) in zip(Self.lists, values.lists) { collect(found, into: &self[keyPath: list]) }
+        // In the order of `Values.fields` (direct, not through key paths: this runs for every suppressed match).
+        collect(values.lists[0], into: &verbs)
+        collect(values.lists[1], into: &resources)
+        collect(values.lists[2], into: &namespaces)
+        collect(values.lists[3], into: &sourceIPs)
+        collect(values.lists[4], into: &userAgents)
+        collect(values.lists[5], into: &responseCodes)
     }
 }
 
@@ -221,11 +225,17 @@ public struct SuppressionWindow: Sendable, Equatable {
 
     mutating func record(_ position: Int64, from source: String) {
         applied[source] = max(applied[source] ?? .min, position)
-        var positions = recent[source] ?? []
-        let index = positions.firstIndex { $0 > position } ?? positions.endIndex
-        positions.insert(position, at: index)
-        if positions.count > Self.recentCapacity { positions.removeFirst(positions.count - Self.recentCapacity) }
-        recent[source] = positions
+        // Changed in place in the map (a copy taken out would be copied again by the first insert).
+        recent[source, default: []].insertAscending(position, keepingAtMost: Self.recentCapacity)
+    }
+}
+
+extension Array where Element == Int64 {
+    /// Inserts `value` in ascending order and drops the smallest beyond `capacity`.
+    fileprivate mutating func insertAscending(_ value: Int64, keepingAtMost capacity: Int) {
+        let index = firstIndex { $0 > value } ?? endIndex
+        insert(value, at: index)
+        if count > capacity { removeFirst(count - capacity) }
     }
 }
 
@@ -301,7 +311,10 @@ public struct AlertSuppressor: Sendable {
             return actions
         }
 
-        var keyWindows = windows[key] ?? []
+        // Taken out of the map while it changes (left in, the map's reference would make every change copy
+        // the array), and put back on every path below.
+        var keyWindows = windows.removeValue(forKey: key) ?? []
+        defer { if !keyWindows.isEmpty { windows[key] = keyWindows } }
         let source = match.sourcePartition
         if let applied = keyWindows.compactMap({ $0.applied[source] }).max(), offset <= applied {
             let recent = keyWindows.flatMap { $0.recent[source] ?? [] }
@@ -330,7 +343,6 @@ public struct AlertSuppressor: Sendable {
                 keyWindows[index].summary.add(match)
             }
             for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
-            windows[key] = keyWindows
             return actions
         }
         let late = keyWindows.contains { match.eventTime < $0.start || ($0.closed && match.eventTime < $0.end) }
@@ -343,13 +355,11 @@ public struct AlertSuppressor: Sendable {
             window.groupKey = key + "#" + match.sourceIdentity
             actions.append(AlertAction(kind: .new, window: window, late: true))
             for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
-            if !keyWindows.isEmpty { windows[key] = keyWindows }
             return actions
         }
         window.record(offset, from: source)
         for i in keyWindows.indices { keyWindows[i].record(offset, from: source) }
         keyWindows.append(window)
-        windows[key] = keyWindows
         earliestEnd = min(earliestEnd, window.end)
         actions.append(AlertAction(kind: .new, window: window, late: false))
         return actions
