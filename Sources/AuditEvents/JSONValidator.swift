@@ -174,7 +174,8 @@ struct JSONValidator {
         if depth == 1 {
             skipWhitespace()
             watch.rootMember(RootKey.classify(name), at: position)
-        } else {
+        } else if watch.readsNames {
+            // Only `user`'s and `responseStatus`'s member names matter to the type checks.
             watch.member(name)
         }
     }
