@@ -72,14 +72,7 @@ extension AlertDocumentBuilder {
             out.object { $0.member("id") { $0.string(UUIDv5.make(namespace: UUIDv5.alertNamespace, name: "instance|\(rule.ruleID)|\(window.groupKey)")) } }
         }
         if rule.type == .newTerms {
-            out.member("new_terms") { out in
-                out.raw("[")
-                for (index, value) in window.groupValues.enumerated() {
-                    if index > 0 { out.raw(",") }
-                    if let value { out.string(value) } else { out.raw("null") }
-                }
-                out.raw("]")
-            }
+            out.member("new_terms") { $0.optionalStrings(window.groupValues) }
         }
         out.member("original_event") { out in
             // The source's event without `original`; Kibana's map requires `ingested`: the source's own, else ours.
@@ -104,23 +97,14 @@ extension AlertDocumentBuilder {
                 out.member("start") { $0.timestamp(window.seen.first) }
                 if action.kind == .update { out.member("summary") { $0.summary(window.summary) } }
                 out.member("terms") { out in
-                    out.raw("[")
-                    for (index, (field, value)) in zip(groupByFields, window.groupValues).enumerated() {
-                        if index > 0 { out.raw(",") }
+                    out.array(zip(groupByFields, window.groupValues)) { out, term in
                         out.object { out in
-                            out.member("field") { $0.string(field) }
+                            out.member("field") { $0.string(term.0) }
                             out.member("value") { out in
-                                if let value {
-                                    out.raw("[")
-                                    out.string(value)
-                                    out.raw("]")
-                                } else {
-                                    out.raw("null")
-                                }
+                                if let value = term.1 { out.strings([value]) } else { out.raw("null") }
                             }
                         }
                     }
-                    out.raw("]")
                 }
                 out.member("window") { out in
                     out.object { out in

@@ -70,24 +70,24 @@ struct JSONObjectWriter {
         }
     }
 
-    /// `[…]` of strings.
-    mutating func strings(_ values: [String]) {
+    /// `[…]`, each element written by `element`.
+    mutating func array<Elements: Sequence>(_ elements: Elements, _ element: (inout JSONObjectWriter, Elements.Element) -> Void) {
         bytes.append(UInt8(ascii: "["))
-        for (index, value) in values.enumerated() {
+        for (index, value) in elements.enumerated() {
             if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            writeJSONString(value, to: &bytes)
+            element(&self, value)
         }
         bytes.append(UInt8(ascii: "]"))
     }
 
+    /// `[…]` of strings.
+    mutating func strings(_ values: [String]) { array(values) { $0.string($1) } }
+
     /// `[…]` of strings, nil as null (group-by values).
     mutating func optionalStrings(_ values: [String?]) {
-        bytes.append(UInt8(ascii: "["))
-        for (index, value) in values.enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            if let value { writeJSONString(value, to: &bytes) } else { raw("null") }
+        array(values) { out, value in
+            if let value { out.string(value) } else { out.raw("null") }
         }
-        bytes.append(UInt8(ascii: "]"))
     }
 
     /// A record's position, `{"offset":…,"partition":…,"topic":…}`.

@@ -40,12 +40,8 @@ public enum StateCodec {
             out.number(Int64(match.steps))
         }
         if let values = match.summaryValues {
-            out.raw(#","summary":["#)
-            for (index, list) in values.lists.enumerated() {
-                if index > 0 { out.raw(",") }
-                out.strings(list)
-            }
-            out.raw("]")
+            out.raw(#","summary":"#)
+            out.array(values.lists) { $0.strings($1) }
         }
         out.raw(#","time":"#)
         out.number(match.eventTime)
@@ -190,12 +186,8 @@ public enum StateCodec {
             for (index, entry) in window.recent.sorted(by: { $0.key < $1.key }).enumerated() {
                 if index > 0 { out.raw(",") }
                 out.string(entry.key)
-                out.raw(":[")
-                for (index, position) in entry.value.enumerated() {
-                    if index > 0 { out.raw(",") }
-                    out.number(position)
-                }
-                out.raw("]")
+                out.raw(":")
+                out.array(entry.value) { $0.number($1) }
             }
             out.raw(#"},"start":"#)
             out.number(window.start)
