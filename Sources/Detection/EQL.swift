@@ -144,8 +144,15 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
         case .function(let name, let arguments, let insensitive):
             "\(name)\(insensitive ? "~" : "")(" + arguments.map(\.description).joined(separator: ", ") + ")"
         case .arithmetic(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
-        // A literal in parentheses: `-0` would read back as the literal -0, not as 0 negated.
-        case .negate(let inner): if case .literal = inner { "-(\(inner))" } else { "-\(inner.parenthesized)" }
+        // A literal in parentheses: `-0` would read back as the literal -0, not as 0 negated. A negation of a
+        // negation with a space and no parentheses: as deep as it was written (each pair of parentheses is
+        // another level of the parser's nesting limit), and `--` is not one token.
+        case .negate(let inner):
+            switch inner {
+            case .literal: "-(\(inner))"
+            case .negate: "- \(inner)"
+            default: "-\(inner.parenthesized)"
+            }
         }
     }
 

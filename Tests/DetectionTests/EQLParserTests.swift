@@ -111,6 +111,16 @@ struct EQLParserTests {
         #expect(try EQLParser.parse("a where--0").description.contains("-(0)"))
     }
 
+    /// Negations of negations print as deep as they were written (a fuzz finding: 135 minus signs printed
+    /// with a pair of parentheses each went past the parser's nesting limit and did not parse back).
+    @Test func deepNegationsParseBack() throws {
+        for count in [2, 3, 135, 190] {
+            let text = "any where a - " + String(repeating: "-", count: count) + "b == 1 and c == " + String(repeating: "-", count: count) + "0"
+            let query = try EQLParser.parse(text)
+            #expect(try EQLParser.parse(query.description) == query, "\(count) minus signs → \(query.description.prefix(120))")
+        }
+    }
+
     /// Any tree, printed, parses back to the same tree (seeded; prints its seed).
     @Test func printedTreesParseBackToThemselves() throws {
         let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_EQL_SEED"].flatMap(UInt64.init) ?? 20_261_202
