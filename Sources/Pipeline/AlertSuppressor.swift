@@ -171,7 +171,7 @@ public struct SuppressionSummary: Sendable, Equatable, Codable {
         }
     }
 
-    /// The summary's lists, in the order of ``Values/fields``.
+    /// Counts `match` in, and adds its values of the summarized fields to their lists.
     mutating func add(_ match: RuleMatch) {
         count += 1
         firstSeen = min(firstSeen, match.eventTime)

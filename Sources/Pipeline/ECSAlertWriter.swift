@@ -101,7 +101,7 @@ extension AlertDocumentBuilder {
                         out.object { out in
                             out.member("field") { $0.string(term.0) }
                             out.member("value") { out in
-                                if let value = term.1 { out.strings([value]) } else { out.raw("null") }
+                                if let value = term.1 { out.array(CollectionOfOne(value)) { $0.string($1) } } else { out.raw("null") }
                             }
                         }
                     }

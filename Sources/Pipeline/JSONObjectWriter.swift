@@ -80,6 +80,18 @@ struct JSONObjectWriter {
         bytes.append(UInt8(ascii: "]"))
     }
 
+    /// `{…}` of a map's entries in key order (the order sorted serialization gives), each value written by `value`.
+    mutating func sortedMap<Value>(_ map: [String: Value], _ value: (inout JSONObjectWriter, Value) -> Void) {
+        bytes.append(UInt8(ascii: "{"))
+        for (index, entry) in map.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            string(entry.key)
+            bytes.append(UInt8(ascii: ":"))
+            value(&self, entry.value)
+        }
+        bytes.append(UInt8(ascii: "}"))
+    }
+
     /// `[…]` of strings.
     mutating func strings(_ values: [String]) { array(values) { $0.string($1) } }
 

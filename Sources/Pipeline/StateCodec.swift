@@ -77,13 +77,8 @@ public enum StateCodec {
             steps = mask
         }
         var summary: SuppressionSummary.Values?
-        if reader.skip(#","summary":["#) {
-            var lists: [[String]] = []
-            repeat {
-                guard let list = reader.strings() else { return nil }
-                lists.append(list)
-            } while reader.skip(",")
-            guard reader.skip("]"), lists.count == SuppressionSummary.Values.fields.count else { return nil }
+        if reader.skip(#","summary":"#) {
+            guard let lists = reader.array({ $0.strings() }), lists.count == SuppressionSummary.Values.fields.count else { return nil }
             summary = SuppressionSummary.Values(lists: lists)
         }
         guard reader.skip(#","time":"#), let time = reader.integer(), reader.skip("}"), reader.atEnd else { return nil }
@@ -161,14 +156,9 @@ public enum StateCodec {
         out.raw(#","windows":["#)
         for (index, window) in windows.enumerated() {
             if index > 0 { out.raw(",") }
-            out.raw(#"{"applied":{"#)
-            for (index, entry) in window.applied.sorted(by: { $0.key < $1.key }).enumerated() {
-                if index > 0 { out.raw(",") }
-                out.string(entry.key)
-                out.raw(":")
-                out.number(entry.value)
-            }
-            out.raw(#"},"closed":"#)
+            out.raw(#"{"applied":"#)
+            out.sortedMap(window.applied) { $0.number($1) }
+            out.raw(#","closed":"#)
             out.raw(window.closed ? "true" : "false")
             out.raw(#","end":"#)
             out.number(window.end)
@@ -182,14 +172,9 @@ public enum StateCodec {
             out.optionalStrings(window.groupValues)
             out.raw(#","key":"#)
             out.string(window.groupKey)
-            out.raw(#","recent":{"#)
-            for (index, entry) in window.recent.sorted(by: { $0.key < $1.key }).enumerated() {
-                if index > 0 { out.raw(",") }
-                out.string(entry.key)
-                out.raw(":")
-                out.array(entry.value) { $0.number($1) }
-            }
-            out.raw(#"},"start":"#)
+            out.raw(#","recent":"#)
+            out.sortedMap(window.recent) { $0.array($1) { $0.number($1) } }
+            out.raw(#","start":"#)
             out.number(window.start)
             out.raw(#","summary":"#)
             out.summary(window.summary, timesAsNumbers: true)
@@ -469,32 +454,24 @@ struct WrittenFormReader {
         return text
     }
 
-    /// `[…]` of strings.
-    mutating func strings() -> [String]? {
+    /// `[…]`, each element read by `element` (nil: not the written form).
+    mutating func array<Element>(_ element: (inout WrittenFormReader) -> Element?) -> [Element]? {
         guard skip("[") else { return nil }
-        var values: [String] = []
+        var values: [Element] = []
         if skip("]") { return values }
         repeat {
-            guard let value = string() else { return nil }
+            guard let value = element(&self) else { return nil }
             values.append(value)
         } while skip(",")
         return skip("]") ? values : nil
     }
 
+    /// `[…]` of strings.
+    mutating func strings() -> [String]? { array { $0.string() } }
+
     /// `[…]` of strings and nulls.
     mutating func optionalStrings() -> [String?]? {
-        guard skip("[") else { return nil }
-        var values: [String?] = []
-        if skip("]") { return values }
-        repeat {
-            if skip("null") {
-                values.append(nil)
-            } else {
-                guard let value = string() else { return nil }
-                values.append(value)
-            }
-        } while skip(",")
-        return skip("]") ? values : nil
+        array { reader -> String?? in reader.skip("null") ? .some(nil) : reader.string().map { .some($0) } }
     }
 
     /// `{"offset":…,"partition":…,"topic":…}`.
