@@ -84,151 +84,179 @@ struct JSONValidator {
     }
 
     @inline(__always)
-    private mutating func skipWhitespace() {
+    private mutating func skipWhitespace() { Self.skipWhitespace(bytes, count, &position) }
+
+    @inline(__always)
+    private static func skipWhitespace(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) {
         // Compact JSON has none: one comparison settles the common case (every token byte is above 0x20).
         while position < count {
             let byte = bytes[position]
             guard byte <= 0x20, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
-            position += 1
+            position &+= 1
         }
     }
 
-    /// The grammar as a loop over tokens with the open containers on a bit stack.
+    /// The grammar as one loop over tokens with the open containers on a bit stack. Its state — the offset,
+    /// the depth, whether the innermost container is an object — lives in locals, so that nothing goes
+    /// through memory from token to token (the offset is written back once, on the way out).
     private mutating func scanValue(_ watch: inout TypeWatch) throws(Failure) {
+        let bytes = self.bytes, count = self.count, maxDepth = self.maxDepth
+        var p = position
+        defer { position = p }
         var stack = InlineArray<4, UInt64>(repeating: 0)
         var depth = 0
-        @inline(__always) func isObject(_ level: Int) -> Bool { stack[(level - 1) >> 6] & (1 << UInt64((level - 1) & 63)) != 0 }
+        var inObject = false
+
+        // Set when a member name comes before the next value.
+        var expectKey = false
 
         value: while true {
-            // A value is expected at `position` (after optional whitespace).
-            skipWhitespace()
-            guard position < count else { throw .invalid }
-            let first = bytes[position]
-            if depth >= 2 { watch.value(first, depth: depth, at: position) }
+            if expectKey {
+                // A member name and its colon; at the root, where the value of a known member starts; one
+                // level down, the names the type checks look for.
+                expectKey = false
+                Self.skipWhitespace(bytes, count, &p)
+                guard p < count, bytes[p] == UInt8(ascii: "\"") else { throw .invalid }
+                let start = p &+ 1
+                p = start
+                let flags = try Self.stringBody(bytes, count, &p)
+                let end = p &- 1
+                if p < count, bytes[p] == UInt8(ascii: ":") {
+                    p &+= 1
+                } else {
+                    Self.skipWhitespace(bytes, count, &p)
+                    guard p < count, bytes[p] == UInt8(ascii: ":") else { throw .invalid }
+                    p &+= 1
+                }
+                if depth <= 2 {
+                    // An escaped name would need decoding to be classified: the decoder's case.
+                    if flags & 1 != 0 && (depth == 1 || watch.readsNames) { throw .unsure }
+                    let name = UnsafeRawBufferPointer(start: bytes + start, count: end &- start)
+                    if depth == 1 {
+                        Self.skipWhitespace(bytes, count, &p)
+                        watch.rootMember(RootKey.classify(name), at: p)
+                    } else if watch.readsNames {
+                        // Only `user`'s and `responseStatus`'s member names matter to the type checks.
+                        watch.member(name)
+                    }
+                }
+            }
+            // A value is expected at `p` (after optional whitespace).
+            Self.skipWhitespace(bytes, count, &p)
+            guard p < count else { throw .invalid }
+            let first = bytes[p]
+            if depth >= 2 { watch.value(first, depth: depth, at: p) }
             switch first {
+            case UInt8(ascii: "\""):
+                p &+= 1
+                try Self.stringBody(bytes, count, &p)
             case UInt8(ascii: "{"), UInt8(ascii: "["):
                 let object = first == UInt8(ascii: "{")
-                depth += 1
+                depth &+= 1
                 guard depth <= maxDepth else { throw .invalid }
-                let word = (depth - 1) >> 6
-                let bit: UInt64 = 1 << UInt64((depth - 1) & 63)
+                let word = (depth &- 1) >> 6
+                let bit: UInt64 = 1 << UInt64((depth &- 1) & 63)
                 if object { stack[word] |= bit } else { stack[word] &= ~bit }
-                position += 1
-                skipWhitespace()
-                guard position < count else { throw .invalid }
-                if bytes[position] == (object ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
-                    position += 1
+                inObject = object
+                p &+= 1
+                Self.skipWhitespace(bytes, count, &p)
+                guard p < count else { throw .invalid }
+                if bytes[p] == (object ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                    p &+= 1
                     if depth <= 3 { watch.close(depth: depth) }
-                    depth -= 1
+                    depth &-= 1
+                    inObject = Self.isObject(stack, depth)
                 } else if object {
-                    try scanKey(depth: depth, &watch)
+                    expectKey = true
                     continue value
                 } else {
                     continue value
                 }
-            case UInt8(ascii: "\""): try scanString()
-            case UInt8(ascii: "t"): try literal("true")
-            case UInt8(ascii: "f"): try literal("false")
-            case UInt8(ascii: "n"): try literal("null")
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try scanNumber()
+            case UInt8(ascii: "t"): try Self.literal("true", bytes, count, &p)
+            case UInt8(ascii: "f"): try Self.literal("false", bytes, count, &p)
+            case UInt8(ascii: "n"): try Self.literal("null", bytes, count, &p)
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                guard case .valid(let end) = checkNumber(bytes, count, p) else { throw .invalid }
+                p = end
             default: throw .invalid
             }
             // After a value: close containers, or move to the next member or element.
-            while true {
-                if depth == 0 { return }
-                skipWhitespace()
-                guard position < count else { throw .invalid }
-                let byte = bytes[position]
-                position += 1
-                let inObject = isObject(depth)
+            while depth > 0 {
+                guard p < count else { throw .invalid }
+                var byte = bytes[p]
+                if byte <= 0x20 {
+                    Self.skipWhitespace(bytes, count, &p)
+                    guard p < count else { throw .invalid }
+                    byte = bytes[p]
+                }
+                p &+= 1
                 if byte == UInt8(ascii: ",") {
-                    if inObject {
-                        skipWhitespace()
-                        guard position < count else { throw .invalid }
-                        try scanKey(depth: depth, &watch)
-                    }
+                    expectKey = inObject
                     continue value
                 }
                 guard byte == (inObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) else { throw .invalid }
                 if depth <= 3 { watch.close(depth: depth) }
-                depth -= 1
+                depth &-= 1
+                inObject = Self.isObject(stack, depth)
             }
+            return
         }
     }
 
-    /// A member name and its colon; at the root, where the value of a known member starts; one level down,
-    /// the names the type checks look for.
+    /// Whether the container open at `depth` (1 the outermost) is an object; false at depth 0.
     @inline(__always)
-    private mutating func scanKey(depth: Int, _ watch: inout TypeWatch) throws(Failure) {
-        guard bytes[position] == UInt8(ascii: "\"") else { throw .invalid }
-        let start = position + 1
-        let flags = try scanString()
-        let end = position - 1
-        skipWhitespace()
-        guard position < count, bytes[position] == UInt8(ascii: ":") else { throw .invalid }
-        position += 1
-        guard depth <= 2 else { return }
-        // An escaped name would need decoding to be classified: the decoder's case.
-        if flags & 1 != 0 && (depth == 1 || watch.readsNames) { throw .unsure }
-        let name = UnsafeRawBufferPointer(start: bytes + start, count: end - start)
-        if depth == 1 {
-            skipWhitespace()
-            watch.rootMember(RootKey.classify(name), at: position)
-        } else if watch.readsNames {
-            // Only `user`'s and `responseStatus`'s member names matter to the type checks.
-            watch.member(name)
-        }
+    private static func isObject(_ stack: InlineArray<4, UInt64>, _ depth: Int) -> Bool {
+        let level = depth &- 1
+        return depth > 0 && stack[level >> 6] & (1 << UInt64(level & 63)) != 0
     }
 
-    /// A string at `position` (its opening quote); leaves `position` past the closing quote.
+    /// The rest of a string after its opening quote; leaves `position` past the closing quote.
     /// - Returns: bit 0 set when it holds escapes, bit 1 when it holds non-ASCII bytes.
     @discardableResult
     @inline(__always)
-    private mutating func scanString() throws(Failure) -> UInt8 {
-        position += 1
+    private static func stringBody(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) throws(Failure) -> UInt8 {
+        // Most strings are plain ASCII: one skip and the closing quote, inlined where the grammar needs it.
+        position = skipPlainStringBytes(bytes, count, from: position)
+        if position < count, bytes[position] == UInt8(ascii: "\"") {
+            position &+= 1
+            return 0
+        }
+        return try stringBodyRest(bytes, count, &position)
+    }
+
+    /// The rest of a string from its first byte that needs a look: escapes, non-ASCII, controls, the end.
+    @inline(never)
+    private static func stringBodyRest(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) throws(Failure) -> UInt8 {
         var flags: UInt8 = 0
         while true {
-            position = skipPlainStringBytes(bytes, count, from: position)
             guard position < count else { throw .invalid }
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
-                position += 1
+                position &+= 1
                 return flags
             }
             if byte == UInt8(ascii: "\\") {
                 flags |= 1
-                try scanEscape()
+                guard case .valid(let length) = checkEscape(bytes, count, position) else { throw .invalid }
+                position &+= length
             } else if byte < 0x20 {
                 throw .invalid
             } else if byte >= 0x80 {
                 flags |= 2
-                try scanUTF8Sequence()
+                guard case .valid(let length) = checkUTF8Sequence(bytes, count, position) else { throw .invalid }
+                position &+= length
             } else {
-                position += 1
+                position &+= 1
             }
+            position = skipPlainStringBytes(bytes, count, from: position)
         }
     }
 
-    private mutating func scanEscape() throws(Failure) {
-        guard case .valid(let length) = checkEscape(bytes, count, position) else { throw .invalid }
-        position += length
-    }
-
-    private mutating func scanUTF8Sequence() throws(Failure) {
-        guard case .valid(let length) = checkUTF8Sequence(bytes, count, position) else { throw .invalid }
-        position += length
-    }
-
-    private mutating func scanNumber() throws(Failure) {
-        guard case .valid(let end) = checkNumber(bytes, count, position) else { throw .invalid }
-        position = end
-    }
-
     @inline(__always)
-    private mutating func literal(_ text: StaticString) throws(Failure) {
+    private static func literal(_ text: StaticString, _ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) throws(Failure) {
         let length = text.utf8CodeUnitCount
-        guard position + length <= count, memcmp(bytes + position, text.utf8Start, length) == 0 else { throw .invalid }
-        position += length
+        guard position &+ length <= count, memcmp(bytes + position, text.utf8Start, length) == 0 else { throw .invalid }
+        position &+= length
     }
 }
 
