@@ -302,12 +302,18 @@ struct TypeWatch {
     }
 
     mutating func member(_ raw: UnsafeRawBufferPointer) {
-        func equals(_ literal: StaticString) -> Bool {
-            raw.count == literal.utf8CodeUnitCount && bytesEqual(raw.baseAddress!, literal.utf8Start, count: raw.count)
+        // By length first, then one comparison (as ``RootKey/classify(_:)``): this runs for every member of
+        // `user` and `responseStatus`.
+        guard let base = raw.baseAddress else {
+            name = .other
+            return
         }
-        switch current {
-        case .user?: name = equals("username") || equals("uid") ? .stringField : equals("groups") ? .groups : .other
-        case .responseStatus?: name = equals("code") ? .code : .other
+        @inline(__always) func equals(_ literal: StaticString) -> Bool { bytesEqual(base, literal.utf8Start, count: raw.count) }
+        switch (current, raw.count) {
+        case (.user?, 8): name = equals("username") ? .stringField : .other
+        case (.user?, 3): name = equals("uid") ? .stringField : .other
+        case (.user?, 6): name = equals("groups") ? .groups : .other
+        case (.responseStatus?, 4): name = equals("code") ? .code : .other
         default: name = .other
         }
     }

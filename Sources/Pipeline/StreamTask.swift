@@ -35,7 +35,34 @@ final class StreamTask {
         /// started it, then each commit), stamped on every match so the aggregate side can forget older ones.
         var replayFloor: Int64?
     }
-    private var owned: [TopicPartition: OwnedPartition] = [:]
+    /// The partitions this member owns, with the last lookup kept: records come in runs of one partition,
+    /// and hashing a topic's name for each record cost more than the rest of its bookkeeping. Keys change
+    /// only through `set` and `remove`, which forget the kept lookup, so an index it returns is valid.
+    private struct OwnedPartitions {
+        typealias Index = Dictionary<TopicPartition, OwnedPartition>.Index
+        private(set) var table: [TopicPartition: OwnedPartition] = [:]
+        private var last: (partition: TopicPartition, index: Index)?
+
+        mutating func index(of partition: TopicPartition) -> Index? {
+            if let last, last.partition == partition { return last.index }
+            guard let index = table.index(forKey: partition) else { return nil }
+            last = (partition, index)
+            return index
+        }
+        subscript(index: Index) -> OwnedPartition {
+            get { table.values[index] }
+            _modify { yield &table.values[index] }
+        }
+        mutating func set(_ partition: TopicPartition, _ value: OwnedPartition) {
+            last = nil
+            table[partition] = value
+        }
+        mutating func remove(_ partition: TopicPartition) {
+            last = nil
+            table.removeValue(forKey: partition)
+        }
+    }
+    private var owned = OwnedPartitions()
     private var epoch: UInt64 = 0
     private var pollEpoch: UInt64 = 0
     private var output: [OutputRecord] = []
@@ -55,26 +82,26 @@ final class StreamTask {
     /// restored; until then their records are dropped.
     func assign(_ partitions: [TopicPartition]) {
         epoch += 1
-        for partition in partitions { owned[partition] = OwnedPartition(assignedIn: epoch, source: topology.source(of: partition.topic)) }
+        for partition in partitions { owned.set(partition, OwnedPartition(assignedIn: epoch, source: topology.source(of: partition.topic))) }
     }
 
     /// Partitions taken away (revoked or lost): their stores go; their next owner restores them.
     func revoke(_ partitions: [TopicPartition]) {
         epoch += 1
         for partition in partitions {
-            owned.removeValue(forKey: partition)
+            owned.remove(partition)
             for id in topology.statePartitions(carriedBy: partition) { stores.removeValue(forKey: id) }
         }
     }
 
-    func owns(_ partition: TopicPartition) -> Bool { owned[partition] != nil }
+    func owns(_ partition: TopicPartition) -> Bool { owned.table[partition] != nil }
 
     /// The member positioned an owned partition at `offset`, or committed it there.
     func floor(_ partition: TopicPartition, at offset: Int64) {
-        guard let index = owned.index(forKey: partition), owned.values[index].source == .input else { return }
-        owned.values[index].replayFloor = max(owned.values[index].replayFloor ?? .min, offset)
+        guard let index = owned.index(of: partition), owned[index].source == .input else { return }
+        owned[index].replayFloor = max(owned[index].replayFloor ?? .min, offset)
     }
-    var ownedPartitions: [TopicPartition] { Array(owned.keys) }
+    var ownedPartitions: [TopicPartition] { Array(owned.table.keys) }
 
     func restoreStore(_ id: StatePartition, latest: [[UInt8]: [UInt8]?]) throws -> StateStore {
         try StateStore.restore(id: id, empty: aggregate.emptyState(ruleIndex: id.ruleIndex), latest: latest, now: clock())
@@ -82,7 +109,7 @@ final class StreamTask {
 
     /// A restored store, for a partition still owned.
     func install(_ store: StateStore) {
-        guard owned.keys.contains(where: { topology.statePartitions(carriedBy: $0).contains(store.id) }) else { return }
+        guard owned.table.keys.contains(where: { topology.statePartitions(carriedBy: $0).contains(store.id) }) else { return }
         stores[store.id] = store
     }
 
@@ -105,18 +132,18 @@ final class StreamTask {
 
     /// Owned partitions assigned during the current poll: their records were dropped and they are to be
     /// read again from ``startOffset(of:committed:)``.
-    var assignedDuringPoll: [TopicPartition] { owned.filter { $0.value.assignedIn > pollEpoch }.map(\.key).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) } }
+    var assignedDuringPoll: [TopicPartition] { owned.table.filter { $0.value.assignedIn > pollEpoch }.map(\.key).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) } }
 
     /// Processes one record; returns false when it was fenced (dropped).
     @discardableResult
     func process(_ record: RecordView) -> Bool {
         let partition = record.topicPartition
-        guard let index = owned.index(forKey: partition), owned.values[index].assignedIn <= pollEpoch else {
+        guard let index = owned.index(of: partition), owned[index].assignedIn <= pollEpoch else {
             counts.fencedRecords += 1
             return false
         }
         // Nothing below adds or removes an owned partition: the index stays valid.
-        switch owned.values[index].source {
+        switch owned[index].source {
         case .matches(let ruleIndex)?:
             let id = StatePartition(ruleIndex: ruleIndex, ruleID: topology.rules[ruleIndex].id, partition: record.partition)
             guard var store = stores.removeValue(forKey: id) else {
@@ -124,7 +151,7 @@ final class StreamTask {
                 return false
             }
             defer { stores[id] = store }
-            owned.values[index].nextOffset = record.offset + 1
+            owned[index].nextOffset = record.offset + 1
             if store.covers(offset: record.offset) {
                 counts.duplicateMatches += 1  // already in the restored state
                 return true
@@ -165,7 +192,7 @@ final class StreamTask {
                 // Each store applies the record once: not if it already holds it (restored past it).
                 let fresh = ids.map { !stores[$0]!.covers(offset: record.offset) }
                 guard fresh.contains(true) else {
-                    owned.values[index].nextOffset = record.offset + 1
+                    owned[index].nextOffset = record.offset + 1
                     return true
                 }
                 detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
@@ -177,14 +204,14 @@ final class StreamTask {
             } else {
                 detect.process(record, counts: &counts, output: &output) { found.append(($0, $1)) }
                 for (ruleIndex, match) in found {
-                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: owned.values[index].replayFloor) { output.append(repartitioned) }
+                    if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: owned[index].replayFloor) { output.append(repartitioned) }
                 }
             }
         case nil:
             counts.fencedRecords += 1
             return false
         }
-        owned.values[index].nextOffset = record.offset + 1
+        owned[index].nextOffset = record.offset + 1
         return true
     }
 
@@ -237,10 +264,10 @@ final class StreamTask {
             changelog += stores[id]!.changelogRecords(topic: topology.changelogTopics[id.ruleIndex])
         }
         var offsets: [TopicPartition: Int64] = [:]
-        for index in owned.indices {
-            guard let next = owned.values[index].nextOffset else { continue }
-            offsets[owned.keys[index]] = next
-            owned.values[index].nextOffset = nil
+        for index in owned.table.indices {
+            guard let next = owned[index].nextOffset else { continue }
+            offsets[owned.table.keys[index]] = next
+            owned[index].nextOffset = nil
         }
         defer { output.removeAll(keepingCapacity: true) }
         return Batch(records: output, changelog: changelog, offsets: offsets)
