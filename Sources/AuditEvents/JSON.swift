@@ -450,10 +450,23 @@ func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPoint
     // The loads end at start + 15 + max(anchor) ≤ starts - 1 + needle.count - 1 = haystack.count - 1.
     #if arch(x86_64)
     let firstVector = _mm_set1_epi8(CChar(bitPattern: firstByte)), secondVector = _mm_set1_epi8(CChar(bitPattern: secondByte))
+    let firstAnchor = base + anchors.first, secondAnchor = base + anchors.second
+    @inline(__always) func candidates16(_ at: Int) -> UInt32 {
+        UInt32(truncatingIfNeeded: _mm_movemask_epi8(_mm_and_si128(
+            _mm_cmpeq_epi8((firstAnchor + at).loadUnaligned(as: __m128i.self), firstVector),
+            _mm_cmpeq_epi8((secondAnchor + at).loadUnaligned(as: __m128i.self), secondVector))))
+    }
+    // Thirty-two starts a step while they last (one branch for two vectors), then sixteen.
+    while start &+ 32 <= starts {
+        var candidates = candidates16(start) | candidates16(start &+ 16) << 16
+        while candidates != 0 {
+            if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: needle.count) { return true }
+            candidates &= candidates &- 1
+        }
+        start &+= 32
+    }
     while start &+ 16 <= starts {
-        let both = _mm_and_si128(_mm_cmpeq_epi8((base + start + anchors.first).loadUnaligned(as: __m128i.self), firstVector),
-                                 _mm_cmpeq_epi8((base + start + anchors.second).loadUnaligned(as: __m128i.self), secondVector))
-        var candidates = UInt32(truncatingIfNeeded: _mm_movemask_epi8(both))
+        var candidates = candidates16(start)
         while candidates != 0 {
             if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: needle.count) { return true }
             candidates &= candidates &- 1
