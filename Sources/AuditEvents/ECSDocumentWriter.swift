@@ -548,15 +548,25 @@ struct ByteBuffer: ByteSink {
 
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        reserve(bytes.count)
-        if bytes.count <= 16 {
-            // Most pieces are short keys and values: a loop is cheaper than a call to memcpy.
-            let from = source.assumingMemoryBound(to: UInt8.self)
-            for offset in 0..<bytes.count { base[count + offset] = from[offset] }
-        } else {
-            UnsafeMutableRawPointer(base + count).copyMemory(from: source, byteCount: bytes.count)
+        let length = bytes.count
+        reserve(length)
+        let target = UnsafeMutableRawPointer(base + count)
+        // Most pieces are short keys and values: two overlapping loads and stores of one width cover any
+        // length up to twice it, without a loop or a call to memcpy.
+        @inline(__always) func copyTwice<Word>(_: Word.Type) {
+            let head = source.loadUnaligned(as: Word.self)
+            let tail = source.loadUnaligned(fromByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
+            target.storeBytes(of: head, as: Word.self)
+            target.storeBytes(of: tail, toByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
         }
-        count += bytes.count
+        switch length {
+        case 1: target.storeBytes(of: source.load(as: UInt8.self), as: UInt8.self)
+        case 2...3: copyTwice(UInt16.self)
+        case 4...7: copyTwice(UInt32.self)
+        case 8...16: copyTwice(UInt64.self)
+        default: target.copyMemory(from: source, byteCount: length)
+        }
+        count += length
     }
 
     mutating func append(_ text: StaticString) {

@@ -382,7 +382,7 @@ public func writeJSONString(_ string: String, to output: inout [UInt8]) {
 func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8]) {
     if let done = text.withContiguousStorageIfAvailable({ buffer -> Bool in
         // Most text needs no escape: copy it whole.
-        guard buffer.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+        guard needsJSONEscape(UnsafeRawBufferPointer(buffer)) else {
             output.append(contentsOf: buffer)
             return true
         }
@@ -401,6 +401,29 @@ func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8
         default: output.append(byte)
         }
     }
+}
+
+/// Whether any byte of `text` must be escaped in a JSON string: a quote, a backslash or a control character.
+/// Eight bytes a step by word arithmetic (each test is exact for "some byte is"), the rest one by one.
+@inline(__always)
+func needsJSONEscape(_ text: UnsafeRawBufferPointer) -> Bool {
+    guard let base = text.baseAddress else { return false }
+    let count = text.count
+    var offset = 0
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    while offset &+ 8 <= count {
+        let word = base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C)
+        let hits = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)
+        if hits & 0x8080_8080_8080_8080 != 0 { return true }
+        offset &+= 8
+    }
+    while offset < count {
+        let byte = base.load(fromByteOffset: offset, as: UInt8.self)
+        if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return true }
+        offset &+= 1
+    }
+    return false
 }
 
 /// Whether `count` bytes at `a` and at `b` are equal. Field names and literals are short: up to 16 bytes it
