@@ -12,7 +12,22 @@ struct JSONObjectWriter {
     mutating func raw(_ text: StaticString) { bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
     mutating func raw(_ value: some Collection<UInt8>) { bytes.append(contentsOf: value) }
     mutating func string(_ text: String) { writeJSONString(text, to: &bytes) }
-    mutating func number(_ value: Int64) { bytes.append(contentsOf: String(value).utf8) }
+    mutating func number(_ value: Int64) {
+        // Digits written straight into the output: `String(value)` made a string per number, and every state
+        // record holds several (offsets, times, counts).
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for UInt64's 20 digits
+        withUnsafeMutableBytes(of: &scratch) { digits in
+            var start = digits.count
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[start...]))
+        }
+    }
 
     mutating func timestamp(_ milliseconds: Int64) {
         bytes.append(UInt8(ascii: "\""))
