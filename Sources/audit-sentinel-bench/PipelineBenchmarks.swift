@@ -335,6 +335,7 @@ struct EndToEndBenchmark {
         // The pipeline's own fetch wait (10 ms) and linger (1 ms); the raw consumer's other settings.
         configuration.consumerProperties = BenchBroker.consumerProperties.filter { $0.key != "fetch.wait.max.ms" }
         configuration.internalPartitions = 6
+        if let linger = ProcessInfo.processInfo.environment["BENCH_LINGER_MS"] { configuration.producerProperties["linger.ms"] = linger }
         configuration.replicationFactor = broker.name == "tansu" ? 1 : -1
         return configuration
     }
