@@ -75,10 +75,25 @@ public final class InMemoryDriver {
         return Self.append(StoredRecord(key: key, value: value, headers: [], timestamp: timestamp), to: &logs[target, default: PartitionLog()])
     }
 
-    /// Appends to a log reached through one dictionary access (a replay pipes every record of its input).
+    /// Appends values (no key, no timestamp) to a partition of an input topic through one lookup of its log,
+    /// returning the first one's offset: a replay pipes every line of its input, and a lookup per record
+    /// (hashing the topic's name) cost it more than the append.
+    @discardableResult
+    public func pipe(contentsOf values: [[UInt8]], topic: String, partition: Int32 = 0) -> Int64 {
+        Self.append(values, to: &logs[TopicPartition(topic, partition), default: PartitionLog()])
+    }
+
+    /// Appends to a log reached through one dictionary access.
     private static func append(_ record: StoredRecord, to log: inout PartitionLog) -> Int64 {
         log.records.append(record)
         return log.end - 1
+    }
+
+    private static func append(_ values: [[UInt8]], to log: inout PartitionLog) -> Int64 {
+        let first = log.end
+        log.records.reserveCapacity(log.records.count + values.count)
+        for value in values { log.records.append(StoredRecord(key: nil, value: value, headers: [], timestamp: nil)) }
+        return first
     }
 
     /// Every record of a topic, partition by partition, in offset order.

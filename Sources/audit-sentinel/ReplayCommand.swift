@@ -129,7 +129,17 @@ struct Replay: ParsableCommand {
         // windows it changed once, however many of its matches changed them (1 000 wrote them four times as
         // often; the live pipeline's polls are of `processing.max_batch`).
         let batchSize = 4096
+        // The batch's records, piped into the driver's log together when it runs (all of one file: a batch
+        // ends with its input).
+        var pending: [[UInt8]] = []
+        pending.reserveCapacity(batchSize)
+        func pipePending() {
+            guard !pending.isEmpty else { return }
+            batch.firstOffset = driver.pipe(contentsOf: pending, topic: batch.topic)
+            pending.removeAll(keepingCapacity: true)
+        }
         func drain() {
+            pipePending()
             driver.runUntilQuiet(maxRecords: batchSize, using: &random)
             driver.truncateConsumed()
             batch.lines.removeAll(keepingCapacity: true)
@@ -140,9 +150,8 @@ struct Replay: ParsableCommand {
                                       whileWaiting: { drain(); sink.flush() }, afterEachInput: drain) { record in
             // Records come file by file: the topic is named once per file, not per record.
             if record.path != currentInput.path { currentInput = (record.path, topicName(record.path)) }
-            let topic = currentInput.topic
-            let offset = driver.pipe(Array(record.bytes), topic: topic)
-            if batch.lines.isEmpty { batch = (topic, record.name, offset, batch.lines) }
+            if batch.lines.isEmpty { batch = (currentInput.topic, record.name, 0, batch.lines) }
+            pending.append(Array(record.bytes))
             batch.lines.append(record.line)
             piped += 1
             if piped % batchSize == 0 {
@@ -151,6 +160,7 @@ struct Replay: ParsableCommand {
             }
         }
         if StopSignals.requested { printError("replay: \(StopSignals.lastName): input ends here; closing every window") }
+        pipePending()
         driver.closeAllWindows()
         drain()
         sink.flush()
