@@ -43,8 +43,22 @@ struct JSONObjectWriter {
         bytes.append(UInt8(ascii: "}"))
     }
 
-    /// A member of the innermost open object; its key needs no escaping.
-    mutating func member(_ key: String, _ value: (inout JSONObjectWriter) -> Void) {
+    /// A member of the innermost open object whose name is written in the source: its bytes go out as they are (no name here needs an
+    /// escape), where a `String` name went through the escape check and an array append of its own.
+    mutating func member(_ key: StaticString, _ value: (inout JSONObjectWriter) -> Void) {
+        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
+        started[started.count - 1] = true
+        let name = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        assert(name.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }, "member name \(key) needs escaping")
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: name)
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+        value(&self)
+    }
+
+    /// A member whose name is data (a spliced document's).
+    mutating func member(named key: String, _ value: (inout JSONObjectWriter) -> Void) {
         if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
         started[started.count - 1] = true
         writeJSONString(key, to: &bytes)
@@ -59,13 +73,13 @@ struct JSONObjectWriter {
             var next = 0
             for member in spliced {
                 while next < written.count, written[next].key < member.key {
-                    out.member(written[next].key, written[next].write)
+                    out.member(named: written[next].key, written[next].write)
                     next += 1
                 }
                 if next < written.count, written[next].key == member.key { continue }
-                out.member(member.key) { $0.raw(member.value) }
+                out.member(named: member.key) { $0.raw(member.value) }
             }
-            for member in written[next...] { out.member(member.key, member.write) }
+            for member in written[next...] { out.member(named: member.key, member.write) }
         }
     }
 
