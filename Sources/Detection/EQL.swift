@@ -91,6 +91,9 @@ public enum EQLStringPredicate: String, Sendable {
 
 public enum EQLArithmetic: String, Sendable {
     case add = "+", subtract = "-", multiply = "*", divide = "/", modulo = "%"
+
+    /// `+` and `-` bind looser than `*`, `/` and `%`; within each level operators associate to the left.
+    var isAdditive: Bool { self == .add || self == .subtract }
 }
 
 /// A literal: EQL's strings, numbers, booleans and null.
@@ -143,7 +146,7 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
             "(\(value) \(predicate.rawValue)\(insensitive && predicate != .seq ? "~" : "") (" + patterns.map(\.description).joined(separator: ", ") + "))"
         case .function(let name, let arguments, let insensitive):
             "\(name)\(insensitive ? "~" : "")(" + arguments.map(\.description).joined(separator: ", ") + ")"
-        case .arithmetic(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
+        case .arithmetic: "(\(arithmeticChain))"
         // A literal in parentheses: `-0` would read back as the literal -0, not as 0 negated. A negation of a
         // negation with a space and no parentheses: as deep as it was written (each pair of parentheses is
         // another level of the parser's nesting limit), and `--` is not one token.
@@ -154,6 +157,18 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
             default: "-\(inner.parenthesized)"
             }
         }
+    }
+
+    /// An arithmetic expression without its outer parentheses, its left operand unparenthesized when it is of
+    /// the same precedence: `a - b - c` parses left-associative, so a chain reads back the same printed flat,
+    /// where a pair of parentheses per link took the printed form one nesting level deeper per link than
+    /// the text it came from (fuzz finding: past the parser's 200-level limit).
+    private var arithmeticChain: String {
+        guard case .arithmetic(let left, let op, let right) = self else { return description }
+        if case .arithmetic(_, let leftOp, _) = left, leftOp.isAdditive == op.isAdditive {
+            return "\(left.arithmeticChain) \(op.rawValue) \(right)"
+        }
+        return "\(left) \(op.rawValue) \(right)"
     }
 
     private var parenthesized: String {

@@ -121,6 +121,17 @@ struct EQLParserTests {
         }
     }
 
+    /// Fuzz finding: a chain of subtractions with long runs of negations printed a pair of parentheses per link,
+    /// one nesting level deeper each, and went past the parser's limit. Chains print flat now.
+    @Test func longArithmeticChainsParseBack() throws {
+        for (links, minus) in [(3, 2), (30, 150), (120, 185)] {
+            let operand = String(repeating: "-", count: minus) + "b"
+            let text = "any where a" + String(repeating: " - " + operand, count: links) + " * c + d / e % f - g == 1"
+            let query = try EQLParser.parse(text)
+            #expect(try EQLParser.parse(query.description) == query, "\(links) links of \(minus) minus signs → \(query.description.prefix(120))")
+        }
+    }
+
     /// Any tree, printed, parses back to the same tree (seeded; prints its seed).
     @Test func printedTreesParseBackToThemselves() throws {
         let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_EQL_SEED"].flatMap(UInt64.init) ?? 20_261_202
