@@ -238,13 +238,19 @@ public struct EQLParser {
         case end
     }
 
-    static let maxDepth = 200
+    /// How deep a query may nest (parentheses, negations, `not`, function calls).
+    public static let maxDepth = 200
     private var tokens: [(token: Token, position: Int)] = []
     private var index = 0
     private var depth = 0
+    private var depthLimit = EQLParser.maxDepth
 
-    public static func parse(_ query: String) throws(EQLSyntaxError) -> EQLQuery {
+    /// - Parameter maxDepth: the nesting limit; the printed form of a query (``EQLQuery/description``) may
+    ///   nest deeper than the text it was parsed from (it parenthesizes every comparison and arithmetic), by
+    ///   at most one level per level of the original.
+    public static func parse(_ query: String, maxDepth: Int = EQLParser.maxDepth) throws(EQLSyntaxError) -> EQLQuery {
         var parser = EQLParser()
+        parser.depthLimit = maxDepth
         parser.tokens = try tokenize(query)
         let result: EQLQuery
         if parser.isKeyword("sequence") {
@@ -382,7 +388,7 @@ public struct EQLParser {
 
     private mutating func enter() throws(EQLSyntaxError) {
         depth += 1
-        if depth > Self.maxDepth { throw error("the query nests deeper than \(Self.maxDepth) levels", expected: "a flatter query") }
+        if depth > depthLimit { throw error("the query nests deeper than \(depthLimit) levels", expected: "a flatter query") }
     }
 
     private mutating func parseOr() throws(EQLSyntaxError) -> EQLExpression {
