@@ -42,7 +42,7 @@ public struct EQLSequence: Sendable, Equatable, CustomStringConvertible {
         }
 
         public var description: String {
-            "[\(query)]" + (joinKeys.isEmpty ? "" : " by " + joinKeys.map(\.description).joined(separator: ", "))
+            "[\(query)]" + (joinKeys.isEmpty ? "" : " by " + joinKeys.map(\.operandDescription).joined(separator: ", "))
                 + (runs == 1 ? "" : " with runs=\(runs)")
         }
     }
@@ -64,7 +64,7 @@ public struct EQLSequence: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         var text = "sequence"
-        if !joinKeys.isEmpty { text += " by " + joinKeys.map(\.description).joined(separator: ", ") }
+        if !joinKeys.isEmpty { text += " by " + joinKeys.map(\.operandDescription).joined(separator: ", ") }
         if let maxspanMilliseconds { text += " with maxspan=\(Self.format(milliseconds: maxspanMilliseconds))" }
         for step in steps { text += " " + step.description }
         if let until { text += " until " + until.description }
@@ -91,9 +91,6 @@ public enum EQLStringPredicate: String, Sendable {
 
 public enum EQLArithmetic: String, Sendable {
     case add = "+", subtract = "-", multiply = "*", divide = "/", modulo = "%"
-
-    /// `+` and `-` bind looser than `*`, `/` and `%`; within each level operators associate to the left.
-    var isAdditive: Bool { self == .add || self == .subtract }
 }
 
 /// A literal: EQL's strings, numbers, booleans and null.
@@ -132,49 +129,72 @@ public indirect enum EQLExpression: Sendable, Equatable, CustomStringConvertible
     case arithmetic(EQLExpression, EQLArithmetic, EQLExpression)
     case negate(EQLExpression)
 
-    public var description: String {
+    /// The expression as EQL text, in parentheses only where the parser needs them: each pair of parentheses
+    /// is a level of the parser's nesting limit, so the text is never nested deeper than any text that parses
+    /// to the same tree (fuzz findings: a parenthesized operand per link of a subtraction chain, per negation
+    /// of a negation, took the printed form of a query at the limit past it).
+    public var description: String { printed(in: .or) }
+
+    /// As a join key (`by …`): the parser reads an operand there.
+    var operandDescription: String { printed(in: .operand) }
+
+    /// How tightly an expression binds, loosest first: the parser function that reads it (`parseOr` …
+    /// `parseOperand`). A context reading at some binding takes anything that binds at least as tightly.
+    private enum Binding: Int, Comparable {
+        case or, and, not, predicate, additive, multiplicative, unary, operand
+        static func < (a: Binding, b: Binding) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    private var binding: Binding {
+        switch self {
+        case .or: .or
+        case .and: .and
+        case .not: .not
+        case .compare, .membership, .stringPredicate: .predicate
+        case .arithmetic(_, let op, _): op == .add || op == .subtract ? .additive : .multiplicative
+        // A negative number is read by `parseUnary` (a minus sign, then the number).
+        case .negate, .literal(.integer(..<0)): .unary
+        case .literal(.double(let value)) where value.sign == .minus: .unary
+        case .literal, .field, .function: .operand
+        }
+    }
+
+    /// The text where the parser reads at `context`: in parentheses when this binds more loosely.
+    private func printed(in context: Binding) -> String {
+        binding < context ? "(\(bare))" : bare
+    }
+
+    private var bare: String {
         switch self {
         case .literal(let literal): literal.description
         case .field(let path): Self.quoteIdentifierIfNeeded(path)
-        case .not(let inner): "not \(inner.parenthesized)"
-        case .and(let parts): "(" + parts.map(\.description).joined(separator: " and ") + ")"
-        case .or(let parts): "(" + parts.map(\.description).joined(separator: " or ") + ")"
-        case .compare(let left, let op, let right): "(\(left) \(op.rawValue) \(right))"
+        case .not(let inner): "not " + inner.printed(in: .not)
+        case .and(let parts): parts.map { $0.printed(in: .not) }.joined(separator: " and ")
+        case .or(let parts): parts.map { $0.printed(in: .and) }.joined(separator: " or ")
+        case .compare(let left, let op, let right): "\(left.printed(in: .additive)) \(op.rawValue) \(right.printed(in: .additive))"
         case .membership(let value, let list, let insensitive, let negated):
-            "(\(value) \(negated ? "not in" : "in")\(insensitive ? "~" : "") (" + list.map(\.description).joined(separator: ", ") + "))"
+            "\(value.printed(in: .additive)) \(negated ? "not in" : "in")\(insensitive ? "~" : "") ("
+                + list.map { $0.printed(in: .additive) }.joined(separator: ", ") + ")"
         case .stringPredicate(let value, let predicate, let patterns, let insensitive):
-            "(\(value) \(predicate.rawValue)\(insensitive && predicate != .seq ? "~" : "") (" + patterns.map(\.description).joined(separator: ", ") + "))"
+            "\(value.printed(in: .additive)) \(predicate.rawValue)\(insensitive && predicate != .seq ? "~" : "") ("
+                + patterns.map { $0.printed(in: .additive) }.joined(separator: ", ") + ")"
         case .function(let name, let arguments, let insensitive):
             "\(name)\(insensitive ? "~" : "")(" + arguments.map(\.description).joined(separator: ", ") + ")"
-        case .arithmetic: "(\(arithmeticChain))"
-        // A literal in parentheses: `-0` would read back as the literal -0, not as 0 negated. A negation of a
-        // negation with a space and no parentheses: as deep as it was written (each pair of parentheses is
-        // another level of the parser's nesting limit), and `--` is not one token.
+        case .arithmetic(let left, let op, let right):
+            // Left-associative: the left operand at this operator's binding, the right one tighter.
+            binding == .additive
+                ? "\(left.printed(in: .additive)) \(op.rawValue) \(right.printed(in: .multiplicative))"
+                : "\(left.printed(in: .multiplicative)) \(op.rawValue) \(right.printed(in: .unary))"
         case .negate(let inner):
             switch inner {
-            case .literal: "-(\(inner))"
-            case .negate: "- \(inner)"
-            default: "-\(inner.parenthesized)"
+            // A number right after a minus sign reads as one negative literal: a non-negative one goes in
+            // parentheses (`-(0)`), as the only text that parses to this did.
+            case .literal(.integer(0...)): "-(\(inner))"
+            case .literal(.double(let value)) where value.sign == .plus: "-(\(inner))"
+            default:
+                // `- -x`, not `--x`: the signs stay two tokens.
+                { $0.hasPrefix("-") ? "- " + $0 : "-" + $0 }(inner.printed(in: .unary))
             }
-        }
-    }
-
-    /// An arithmetic expression without its outer parentheses, its left operand unparenthesized when it is of
-    /// the same precedence: `a - b - c` parses left-associative, so a chain reads back the same printed flat,
-    /// where a pair of parentheses per link took the printed form one nesting level deeper per link than
-    /// the text it came from (fuzz finding: past the parser's 200-level limit).
-    private var arithmeticChain: String {
-        guard case .arithmetic(let left, let op, let right) = self else { return description }
-        if case .arithmetic(_, let leftOp, _) = left, leftOp.isAdditive == op.isAdditive {
-            return "\(left.arithmeticChain) \(op.rawValue) \(right)"
-        }
-        return "\(left) \(op.rawValue) \(right)"
-    }
-
-    private var parenthesized: String {
-        switch self {
-        case .literal, .field, .function, .and, .or, .compare, .membership, .stringPredicate, .arithmetic: description
-        case .not, .negate: "(\(description))"
         }
     }
 
@@ -238,19 +258,13 @@ public struct EQLParser {
         case end
     }
 
-    /// How deep a query may nest (parentheses, negations, `not`, function calls).
-    public static let maxDepth = 200
+    static let maxDepth = 200
     private var tokens: [(token: Token, position: Int)] = []
     private var index = 0
     private var depth = 0
-    private var depthLimit = EQLParser.maxDepth
 
-    /// - Parameter maxDepth: the nesting limit; the printed form of a query (``EQLQuery/description``) may
-    ///   nest deeper than the text it was parsed from (it parenthesizes every comparison and arithmetic), by
-    ///   at most one level per level of the original.
-    public static func parse(_ query: String, maxDepth: Int = EQLParser.maxDepth) throws(EQLSyntaxError) -> EQLQuery {
+    public static func parse(_ query: String) throws(EQLSyntaxError) -> EQLQuery {
         var parser = EQLParser()
-        parser.depthLimit = maxDepth
         parser.tokens = try tokenize(query)
         let result: EQLQuery
         if parser.isKeyword("sequence") {
@@ -388,7 +402,7 @@ public struct EQLParser {
 
     private mutating func enter() throws(EQLSyntaxError) {
         depth += 1
-        if depth > depthLimit { throw error("the query nests deeper than \(depthLimit) levels", expected: "a flatter query") }
+        if depth > Self.maxDepth { throw error("the query nests deeper than \(Self.maxDepth) levels", expected: "a flatter query") }
     }
 
     private mutating func parseOr() throws(EQLSyntaxError) -> EQLExpression {

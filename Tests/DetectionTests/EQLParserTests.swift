@@ -132,6 +132,25 @@ struct EQLParserTests {
         }
     }
 
+    /// Texts at the parser's nesting limit print to texts that parse within it: the printer puts parentheses only
+    /// where the parser needs them (fuzz finding: 199 negations after a minus sign printed one level deeper), and
+    /// a join key that is not an operand keeps its parentheses.
+    @Test func printedFormsStayWithinTheNestingLimit() throws {
+        let texts = [
+            "any where a - " + String(repeating: "-", count: 199) + "b == 1",
+            "any where x == 1 and " + String(repeating: "not ", count: 199) + "y == 2",
+            "any where " + String(repeating: "(", count: 197) + "a == -(0)" + String(repeating: ")", count: 197),
+            "any where f(" + String(repeating: "-", count: 197) + "a) == (b - (c - d)) * -e % 2",
+            "sequence by (a + b), c [any where a in (1, -2) or b : (\"x\", \"y\")] [any where not (a or b) and c] by (-1)",
+        ]
+        for text in texts {
+            let query = try EQLParser.parse(text)
+            let printed = query.description
+            #expect(try EQLParser.parse(printed) == query, "\(text.prefix(80)) → \(printed.prefix(120))")
+            #expect(try EQLParser.parse(printed).description == printed, "printing is stable: \(printed.prefix(120))")
+        }
+    }
+
     /// Any tree, printed, parses back to the same tree (seeded; prints its seed).
     @Test func printedTreesParseBackToThemselves() throws {
         let seed = ProcessInfo.processInfo.environment["AUDIT_SENTINEL_EQL_SEED"].flatMap(UInt64.init) ?? 20_261_202
