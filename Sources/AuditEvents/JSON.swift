@@ -404,18 +404,14 @@ func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8
 }
 
 /// Whether any byte of `text` must be escaped in a JSON string: a quote, a backslash or a control character.
-/// Eight bytes a step by word arithmetic (each test is exact for "some byte is"), the rest one by one.
+/// Eight bytes a step (``escapeAttention(_:)``), the rest one by one.
 @inline(__always)
 func needsJSONEscape(_ text: UnsafeRawBufferPointer) -> Bool {
     guard let base = text.baseAddress else { return false }
     let count = text.count
     var offset = 0
-    let ones: UInt64 = 0x0101_0101_0101_0101
     while offset &+ 8 <= count {
-        let word = base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-        let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C)
-        let hits = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)
-        if hits & 0x8080_8080_8080_8080 != 0 { return true }
+        if escapeAttention(base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) != 0 { return true }
         offset &+= 8
     }
     while offset < count {
@@ -461,7 +457,8 @@ struct SearchAnchors: Sendable, Equatable {
 
 /// Whether `needle` occurs in `haystack`. Sixteen candidate starts a step: the haystack's bytes at the two
 /// anchor offsets compared as vectors (on x86-64 gathered into a bit mask by `pmovmskb`), and only starts
-/// where both agree compared whole; the last starts one by one. (A byte search with memchr stopped at every occurrence of one byte: ~25 calls per record.)
+/// where both agree compared whole; the last starts one by one. (A byte search with memchr stopped at every
+/// occurrence of one byte: ~25 calls per record.)
 @inline(__always)
 func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer, anchors: SearchAnchors) -> Bool {
     guard needle.count > 0 else { return true }
@@ -479,21 +476,22 @@ func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPoint
             _mm_cmpeq_epi8((firstAnchor + at).loadUnaligned(as: __m128i.self), firstVector),
             _mm_cmpeq_epi8((secondAnchor + at).loadUnaligned(as: __m128i.self), secondVector))))
     }
-    // Thirty-two starts a step while they last (one branch for two vectors), then sixteen.
-    while start &+ 32 <= starts {
-        var candidates = candidates16(start) | candidates16(start &+ 16) << 16
+    /// Whether the literal starts at one of the starts flagged in `candidates` (bit i: `start + i`).
+    @inline(__always) func anyFound(_ candidates: UInt32, from start: Int) -> Bool {
+        var candidates = candidates
         while candidates != 0 {
             if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: needle.count) { return true }
             candidates &= candidates &- 1
         }
+        return false
+    }
+    // Thirty-two starts a step while they last (one branch for two vectors), then sixteen.
+    while start &+ 32 <= starts {
+        if anyFound(candidates16(start) | candidates16(start &+ 16) << 16, from: start) { return true }
         start &+= 32
     }
     while start &+ 16 <= starts {
-        var candidates = candidates16(start)
-        while candidates != 0 {
-            if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: needle.count) { return true }
-            candidates &= candidates &- 1
-        }
+        if anyFound(candidates16(start), from: start) { return true }
         start &+= 16
     }
     #else

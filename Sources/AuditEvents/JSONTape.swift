@@ -289,14 +289,19 @@ func skipPlainStringBytes(_ bytes: UnsafePointer<UInt8>, _ count: Int, from star
 /// (and possibly in bytes above such a byte: borrows only ever flag bytes above a true hit, so the lowest
 /// flagged byte is always one).
 @inline(__always)
-func stringAttention(_ word: UInt64) -> UInt64 {
+func stringAttention(_ word: UInt64) -> UInt64 { escapeAttention(word) | (word & 0x8080_8080_8080_8080) }
+
+/// High bit set in each of the eight bytes a JSON string must escape — a quote, a backslash or a control
+/// character — with the same borrow caveat: exact for "some byte is", and for the lowest flagged byte.
+@inline(__always)
+func escapeAttention(_ word: UInt64) -> UInt64 {
     let ones: UInt64 = 0x0101_0101_0101_0101
     let quote = word ^ (ones &* 0x22)
     let backslash = word ^ (ones &* 0x5C)
     let hasQuote = (quote &- ones) & ~quote
     let hasBackslash = (backslash &- ones) & ~backslash
     let hasControl = (word &- ones &* 0x20) & ~word
-    return (hasQuote | hasBackslash | hasControl | word) & 0x8080_8080_8080_8080
+    return (hasQuote | hasBackslash | hasControl) & 0x8080_8080_8080_8080
 }
 
 enum EscapeCheck { case valid(length: Int), truncated, invalidHex(at: Int), invalid }

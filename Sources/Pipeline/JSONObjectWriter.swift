@@ -43,13 +43,12 @@ struct JSONObjectWriter {
         bytes.append(UInt8(ascii: "}"))
     }
 
-    /// A member of the innermost open object whose name is written in the source: its bytes go out as they are (no name here needs an
-    /// escape), where a `String` name went through the escape check and an array append of its own.
+    /// A member of the innermost open object whose name is written in the source: its bytes go out as they
+    /// are (no such name needs an escape), without a `String`'s escape check.
     mutating func member(_ key: StaticString, _ value: (inout JSONObjectWriter) -> Void) {
-        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
-        started[started.count - 1] = true
         let name = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
         assert(name.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }, "member name \(key) needs escaping")
+        startMember()
         bytes.append(UInt8(ascii: "\""))
         bytes.append(contentsOf: name)
         bytes.append(UInt8(ascii: "\""))
@@ -59,11 +58,17 @@ struct JSONObjectWriter {
 
     /// A member whose name is data (a spliced document's).
     mutating func member(named key: String, _ value: (inout JSONObjectWriter) -> Void) {
-        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
-        started[started.count - 1] = true
+        startMember()
         writeJSONString(key, to: &bytes)
         bytes.append(UInt8(ascii: ":"))
         value(&self)
+    }
+
+    /// The comma before every member of an object but its first.
+    @inline(__always)
+    private mutating func startMember() {
+        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
+        started[started.count - 1] = true
     }
 
     /// An object of canonical members (values as bytes) and written ones, both in key order, merged; on a
