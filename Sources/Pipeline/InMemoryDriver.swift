@@ -16,9 +16,20 @@ import Synchronization
 public final class InMemoryDriver {
     public struct StoredRecord: Sendable {
         public var key: [UInt8]?
-        public var value: [UInt8]?
+        /// The value's bytes as a slice: a replay's batch of lines shares one buffer, so a line costs no
+        /// allocation of its own.
+        var payload: ArraySlice<UInt8>?
         public var headers: [KafkaHeader]
         public var timestamp: Int64?
+
+        init(key: [UInt8]?, payload: ArraySlice<UInt8>?, headers: [KafkaHeader], timestamp: Int64?) {
+            self.key = key
+            self.payload = payload
+            self.headers = headers
+            self.timestamp = timestamp
+        }
+
+        public var value: [UInt8]? { payload.map(Array.init) }
     }
 
     struct PartitionLog {
@@ -26,6 +37,13 @@ public final class InMemoryDriver {
         var records: [StoredRecord] = []
         var end: Int64 { base + Int64(records.count) }
         subscript(offset: Int64) -> StoredRecord { records[Int(offset - base)] }
+
+        mutating func dropRecords(before offset: Int64) {
+            let cut = min(offset, end)
+            guard cut > base else { return }
+            records.removeFirst(Int(cut - base))
+            base = cut
+        }
     }
 
     final class Member {
@@ -72,15 +90,16 @@ public final class InMemoryDriver {
     @discardableResult
     public func pipe(_ value: [UInt8], key: [UInt8]? = nil, timestamp: Int64? = nil, topic: String? = nil, partition: Int32 = 0) -> Int64 {
         let target = TopicPartition(topic ?? topology.configuration.inputTopics[0], partition)
-        return Self.append(StoredRecord(key: key, value: value, headers: [], timestamp: timestamp), to: &logs[target, default: PartitionLog()])
+        return Self.append(StoredRecord(key: key, payload: value[...], headers: [], timestamp: timestamp), to: &logs[target, default: PartitionLog()])
     }
 
     /// Appends values (no key, no timestamp) to a partition of an input topic through one lookup of its log,
     /// returning the first one's offset: a replay pipes every line of its input, and a lookup per record
-    /// (hashing the topic's name) cost it more than the append.
+    /// (hashing the topic's name) cost it more than the append. The values are `ends.count` consecutive
+    /// pieces of `bytes`, the i-th ending at `ends[i]`; the log keeps slices of that one buffer.
     @discardableResult
-    public func pipe(contentsOf values: [[UInt8]], topic: String, partition: Int32 = 0) -> Int64 {
-        Self.append(values, to: &logs[TopicPartition(topic, partition), default: PartitionLog()])
+    public func pipe(contentsOf bytes: [UInt8], ends: [Int], topic: String, partition: Int32 = 0) -> Int64 {
+        Self.append(bytes, ends: ends, to: &logs[TopicPartition(topic, partition), default: PartitionLog()])
     }
 
     /// Appends to a log reached through one dictionary access.
@@ -89,10 +108,14 @@ public final class InMemoryDriver {
         return log.end - 1
     }
 
-    private static func append(_ values: [[UInt8]], to log: inout PartitionLog) -> Int64 {
+    private static func append(_ bytes: [UInt8], ends: [Int], to log: inout PartitionLog) -> Int64 {
         let first = log.end
-        log.records.reserveCapacity(log.records.count + values.count)
-        for value in values { log.records.append(StoredRecord(key: nil, value: value, headers: [], timestamp: nil)) }
+        log.records.reserveCapacity(log.records.count + ends.count)
+        var start = 0
+        for end in ends {
+            log.records.append(StoredRecord(key: nil, payload: bytes[start..<end], headers: [], timestamp: nil))
+            start = end
+        }
         return first
     }
 
@@ -107,17 +130,16 @@ public final class InMemoryDriver {
     /// changelogs to their latest value per key: memory stays flat on an unbounded replay.
     public func truncateConsumed() {
         let changelogs = Set(topology.changelogTopics)
-        for (partition, log) in logs {
+        for partition in Array(logs.keys) {
             if changelogs.contains(partition.topic) {
+                let log = logs[partition]!
                 var latest: [[UInt8]: Int] = [:]
                 for (index, record) in log.records.enumerated() { latest[record.key ?? []] = index }
-                let kept = latest.values.sorted().map { log.records[$0] }.filter { $0.value != nil }
+                let kept = latest.values.sorted().map { log.records[$0] }.filter { $0.payload != nil }
                 logs[partition] = PartitionLog(base: log.end - Int64(kept.count), records: kept)
-            } else if let done = committed[partition], done > log.base, topology.source(of: partition.topic) != nil {
-                var trimmed = log
-                trimmed.records.removeFirst(Int(done - log.base))
-                trimmed.base = done
-                logs[partition] = trimmed
+            } else if let done = committed[partition], topology.source(of: partition.topic) != nil {
+                // In place: a copy of the log would copy its records before dropping them.
+                logs[partition]!.dropRecords(before: done)
             }
         }
     }
@@ -191,7 +213,7 @@ public final class InMemoryDriver {
             for id in topology.statePartitions(carriedBy: partition) {
                 let changelog = TopicPartition(topology.changelogTopics[id.ruleIndex], id.partition)
                 var latest: [[UInt8]: [UInt8]?] = [:]
-                for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.value } }
+                for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.payload.map(Array.init) } }
                 // The driver's own records: a decoding failure here is a bug in the codec, worth a crash.
                 member.task.install(try! member.task.restoreStore(id, latest: latest))
                 counters.restoredKeys += latest.count
@@ -240,7 +262,7 @@ public final class InMemoryDriver {
             guard let log = logs[partition] else { continue }
             for offset in offsets.clamped(to: log.base..<log.end) {
                 let stored = log[offset]
-                let accepted = (stored.value ?? []).withUnsafeBytes { payload in
+                let accepted = (stored.payload ?? []).withUnsafeBytes { payload in
                     withOptionalBytes(stored.key) { key in
                         member.task.process(RecordView(topic: partition.topic, partition: partition.partition, offset: offset,
                                                        key: key, payload: payload, timestamp: stored.timestamp))
@@ -364,7 +386,7 @@ public final class InMemoryDriver {
         if isOutput { outputObserver?(record) }
         if isOutput && !retainsOutputs { return }
         logs[partition, default: PartitionLog()].records.append(
-            StoredRecord(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now))
+            StoredRecord(key: record.key, payload: record.value?[...], headers: record.headers, timestamp: record.timestamp ?? now))
     }
 }
 

@@ -105,9 +105,7 @@ struct Replay: ParsableCommand {
         let driver = InMemoryDriver(configuration: configuration, rules: ruleSet)
         driver.retainsOutputs = false
         var alerts = (new: 0, updated: 0)
-        // Where the records piped since the driver last ran came from (all from one file, offsets in a
-        // row), for its dead letters' messages.
-        var batch = (topic: "", file: "", firstOffset: Int64(0), lines: [Int]())
+        var batch = ReplayBatch()
         driver.outputObserver = { record in
             if record.topic == "alerts" {
                 sink.write(line: record.value ?? [])
@@ -125,36 +123,20 @@ struct Replay: ParsableCommand {
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
         var progress = ProgressLine(totalBytes: inputs.totalBytes)
-        // Records run through the topology in batches of this many: each batch writes the changelog of the
-        // windows it changed once, however many of its matches changed them (1 000 wrote them four times as
-        // often; the live pipeline's polls are of `processing.max_batch`).
-        let batchSize = 4096
-        // The batch's records, piped into the driver's log together when it runs (all of one file: a batch
-        // ends with its input).
-        var pending: [[UInt8]] = []
-        pending.reserveCapacity(batchSize)
         func pipePending() {
-            guard !pending.isEmpty else { return }
-            batch.firstOffset = driver.pipe(contentsOf: pending, topic: batch.topic)
-            pending.removeAll(keepingCapacity: true)
+            guard !batch.ends.isEmpty else { return }
+            batch.firstOffset = driver.pipe(contentsOf: batch.bytes, ends: batch.ends, topic: batch.topic)
+            batch.ends.removeAll(keepingCapacity: true)
         }
         func drain() {
             pipePending()
-            driver.runUntilQuiet(maxRecords: batchSize, using: &random)
+            driver.runUntilQuiet(maxRecords: ReplayBatch.size, using: &random)
             driver.truncateConsumed()
-            batch.lines.removeAll(keepingCapacity: true)
+            batch.consumed()
         }
-        var piped = 0
-        var currentInput = (path: "", topic: "")
         let read = inputs.readRecords(follow: follow, maxRecordBytes: maxRecordBytes, outputFD: sink.fd,
                                       whileWaiting: { drain(); sink.flush() }, afterEachInput: drain) { record in
-            // Records come file by file: the topic is named once per file, not per record.
-            if record.path != currentInput.path { currentInput = (record.path, topicName(record.path)) }
-            if batch.lines.isEmpty { batch = (currentInput.topic, record.name, 0, batch.lines) }
-            pending.append(Array(record.bytes))
-            batch.lines.append(record.line)
-            piped += 1
-            if piped % batchSize == 0 {
+            if batch.add(record, topicName: topicName) {
                 drain()
                 progress.update(bytesRead: record.bytesRead, events: driver.counters.eventsDecoded, alerts: alerts.new)
             }
@@ -202,5 +184,54 @@ func expandRuleFiles(_ paths: [String]) -> [String] {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return [path] }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         return entries.filter { $0.hasSuffix(".toml") }.sorted().map { (path as NSString).appendingPathComponent($0) }
+    }
+}
+
+/// The records read since the driver last ran: all of one file, offsets in a row (for the dead letters'
+/// messages), their bytes one after another in one buffer that the driver's log slices when they are piped.
+/// One value, so that adding a record is one access to the replay's state, not one per variable.
+struct ReplayBatch {
+    /// Records run through the topology in batches of this many: each batch writes the changelog of the
+    /// windows it changed once, however many of its matches changed them (1 000 wrote them four times as
+    /// often; the live pipeline's polls are of `processing.max_batch`).
+    static let size = 4096
+
+    var topic = ""
+    var file = ""
+    var firstOffset: Int64 = 0
+    /// Each record's line in its file.
+    var lines: [Int] = []
+    var bytes: [UInt8] = []
+    /// Where each record's bytes end in ``bytes``; emptied once they are piped.
+    var ends: [Int] = []
+    /// The input the last record came from, and its topic: records come file by file, so the topic is
+    /// named once per file.
+    private var input = (path: "", topic: "")
+    /// Records read in all.
+    private var read = 0
+
+    /// Adds a record; true when a batch is complete.
+    mutating func add(_ record: InputList.Record, topicName: (String) -> String) -> Bool {
+        if record.path != input.path { input = (record.path, topicName(record.path)) }
+        if lines.isEmpty {
+            topic = input.topic
+            file = record.name
+            firstOffset = 0
+        }
+        if let base = record.bytes.baseAddress {
+            // As typed bytes: an array appends those with one copy.
+            bytes.append(contentsOf: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: record.bytes.count))
+        }
+        ends.append(bytes.count)
+        lines.append(record.line)
+        read += 1
+        return read % Self.size == 0
+    }
+
+    /// The batch has run and its records are truncated from the log: the buffer is emptied only now that
+    /// the log holds no slice of it, so its capacity is kept rather than copied.
+    mutating func consumed() {
+        bytes.removeAll(keepingCapacity: true)
+        lines.removeAll(keepingCapacity: true)
     }
 }
