@@ -11,7 +11,7 @@ FROM swift:6.3-bookworm AS build
 ARG LIBRDKAFKA_DEBIAN_VERSION
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      "librdkafka-dev=${LIBRDKAFKA_DEBIAN_VERSION}" "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" zlib1g-dev pkg-config \
+      "librdkafka-dev=${LIBRDKAFKA_DEBIAN_VERSION}" "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" zlib1g-dev pkg-config libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits do not refetch them.
@@ -23,10 +23,12 @@ RUN swift build -c release --product audit-sentinel --static-swift-stdlib \
  && install -D "$(swift build -c release --show-bin-path)/audit-sentinel" /out/audit-sentinel
 
 # --- runtime stage -----------------------------------------------------------------------------------------
+# The Swift runtime and Foundation are linked in; the binary still loads librdkafka, libcurl (Foundation's
+# networking part, which the HTTP endpoint's library imports) and libstdc++ (the Swift runtime's).
 FROM debian:bookworm-slim
 ARG LIBRDKAFKA_DEBIAN_VERSION
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "librdkafka1=${LIBRDKAFKA_DEBIAN_VERSION}" libcurl4 libstdc++6 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sentinel
 COPY --from=build /out/audit-sentinel /usr/local/bin/audit-sentinel

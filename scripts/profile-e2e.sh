@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .bench .build-logs
 command -v perf >/dev/null || { echo "profile-e2e needs perf (linux-perf)" >&2; exit 1; }
-swift build -c release --product audit-sentinel-bench 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
-bench=./.build/release/audit-sentinel-bench
+. scripts/release-build.sh
+release_build audit-sentinel-bench
+bench=$RELEASE_BIN/audit-sentinel-bench
 out=.bench/profile-e2e.txt
 : > "$out"
 

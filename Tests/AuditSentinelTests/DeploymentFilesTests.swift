@@ -226,6 +226,10 @@ struct DeploymentFilesTests {
         #expect(text.contains("USER 10001"))
         #expect(text.contains("ENTRYPOINT [\"audit-sentinel\"]"))
         #expect(text.contains("zlib1g-dev"), "CZlib builds against zlib")
+        // Linked with --static-swift-stdlib, the binary still loads libcurl (FoundationNetworking, imported by
+        // FlyingFox) and libstdc++: the runtime stage installs them, the build stage libcurl's development files.
+        #expect(text.contains("--static-swift-stdlib") && text.contains("libcurl4-openssl-dev"))
+        #expect(stages.count == 2 && text.components(separatedBy: stages[1]).last.map { $0.contains(" libcurl4 ") && $0.contains(" libstdc++6 ") } == true)
         #expect(text.contains("HEALTHCHECK") && text.contains("\"healthcheck\""))
         let variables = text.split(separator: "\n").flatMap { $0.split(separator: " ") }.compactMap { word -> String? in
             guard word.hasPrefix("AUDIT_SENTINEL_"), let equals = word.firstIndex(of: "=") else { return nil }
