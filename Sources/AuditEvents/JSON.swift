@@ -455,44 +455,43 @@ struct SearchAnchors: Sendable, Equatable {
     }
 }
 
-/// Whether `needle` occurs in `haystack`. Sixteen candidate starts a step: the haystack's bytes at the two
+/// Whether `needle` occurs in `haystack`. Sixty-four candidate starts a step: the haystack's bytes at the two
 /// anchor offsets compared as vectors (on x86-64 gathered into a bit mask by `pmovmskb`), and only starts
 /// where both agree compared whole; the last starts one by one. (A byte search with memchr stopped at every
 /// occurrence of one byte: ~25 calls per record.)
-@inline(__always)
+@inline(never)
 func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer, anchors: SearchAnchors) -> Bool {
     guard needle.count > 0 else { return true }
     guard haystack.count >= needle.count, let base = haystack.baseAddress, let literal = needle.baseAddress else { return false }
     let firstByte = needle[anchors.first], secondByte = needle[anchors.second]
-    let first = SIMD16<UInt8>(repeating: firstByte), second = SIMD16<UInt8>(repeating: secondByte)
     let starts = haystack.count - needle.count + 1
     var start = 0
     // The loads end at start + 15 + max(anchor) ≤ starts - 1 + needle.count - 1 = haystack.count - 1.
     #if arch(x86_64)
     let firstVector = _mm_set1_epi8(CChar(bitPattern: firstByte)), secondVector = _mm_set1_epi8(CChar(bitPattern: secondByte))
     let firstAnchor = base + anchors.first, secondAnchor = base + anchors.second
-    @inline(__always) func candidates16(_ at: Int) -> UInt32 {
-        UInt32(truncatingIfNeeded: _mm_movemask_epi8(_mm_and_si128(
+    @inline(__always) func candidates16(_ at: Int) -> UInt64 {
+        UInt64(truncatingIfNeeded: _mm_movemask_epi8(_mm_and_si128(
             _mm_cmpeq_epi8((firstAnchor + at).loadUnaligned(as: __m128i.self), firstVector),
             _mm_cmpeq_epi8((secondAnchor + at).loadUnaligned(as: __m128i.self), secondVector))))
     }
-    /// Whether the literal starts at one of the starts flagged in `candidates` (bit i: `start + i`).
-    @inline(__always) func anyFound(_ candidates: UInt32, from start: Int) -> Bool {
-        var candidates = candidates
-        while candidates != 0 {
-            if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: needle.count) { return true }
-            candidates &= candidates &- 1
-        }
-        return false
-    }
-    // Thirty-two starts a step while they last (one branch for two vectors), then sixteen.
-    while start &+ 32 <= starts {
-        if anyFound(candidates16(start) | candidates16(start &+ 16) << 16, from: start) { return true }
-        start &+= 32
+    // Sixty-four starts a step while they last (one branch for four vectors), then sixteen. Candidates are
+    // rare and checked out of line, so that the loop keeps its vectors and pointers in registers.
+    while start &+ 64 <= starts {
+        let candidates = candidates16(start) | candidates16(start &+ 16) << 16 | candidates16(start &+ 32) << 32 | candidates16(start &+ 48) << 48
+        if candidates != 0, literalStarts(at: candidates, from: start, base, literal, needle.count) { return true }
+        start &+= 64
     }
     while start &+ 16 <= starts {
-        if anyFound(candidates16(start), from: start) { return true }
+        let candidates = candidates16(start)
+        if candidates != 0, literalStarts(at: candidates, from: start, base, literal, needle.count) { return true }
         start &+= 16
+    }
+    if start < starts, starts >= 16 {
+        // The last starts as one step that overlaps the previous one, its starts already looked at masked off.
+        let last = starts &- 16
+        let candidates = candidates16(last) & (~0 << UInt64(start &- last))
+        return candidates != 0 && literalStarts(at: candidates, from: last, base, literal, needle.count)
     }
     #else
     let first = SIMD16<UInt8>(repeating: firstByte), second = SIMD16<UInt8>(repeating: secondByte)
@@ -521,6 +520,17 @@ func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPoint
             return true
         }
         start += 1
+    }
+    return false
+}
+
+/// Whether `literal` starts at one of the places flagged in `candidates` (bit i: `start + i`).
+@inline(never)
+private func literalStarts(at candidates: UInt64, from start: Int, _ base: UnsafeRawPointer, _ literal: UnsafeRawPointer, _ count: Int) -> Bool {
+    var candidates = candidates
+    while candidates != 0 {
+        if bytesEqual(base + (start &+ candidates.trailingZeroBitCount), literal, count: count) { return true }
+        candidates &= candidates &- 1
     }
     return false
 }

@@ -49,10 +49,11 @@ struct DetectProcessor {
     }
 
     /// - Parameter onMatch: called with the rule's index and each match, in record order.
-    func process(_ record: RecordView, counts: inout TaskCounts, output: inout [OutputRecord], onMatch: (Int, RuleMatch) -> Void) {
+    func process(_ record: RecordView, counts: inout TaskCounts, output: inout [OutputRecord], prefilterOrder: inout PrefilterSet.SearchOrder,
+                 onMatch: (Int, RuleMatch) -> Void) {
         let payload = record.payload
         counts.inputRecords += 1
-        let candidate = prefilter.mightMatch(payload)
+        let candidate = prefilter.mightMatch(payload, reordering: &prefilterOrder)
         if !candidate {
             counts.prefilterRejected += 1
             if !topology.configuration.validateEveryRecord { return }

@@ -71,6 +71,8 @@ final class StreamTask {
         var owned = OwnedPartitions()
         var counts = TaskCounts()
         var output: [OutputRecord] = []
+        /// The order the prefilter searches its literals in, learned from this task's records.
+        var prefilterOrder = PrefilterSet.SearchOrder()
     }
     private var state = RecordState()
 
@@ -203,14 +205,14 @@ final class StreamTask {
                     state.owned[index].nextOffset = record.offset + 1
                     return true
                 }
-                detect.process(record, counts: &state.counts, output: &state.output) { found.append(($0, $1)) }
+                detect.process(record, counts: &state.counts, output: &state.output, prefilterOrder: &state.prefilterOrder) { found.append(($0, $1)) }
                 let now = clock()
                 for (ruleIndex, match) in found where fresh[ruleIndex] {
                     aggregate.apply(match, to: &stores[ids[ruleIndex]]!, now: now, counts: &state.counts, output: &state.output)
                 }
                 for (index, id) in ids.enumerated() where fresh[index] { stores[id]!.advance(pastOffset: record.offset) }
             } else {
-                detect.process(record, counts: &state.counts, output: &state.output) { found.append(($0, $1)) }
+                detect.process(record, counts: &state.counts, output: &state.output, prefilterOrder: &state.prefilterOrder) { found.append(($0, $1)) }
                 for (ruleIndex, match) in found {
                     if let repartitioned = detect.repartitionRecord(match, ruleIndex: ruleIndex, floor: state.owned[index].replayFloor) { state.output.append(repartitioned) }
                 }
