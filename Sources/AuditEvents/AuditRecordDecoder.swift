@@ -347,10 +347,11 @@ public struct PrefilterSet: Sendable {
         self.anchors = anchors
     }
 
-    /// Whether any filter might match: the same verdict as asking each ``Prefilter`` in turn.
+    /// Whether any filter might match: the same verdict as asking each ``Prefilter`` in turn. Searches the
+    /// groups in their written order (no ``SearchOrder`` to learn into).
     public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
-        var order = SearchOrder()
-        return mightMatch(record, reordering: &order)
+        var unused = SearchOrder()
+        return search(record, order: &unused, learning: false)
     }
 
     /// The order in which each filter's groups are searched, learned from the records: a group that rejects
@@ -365,9 +366,14 @@ public struct PrefilterSet: Sendable {
 
     /// ``mightMatch(_:)``, searching each filter's groups in `order` and updating it.
     public func mightMatch(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
+        search(record, order: &order, learning: true)
+    }
+
+    @inline(__always)
+    private func search(_ record: UnsafeRawBufferPointer, order: inout SearchOrder, learning: Bool) -> Bool {
         if acceptsEverything || record.baseAddress == nil { return true }
         if Prefilter.hasUnsureEscape(record) { return true }
-        if order.groups.count != groups.count { order.groups = groups.map { Array($0.indices) } }
+        if learning, order.groups.count != groups.count { order.groups = groups.map { Array($0.indices) } }
         return withUnsafeTemporaryAllocation(of: Int8.self, capacity: literals.count) { found in
             found.initialize(repeating: -1)
             func present(_ index: Int) -> Bool {
@@ -376,12 +382,15 @@ public struct PrefilterSet: Sendable {
             }
             for filter in groups.indices {
                 var rejectedAt: Int?
-                for (position, group) in order.groups[filter].enumerated() where !groups[filter][group].contains(where: present) {
-                    rejectedAt = position
-                    break
+                for position in groups[filter].indices {
+                    let group = learning ? order.groups[filter][position] : position
+                    if !groups[filter][group].contains(where: present) {
+                        rejectedAt = position
+                        break
+                    }
                 }
                 guard let position = rejectedAt else { return true }
-                if position > 0 { order.groups[filter].swapAt(position, position - 1) }
+                if learning, position > 0 { order.groups[filter].swapAt(position, position - 1) }
             }
             return false
         }

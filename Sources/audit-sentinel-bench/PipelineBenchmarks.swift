@@ -109,9 +109,11 @@ extension CoreBenchmark {
                       esql: rule.esql.map { ($0, rule.schedule.interval, rule.schedule.lookback) })
         }
         var matches = 0
+        // As the stream task does: the prefilter's search order learned over the records.
+        var order = PrefilterSet.SearchOrder()
         for (index, record) in records.enumerated() {
             record.withUnsafeBytes { buffer in
-                guard prefilter.mightMatch(buffer) else {
+                guard prefilter.mightMatch(buffer, reordering: &order) else {
                     if validateEveryRecord { _ = decoder.validate(buffer) { _ in } }
                     return
                 }
