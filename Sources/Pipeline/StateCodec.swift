@@ -66,7 +66,12 @@ public enum StateCodec {
             let end = JSONSpan.validValueEnd(bytes, from: eventPrefix.count, maxDepth: 127)
         else { return nil }
         var reader = WrittenFormReader(bytes, at: end)
-        let floor = reader.skip(#","floor":"#) ? reader.integer() : nil
+        var floor: Int64?
+        if reader.skip(#","floor":"#) {
+            // A floor member must hold a number: `"floor":,` is not JSON (seeded test, seed 434332).
+            guard let value = reader.integer() else { return nil }
+            floor = value
+        }
         guard reader.skip(#","group":"#), let group = reader.optionalStrings(), reader.skip(#","rule_id":"#), let ruleID = reader.string(),
             reader.skip(#","sequence":"#), let sequence = reader.integer(), let sequenceNumber = Int(exactly: sequence),
             reader.skip(#","source":"#), let source = reader.position()

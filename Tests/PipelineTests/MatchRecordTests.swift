@@ -53,6 +53,19 @@ import Testing
         #expect(fast > 1_000 && refused > 500, "records read without a tape: \(fast), refused: \(refused)")
     }
 
+    /// A member whose value is missing is not read as an absent member: `"floor":,` once passed the direct
+    /// reading as a match without a floor (the seeded test above found it, seed 434332).
+    @Test func aMemberWithoutItsValueIsLeftToTheScan() throws {
+        let written = String(decoding: StateCodec.encode(match("system:serviceaccount:a:b", at: t0, verb: "get", offset: 8), ruleID: "rule-2", floor: 8), as: UTF8.self)
+        #expect(written.contains(#""floor":8,"#))
+        for broken in [written.replacingOccurrences(of: #""floor":8,"#, with: #""floor":,"#),
+                       written.replacingOccurrences(of: #""floor":8,"#, with: #""floor":"x","#)] {
+            let bytes = Array(broken.utf8)
+            #expect(bytes.withUnsafeBytes { StateCodec.decodeWrittenMatch($0) } == nil, "\(broken)")
+        }
+        #expect(Array(written.utf8).withUnsafeBytes { StateCodec.decodeWrittenMatch($0)?.floor } == 8)
+    }
+
     /// Match records and window state are written member by member, without a tree: on seeded matches and
     /// windows (escapes, non-ASCII, nulls, empty and full maps), the bytes equal the same object built as a
     /// tree and serialized with sorted keys, and they read back to what was written.
