@@ -4,6 +4,12 @@
 # redone with other flags. `release_build PRODUCT` builds one product; $RELEASE_BIN is where it lands.
 RELEASE_BIN=.build-static/release
 release_build() {
-  swift build -c release --static-swift-stdlib --scratch-path .build-static --product "$1" 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
-  [ -x "$RELEASE_BIN/$1" ] || { echo "release build of $1 failed" >&2; return 1; }
+  # A failed build must stop the bench, not leave it measuring the binary of an earlier build.
+  local log
+  if ! log=$(swift build -c release --static-swift-stdlib --scratch-path .build-static --product "$1" 2>&1); then
+    printf '%s\n' "$log" >&2
+    echo "release build of $1 failed" >&2
+    return 1
+  fi
+  printf '%s\n' "$log" | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
 }

@@ -360,7 +360,8 @@ public struct PrefilterSet: Sendable {
     /// the `forbid` decision, which almost every record lacks). The order changes what a verdict costs,
     /// never the verdict. Empty until first used; one per processing thread, kept by its caller.
     public struct SearchOrder: Sendable {
-        fileprivate var groups: [[Int]] = []
+        /// Per filter, its groups' indices in the order they are searched.
+        fileprivate(set) var groups: [[Int]] = []
         public init() {}
     }
 

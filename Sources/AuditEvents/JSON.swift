@@ -455,10 +455,12 @@ struct SearchAnchors: Sendable, Equatable {
     }
 }
 
-/// Whether `needle` occurs in `haystack`. Sixty-four candidate starts a step: the haystack's bytes at the two
-/// anchor offsets compared as vectors (on x86-64 gathered into a bit mask by `pmovmskb`), and only starts
-/// where both agree compared whole; the last starts one by one. (A byte search with memchr stopped at every
-/// occurrence of one byte: ~25 calls per record.)
+/// Whether `needle` occurs in `haystack`. Many candidate starts a step: the haystack's bytes at the two
+/// anchor offsets compared as vectors, and only starts where both agree compared whole. On x86-64 the
+/// compares are gathered into a bit mask by `pmovmskb`, sixty-four starts a step, then sixteen, the last
+/// ones as one step overlapping the one before (a haystack too short for a step start by start); elsewhere
+/// sixteen a step and the last starts one by one. (A byte search with memchr stopped at every occurrence of one byte: ~25
+/// calls per record.)
 @inline(never)
 func contains(_ haystack: UnsafeRawBufferPointer, _ needle: UnsafeRawBufferPointer, anchors: SearchAnchors) -> Bool {
     guard needle.count > 0 else { return true }

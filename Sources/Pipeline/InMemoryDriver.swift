@@ -22,13 +22,6 @@ public final class InMemoryDriver {
         public var headers: [KafkaHeader]
         public var timestamp: Int64?
 
-        init(key: [UInt8]?, payload: ArraySlice<UInt8>?, headers: [KafkaHeader], timestamp: Int64?) {
-            self.key = key
-            self.payload = payload
-            self.headers = headers
-            self.timestamp = timestamp
-        }
-
         public var value: [UInt8]? { payload.map(Array.init) }
     }
 
@@ -213,7 +206,7 @@ public final class InMemoryDriver {
             for id in topology.statePartitions(carriedBy: partition) {
                 let changelog = TopicPartition(topology.changelogTopics[id.ruleIndex], id.partition)
                 var latest: [[UInt8]: [UInt8]?] = [:]
-                for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.payload.map(Array.init) } }
+                for record in logs[changelog]?.records ?? [] { if let key = record.key { latest[key] = record.value } }
                 // The driver's own records: a decoding failure here is a bug in the codec, worth a crash.
                 member.task.install(try! member.task.restoreStore(id, latest: latest))
                 counters.restoredKeys += latest.count

@@ -123,13 +123,8 @@ struct Replay: ParsableCommand {
         driver.join()
         var random = SyntheticAuditTraffic.Generator(seed: 1)
         var progress = ProgressLine(totalBytes: inputs.totalBytes)
-        func pipePending() {
-            guard !batch.ends.isEmpty else { return }
-            batch.firstOffset = driver.pipe(contentsOf: batch.bytes, ends: batch.ends, topic: batch.topic)
-            batch.ends.removeAll(keepingCapacity: true)
-        }
         func drain() {
-            pipePending()
+            batch.pipe(into: driver)
             driver.runUntilQuiet(maxRecords: ReplayBatch.size, using: &random)
             driver.truncateConsumed()
             batch.consumed()
@@ -142,7 +137,7 @@ struct Replay: ParsableCommand {
             }
         }
         if StopSignals.requested { printError("replay: \(StopSignals.lastName): input ends here; closing every window") }
-        pipePending()
+        batch.pipe(into: driver)
         driver.closeAllWindows()
         drain()
         sink.flush()
@@ -196,14 +191,15 @@ struct ReplayBatch {
     /// often; the live pipeline's polls are of `processing.max_batch`).
     static let size = 4096
 
-    var topic = ""
-    var file = ""
-    var firstOffset: Int64 = 0
+    private(set) var topic = ""
+    private(set) var file = ""
+    /// The log offset of the batch's first record, once piped.
+    private(set) var firstOffset: Int64 = 0
     /// Each record's line in its file.
-    var lines: [Int] = []
-    var bytes: [UInt8] = []
+    private(set) var lines: [Int] = []
+    private var bytes: [UInt8] = []
     /// Where each record's bytes end in ``bytes``; emptied once they are piped.
-    var ends: [Int] = []
+    private var ends: [Int] = []
     /// The input the last record came from, and its topic: records come file by file, so the topic is
     /// named once per file.
     private var input = (path: "", topic: "")
@@ -216,16 +212,19 @@ struct ReplayBatch {
         if lines.isEmpty {
             topic = input.topic
             file = record.name
-            firstOffset = 0
         }
-        if let base = record.bytes.baseAddress {
-            // As typed bytes: an array appends those with one copy.
-            bytes.append(contentsOf: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: record.bytes.count))
-        }
+        bytes.append(contentsOf: record.bytes)
         ends.append(bytes.count)
         lines.append(record.line)
         read += 1
         return read % Self.size == 0
+    }
+
+    /// Appends the records read since the last call to the driver's input log, as slices of ``bytes``.
+    mutating func pipe(into driver: InMemoryDriver) {
+        guard !ends.isEmpty else { return }
+        firstOffset = driver.pipe(contentsOf: bytes, ends: ends, topic: topic)
+        ends.removeAll(keepingCapacity: true)
     }
 
     /// The batch has run and its records are truncated from the log: the buffer is emptied only now that

@@ -1,4 +1,4 @@
-import AuditEvents
+@testable import AuditEvents
 import Foundation
 import Testing
 
@@ -351,6 +351,16 @@ struct PrefilterTests {
             if fresh { passed += 1 }
         }
         #expect(passed > 300 && passed < 2_700, "both verdicts must be frequent: \(passed) of 3000 passed")
+
+        // And the order is learned: the seed rule's shape, on records with the service-account prefix and
+        // no `forbid`, comes to search `forbid` first; a record the prefix is missing from moves it back.
+        let seedRule = PrefilterSet([Prefilter(requirements: [["system:serviceaccount:"], ["forbid"]])])
+        var learned = PrefilterSet.SearchOrder()
+        func screen(_ text: String) -> Bool { Array(text.utf8).withUnsafeBytes { seedRule.mightMatch($0, reordering: &learned) } }
+        #expect(!screen(#"{"user":"system:serviceaccount:a:b","decision":"allow"}"#) && learned.groups == [[1, 0]])
+        #expect(!screen(#"{"user":"system:serviceaccount:a:c","decision":"allow"}"#) && learned.groups == [[1, 0]])
+        #expect(!screen(#"{"user":"alice","decision":"forbid"}"#) && learned.groups == [[0, 1]])
+        #expect(screen(#"{"user":"system:serviceaccount:a:b","decision":"forbid"}"#) && learned.groups == [[0, 1]])
     }
 
     /// The set searches each shared literal once: its verdict must be asking every filter in turn, on
