@@ -299,7 +299,7 @@ public struct Prefilter: Sendable, Equatable {
 
     /// One pass over the backslashes: is any the start of `\u` or `\/`? (An escaped backslash is skipped
     /// with the character it escapes.)
-    static func hasUnsureEscape(_ record: UnsafeRawBufferPointer) -> Bool {
+    public static func hasUnsureEscape(_ record: UnsafeRawBufferPointer) -> Bool {
         guard let base = record.baseAddress else { return false }
         var index = 0
         while index < record.count - 1, let hit = memchr(base + index, Int32(UInt8(ascii: "\\")), record.count - 1 - index) {
@@ -373,7 +373,20 @@ public struct PrefilterSet: Sendable {
     @inline(__always)
     private func search(_ record: UnsafeRawBufferPointer, order: inout SearchOrder, learning: Bool) -> Bool {
         if acceptsEverything || record.baseAddress == nil { return true }
-        if Prefilter.hasUnsureEscape(record) { return true }
+        // The literals first: a record that holds them passes whatever its escapes.
+        return searchLiterals(record, order: &order, learning: learning) || Prefilter.hasUnsureEscape(record)
+    }
+
+    /// The literal search alone: whether every group of some filter has a literal in the bytes as written.
+    /// A false is the set's verdict only for a record without `\u` or `\/` escapes
+    /// (``Prefilter/hasUnsureEscape(_:)``), which the caller has ruled out some other way.
+    public func literalsPresent(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
+        if acceptsEverything || record.baseAddress == nil { return true }
+        return searchLiterals(record, order: &order, learning: true)
+    }
+
+    @inline(__always)
+    private func searchLiterals(_ record: UnsafeRawBufferPointer, order: inout SearchOrder, learning: Bool) -> Bool {
         if learning, order.groups.count != groups.count { order.groups = groups.map { Array($0.indices) } }
         return withUnsafeTemporaryAllocation(of: Int8.self, capacity: literals.count) { found in
             found.initialize(repeating: -1)

@@ -12,8 +12,10 @@ struct JSONValidator {
     enum Verdict: Equatable {
         /// One valid value; for an object, its known top-level members (byte offsets of their values).
         /// `typesValid`: the root object, read as an audit event, has every known field of the right type
-        /// (``AuditEvent/validateTypes(_:_:prefix:)`` would find nothing).
-        case valid(root: JSONTape.Kind, members: RootIndex, typesValid: Bool)
+        /// (``AuditEvent/validateTypes(_:_:prefix:)`` would find nothing). `byteSearchable`: no string holds
+        /// an escape that can spell any character (`\u`, `\/`), so a byte search for a literal is exact
+        /// (what ``Prefilter/hasUnsureEscape(_:)`` finds by a scan of its own).
+        case valid(root: JSONTape.Kind, members: RootIndex, typesValid: Bool, byteSearchable: Bool)
         case invalid
         /// Valid or not, the validator does not judge it (several values, escaped root keys, a deep limit):
         /// the full decoder will.
@@ -24,6 +26,8 @@ struct JSONValidator {
     private let count: Int
     private let maxDepth: Int
     private var position = 0
+    /// A string held `\u` or `\/` (set only on the out-of-line escape path: the grammar loop never reads it).
+    private var unsureEscape = false
 
     private init(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) {
         bytes = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
@@ -65,7 +69,8 @@ struct JSONValidator {
             skipWhitespace()
             // Further values (newline-delimited events) are the decoder's to split.
             if position != count { return .unsure }
-            return .valid(root: rootKind, members: watch.members, typesValid: watch.typesValid(kind: { kind(of: bytes[$0]) }))
+            return .valid(root: rootKind, members: watch.members, typesValid: watch.typesValid(kind: { kind(of: bytes[$0]) }),
+                          byteSearchable: !unsureEscape)
         } catch {
             return error == .invalid ? .invalid : .unsure
         }
@@ -120,6 +125,7 @@ struct JSONValidator {
                 let start = p &+ 1
                 p = start
                 let flags = try Self.stringBody(bytes, count, &p)
+                if flags & 4 != 0 { unsureEscape = true }
                 let end = p &- 1
                 if p < count, bytes[p] == UInt8(ascii: ":") {
                     p &+= 1
@@ -149,7 +155,7 @@ struct JSONValidator {
             switch first {
             case UInt8(ascii: "\""):
                 p &+= 1
-                try Self.stringBody(bytes, count, &p)
+                if try Self.stringBody(bytes, count, &p) & 4 != 0 { unsureEscape = true }
             case UInt8(ascii: "{"), UInt8(ascii: "["):
                 let object = first == UInt8(ascii: "{")
                 depth &+= 1
@@ -211,7 +217,8 @@ struct JSONValidator {
     }
 
     /// The rest of a string after its opening quote; leaves `position` past the closing quote.
-    /// - Returns: bit 0 set when it holds escapes, bit 1 when it holds non-ASCII bytes.
+    /// - Returns: bit 0 set when it holds escapes, bit 1 when it holds non-ASCII bytes, bit 2 when one of
+    ///   its escapes is `\u` or `\/`.
     @discardableResult
     @inline(__always)
     private static func stringBody(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) throws(Failure) -> UInt8 {
@@ -238,6 +245,8 @@ struct JSONValidator {
             if byte == UInt8(ascii: "\\") {
                 flags |= 1
                 guard case .valid(let length) = checkEscape(bytes, count, position) else { throw .invalid }
+                let escaped = bytes[position &+ 1]
+                if escaped == UInt8(ascii: "u") || escaped == UInt8(ascii: "/") { flags |= 4 }
                 position &+= length
             } else if byte < 0x20 {
                 throw .invalid
@@ -390,7 +399,12 @@ extension AuditRecordDecoder {
     /// event or GKE entry is judged by the validation-only pass and the tape-free type checks; every other
     /// record, and any the pass does not accept, goes through the full decoder, which reports exactly.
     public func validate(_ record: UnsafeRawBufferPointer, _ onFailure: (AuditDecodeError) -> Void) -> Int {
-        if quickVerdict(record) { return 1 }
+        if case .oneEvent = quickVerdict(record) { return 1 }
+        return validateInFull(record, onFailure)
+    }
+
+    /// ``validate(_:_:)`` by the full decoder alone.
+    private func validateInFull(_ record: UnsafeRawBufferPointer, _ onFailure: (AuditDecodeError) -> Void) -> Int {
         var events = 0
         decode(record, ingestTime: 0) { result in
             switch result {
@@ -401,14 +415,26 @@ extension AuditRecordDecoder {
         return events
     }
 
-    /// True when the validation-only pass proves the record one well-typed event (the decoder would emit
-    /// exactly one event and no error); false when it cannot tell.
-    func quickVerdict(_ record: UnsafeRawBufferPointer) -> Bool {
+    /// What the validation-only pass proved about a record.
+    enum QuickVerdict: Equatable {
+        /// One well-typed event: the decoder would emit exactly one event and no error. `byteSearchable`: no
+        /// `\u` or `\/` escape in it (see ``JSONValidator/Verdict/valid(root:members:typesValid:byteSearchable:)``).
+        case oneEvent(byteSearchable: Bool)
+        /// The pass cannot tell; the full decoder judges.
+        case undecided
+    }
+
+    func quickVerdict(_ record: UnsafeRawBufferPointer) -> QuickVerdict {
         guard record.count <= limits.maxRecordBytes,
-            case .valid(.object, let members, let typesValid) = JSONValidator.validate(record, maxDepth: limits.maxDepth), typesValid,
+            case .valid(.object, let members, let typesValid, let byteSearchable) = JSONValidator.validate(record, maxDepth: limits.maxDepth),
+            typesValid,
             // The shapes that nest their events (ECS, EventList, AKS, wrappers) are the decoder's.
             members[.kubernetes] == nil, members[.items] == nil, members[.properties] == nil, members[.message] == nil
-        else { return false }
+        else { return .undecided }
+        return isOneAuditEvent(record, members) ? .oneEvent(byteSearchable: byteSearchable) : .undecided
+    }
+
+    private func isOneAuditEvent(_ record: UnsafeRawBufferPointer, _ members: RootIndex) -> Bool {
         if members[.protoPayload] != nil { return true }
         // AuditEvent.looksLikeAuditEvent on the raw text: `kind` is "Event", or `apiVersion` an audit
         // group's, or both auditID and verb are present. Escaped text is left to the decoder.
@@ -429,6 +455,30 @@ extension AuditRecordDecoder {
         if let apiVersion = rawString(members[.apiVersion]), equals(apiVersion, "audit.k8s.io/", prefix: true) { return true }
         return members[.auditID] != nil && members[.verb] != nil
     }
+
+    /// What a record needs before any rule is evaluated: the verdicts of `prefilter.mightMatch(record)` and,
+    /// for a record it rejects and when `validate` is set, of ``validate(_:_:)`` — with the work in the order
+    /// that costs least. The literal search comes first: a record holding the literals is a candidate
+    /// whatever its escapes, and is decoded in full anyway. A record it rejects is judged by the
+    /// validation-only pass, which also sees every escape that could spell a literal (`\u`, `\/`), so the
+    /// prefilter's own scan for them runs only when the pass cannot judge the record.
+    public func screen(_ record: UnsafeRawBufferPointer, prefilter: PrefilterSet, order: inout PrefilterSet.SearchOrder, validate: Bool,
+                       _ onFailure: (AuditDecodeError) -> Void) -> Screening {
+        if prefilter.acceptsEverything || record.baseAddress == nil || prefilter.literalsPresent(record, reordering: &order) { return .candidate }
+        guard validate else { return Prefilter.hasUnsureEscape(record) ? .candidate : .rejected(events: 0) }
+        switch quickVerdict(record) {
+        case .oneEvent(let byteSearchable): return byteSearchable ? .rejected(events: 1) : .candidate
+        case .undecided: return Prefilter.hasUnsureEscape(record) ? .candidate : .rejected(events: validateInFull(record, onFailure))
+        }
+    }
+}
+
+/// How a record fares before any rule is evaluated (``AuditRecordDecoder/screen(_:prefilter:order:validate:_:)``).
+public enum Screening: Equatable, Sendable {
+    /// Some rule might match it: decode it in full.
+    case candidate
+    /// No rule can match it. Judged, when asked, as `events` events (its failures reported); 0 when not judged.
+    case rejected(events: Int)
 }
 
 /// Spans of JSON values found without building a tape.
@@ -453,8 +503,9 @@ public enum ValidationDifferential {
             scanned = try JSONDocument.parse(bytes, into: tape, maxDepth: maxDepth)
         } catch {}
         switch verdict {
-        case .valid(let root, let members, let typesValid):
+        case .valid(let root, let members, let typesValid, let byteSearchable):
             guard let scanned else { return "the validator accepts what the scanner rejects" }
+            if byteSearchable == Prefilter.hasUnsureEscape(bytes) { return "byte-searchable: \(byteSearchable), the escape scan's: \(!byteSearchable)" }
             if scanned.kind(0) != root { return "root kind \(root), the scanner's \(scanned.kind(0))" }
             if root == .object {
                 let tapeMembers = RootIndex(scanned, 0)
@@ -484,9 +535,29 @@ public enum ValidationDifferential {
         if validated != decoded.filter({ $0 != "event" }) || events != decoded.count(where: { $0 == "event" }) {
             return "validate gives \(events) events and failures \(validated), decode \(decoded)"
         }
+        // Screening gives the prefilter's and the decoder's verdicts, whichever work it skips.
+        for prefilter in screeningPrefilters {
+            let candidate = prefilter.mightMatch(bytes)
+            for validate in [true, false] {
+                var order = PrefilterSet.SearchOrder()
+                var failures: [String] = []
+                let screening = decoder.screen(bytes, prefilter: prefilter, order: &order, validate: validate) { failures.append($0.reason.rawValue) }
+                let expected: Screening = candidate ? .candidate : .rejected(events: validate ? events : 0)
+                if screening != expected || (screening != .candidate && failures != (validate ? validated : [])) {
+                    return "screening (validate: \(validate)) gives \(screening) and failures \(failures), expected \(expected) and \(validate ? validated : [])"
+                }
+            }
+        }
         return nil
     }
 
+    /// The seed rule's prefilter, which rejects most records, and one that passes most (audit events name
+    /// a `verb`).
+    private static let screeningPrefilters = [
+        PrefilterSet([Prefilter(requirements: [["forbid"], ["system:serviceaccount:"]])]),
+        PrefilterSet([Prefilter(requirements: [["verb"]])]),
+    ]
+
     /// Whether the record took the validation-only pass (for tests that must see it used).
-    public static func tookQuickPath(_ bytes: UnsafeRawBufferPointer) -> Bool { AuditRecordDecoder().quickVerdict(bytes) }
+    public static func tookQuickPath(_ bytes: UnsafeRawBufferPointer) -> Bool { AuditRecordDecoder().quickVerdict(bytes) != .undecided }
 }

@@ -53,16 +53,16 @@ struct DetectProcessor {
                  onMatch: (Int, RuleMatch) -> Void) {
         let payload = record.payload
         counts.inputRecords += 1
-        let candidate = prefilter.mightMatch(payload, reordering: &prefilterOrder)
-        if !candidate {
+        // A record no rule can match is only judged (when every record is): the validation-only pass, no
+        // tape, the decoder's verdict.
+        var firstFailure: AuditDecodeError?
+        let screening = decoder.screen(payload, prefilter: prefilter, order: &prefilterOrder, validate: topology.configuration.validateEveryRecord) { error in
+            if firstFailure == nil { firstFailure = error }
+            counts.decodeErrors[error.reason.rawValue, default: 0] += 1
+        }
+        if case .rejected(let events) = screening {
             counts.prefilterRejected += 1
-            if !topology.configuration.validateEveryRecord { return }
-            // A record no rule can match is only judged: the validation-only pass, no tape, same verdict.
-            var firstFailure: AuditDecodeError?
-            counts.eventsDecoded += decoder.validate(payload) { error in
-                if firstFailure == nil { firstFailure = error }
-                counts.decodeErrors[error.reason.rawValue, default: 0] += 1
-            }
+            counts.eventsDecoded += events
             if let firstFailure { deadLetter(record, firstFailure, counts: &counts, output: &output) }
             return
         }
