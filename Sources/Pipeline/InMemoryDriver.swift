@@ -28,6 +28,8 @@ public final class InMemoryDriver {
     struct PartitionLog {
         var base: Int64 = 0
         var records: [StoredRecord] = []
+        /// A changelog's record count after its last compaction.
+        var compacted = 0
         var end: Int64 { base + Int64(records.count) }
         subscript(offset: Int64) -> StoredRecord { records[Int(offset - base)] }
 
@@ -126,10 +128,14 @@ public final class InMemoryDriver {
         for partition in Array(logs.keys) {
             if changelogs.contains(partition.topic) {
                 let log = logs[partition]!
+                // Compacted once it has doubled since the last time: the work per record written stays
+                // bounded however many keys are live (every batch made a pass over every live key), and the
+                // log stays within twice the live keys' records.
+                guard log.records.count >= 2 * log.compacted, !log.records.isEmpty else { continue }
                 var latest: [[UInt8]: Int] = [:]
                 for (index, record) in log.records.enumerated() { latest[record.key ?? []] = index }
                 let kept = latest.values.sorted().map { log.records[$0] }.filter { $0.payload != nil }
-                logs[partition] = PartitionLog(base: log.end - Int64(kept.count), records: kept)
+                logs[partition] = PartitionLog(base: log.end - Int64(kept.count), records: kept, compacted: kept.count)
             } else if let done = committed[partition], topology.source(of: partition.topic) != nil {
                 // In place: a copy of the log would copy its records before dropping them.
                 logs[partition]!.dropRecords(before: done)
