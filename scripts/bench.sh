@@ -4,7 +4,7 @@
 #   2. end to end and latency on a tansu broker started here, with the librdkafka of the confluent-kafka
 #      wheel (Debian's 2.0.2 cannot talk to tansu) (.bench/results-tansu.json); end to end over 200 000
 #      events (BENCH_TANSU_E2E_EVENTS): runs of 20 000 last ~0.1 s and measure start-up more than
-#      throughput (the mock keeps only 5 MB a partition, so it stays at 20 000);
+#      throughput (the mock keeps only 5 MB a partition: it runs 80 000 on 24 partitions, BENCH_E2E_PARTITIONS);
 #   3. instructions per event of the core (valgrind's callgrind, counted inside the core's pass only) at
 #      0.1 / 1 / 10 % matches: repeatable where timings on this machine are not;
 #   4. `replay` throughput (median of three runs, file in the page cache) on a generated log of

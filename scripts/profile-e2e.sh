@@ -3,7 +3,7 @@
 # suite on the mock cluster and on tansu, cut to each measured interval (the raw librdkafka consumer, the
 # pipeline), and split by thread and library: the pipeline's own thread (our code, librdkafka's calls on it,
 # the kernel), librdkafka's threads, the broker, and idle cores. Writes .bench/profile-e2e.txt.
-# BENCH_E2E_EVENTS sets the tansu run's events (default 200 000; the mock keeps 20 000); one round each
+# BENCH_E2E_EVENTS sets the tansu run's events (default 200 000; the mock's are 80 000 on 24 partitions); one round each
 # (BENCH_E2E_ROUNDS) unless told otherwise. `make bench` runs it last when perf is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
