@@ -254,12 +254,27 @@ func skipPlainStringBytes(_ bytes: UnsafePointer<UInt8>, _ count: Int, from star
     var position = start
     #if arch(x86_64)
     let quote = _mm_set1_epi8(0x22), backslash = _mm_set1_epi8(0x5C), space = _mm_set1_epi8(0x20)
-    while position &+ 16 <= count {
-        let vector = UnsafeRawPointer(bytes + position).loadUnaligned(as: __m128i.self)
+    @inline(__always) func hits(_ at: Int) -> __m128i {
+        let vector = UnsafeRawPointer(bytes + at).loadUnaligned(as: __m128i.self)
         // Signed, every byte below 0x20 or from 0x80 up is less than 0x20: controls and non-ASCII in one compare.
-        let hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(vector, quote), _mm_cmpeq_epi8(vector, backslash)),
-                                _mm_cmplt_epi8(vector, space))
-        let mask = _mm_movemask_epi8(hits)
+        return _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(vector, quote), _mm_cmpeq_epi8(vector, backslash)), _mm_cmplt_epi8(vector, space))
+    }
+    // Sixteen bytes first (most strings end there), then thirty-two a step.
+    if position &+ 16 <= count {
+        let mask = _mm_movemask_epi8(hits(position))
+        if mask != 0 { return position &+ Int(mask.trailingZeroBitCount) }
+        position &+= 16
+        while position &+ 32 <= count {
+            let low = hits(position), high = hits(position &+ 16)
+            if _mm_movemask_epi8(_mm_or_si128(low, high)) != 0 {
+                let mask = Int(_mm_movemask_epi8(low)) | Int(_mm_movemask_epi8(high)) << 16
+                return position &+ mask.trailingZeroBitCount
+            }
+            position &+= 32
+        }
+    }
+    while position &+ 16 <= count {
+        let mask = _mm_movemask_epi8(hits(position))
         if mask != 0 { return position &+ Int(mask.trailingZeroBitCount) }
         position &+= 16
     }
