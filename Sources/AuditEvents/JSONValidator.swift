@@ -64,19 +64,20 @@ struct JSONValidator {
         do throws(Failure) {
             skipWhitespace()
             guard position < count else { return .invalid }
-            let rootKind = kind(of: bytes[position])
+            let rootKind = Self.kind(of: bytes[position])
             try scanValue(&watch)
             skipWhitespace()
             // Further values (newline-delimited events) are the decoder's to split.
             if position != count { return .unsure }
-            return .valid(root: rootKind, members: watch.members, typesValid: watch.typesValid(kind: { kind(of: bytes[$0]) }),
+            return .valid(root: rootKind, members: watch.members, typesValid: watch.typesValid(bytes),
                           byteSearchable: !unsureEscape)
         } catch {
             return error == .invalid ? .invalid : .unsure
         }
     }
 
-    private func kind(of byte: UInt8) -> JSONTape.Kind {
+    @inline(__always)
+    static func kind(of byte: UInt8) -> JSONTape.Kind {
         switch byte {
         case UInt8(ascii: "{"): .object
         case UInt8(ascii: "["): .array
@@ -367,11 +368,12 @@ struct TypeWatch {
 
     private mutating func wrong(_ key: RootKey) { wrongAt[Self.slot(key)!] = currentStart }
 
-    func typesValid(kind: (Int) -> JSONTape.Kind) -> Bool {
-        // No arrays or variadics here: this runs for every record.
+    /// Over the validated text whose root members ``members`` indexes.
+    func typesValid(_ bytes: UnsafePointer<UInt8>) -> Bool {
+        // No arrays, variadics or closures here: this runs for every record.
         @inline(__always) func allowed(_ key: RootKey, _ expected: JSONTape.Kind) -> Bool {
             guard let offset = members[key] else { return true }
-            let found = kind(offset)
+            let found = JSONValidator.kind(of: bytes[offset])
             return found == .null || found == expected
         }
         guard allowed(.verb, .string), allowed(.auditID, .string), allowed(.userAgent, .string), allowed(.requestURI, .string),
