@@ -141,7 +141,7 @@ struct JSONValidator {
                     let name = UnsafeRawBufferPointer(start: bytes + start, count: end &- start)
                     if depth == 1 {
                         Self.skipWhitespace(bytes, count, &p)
-                        watch.rootMember(RootKey.classify(name), at: p)
+                        watch.rootMember(named: name, at: p)
                     } else if watch.readsNames {
                         // Only `user`'s and `responseStatus`'s member names matter to the type checks.
                         watch.member(name)
@@ -304,6 +304,14 @@ struct TypeWatch {
     /// Whether member names one level down matter (an escaped one cannot be judged without decoding).
     var readsNames: Bool { current == .user || current == .responseStatus }
 
+    /// A root member by its (unescaped) name: classified and recorded in one call out of the grammar loop,
+    /// which saves and restores its registers once rather than twice.
+    @inline(never)
+    mutating func rootMember(named name: UnsafeRawBufferPointer, at offset: Int) {
+        rootMember(RootKey.classify(name), at: offset)
+    }
+
+    @inline(__always)
     mutating func rootMember(_ key: RootKey?, at offset: Int) {
         if let key { members.set(key, Int32(offset)) }
         current = key.flatMap { Self.slot($0) != nil ? $0 : nil }

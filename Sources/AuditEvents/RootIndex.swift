@@ -12,6 +12,7 @@ enum RootKey: Int, CaseIterable, Sendable {
         annotations, labels, objectRef, responseStatus, userAgent, requestURI, stage, level, requestReceivedTimestamp,
         stageTimestamp, insertId, receiveTimestamp, timestamp, resource, requestObject, responseObject, category, time
 
+    @inline(__always)
     static func classify(_ name: UnsafeRawBufferPointer) -> RootKey? {
         // A switch over lengths with literal comparisons: no tables, so no reference counting on the hot path.
         guard let base = name.baseAddress else { return nil }
