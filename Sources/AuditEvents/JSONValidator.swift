@@ -104,11 +104,11 @@ struct JSONValidator {
 
     /// The grammar as one loop over tokens with the open containers on a bit stack. Its state — the offset,
     /// the depth, whether the innermost container is an object — lives in locals, so that nothing goes
-    /// through memory from token to token (the offset is written back once, on the way out).
+    /// through memory from token to token (the offset is written back once, at the end of the value; after a
+    /// failure nobody reads it, and writing it back then too kept it in memory throughout).
     private mutating func scanValue(_ watch: inout TypeWatch) throws(Failure) {
         let bytes = self.bytes, count = self.count, maxDepth = self.maxDepth
         var p = position
-        defer { position = p }
         var stack = InlineArray<4, UInt64>(repeating: 0)
         var depth = 0
         var inObject = false
@@ -206,6 +206,7 @@ struct JSONValidator {
                 depth &-= 1
                 inObject = Self.isObject(stack, depth)
             }
+            position = p
             return
         }
     }
@@ -229,19 +230,22 @@ struct JSONValidator {
             position &+= 1
             return 0
         }
-        return try stringBodyRest(bytes, count, &position)
+        let (end, flags) = try stringBodyRest(bytes, count, from: position)
+        position = end
+        return flags
     }
 
     /// The rest of a string from its first byte that needs a look: escapes, non-ASCII, controls, the end.
+    /// Takes and returns the offset by value: an `inout` offset would put the grammar loop's offset in memory.
     @inline(never)
-    private static func stringBodyRest(_ bytes: UnsafePointer<UInt8>, _ count: Int, _ position: inout Int) throws(Failure) -> UInt8 {
+    private static func stringBodyRest(_ bytes: UnsafePointer<UInt8>, _ count: Int, from start: Int) throws(Failure) -> (end: Int, flags: UInt8) {
         var flags: UInt8 = 0
+        var position = start
         while true {
             guard position < count else { throw .invalid }
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
-                position &+= 1
-                return flags
+                return (position &+ 1, flags)
             }
             if byte == UInt8(ascii: "\\") {
                 flags |= 1
