@@ -259,15 +259,19 @@ public final class InMemoryDriver {
         for (partition, offsets) in runs {
             // Processing appends to no log: a run reads one snapshot of its partition's.
             guard let log = logs[partition] else { continue }
-            for offset in offsets.clamped(to: log.base..<log.end) {
-                let stored = log[offset]
-                let accepted = (stored.payload ?? []).withUnsafeBytes { payload in
-                    withOptionalBytes(stored.key) { key in
-                        member.task.process(RecordView(topic: partition.topic, partition: partition.partition, offset: offset,
-                                                       key: key, payload: payload, timestamp: stored.timestamp))
+            // Each record read in place, not copied out of the log (a copy retained and released its
+            // key, payload and headers).
+            log.records.withUnsafeBufferPointer { records in
+                for offset in offsets.clamped(to: log.base..<log.end) {
+                    let index = Int(offset - log.base)
+                    let accepted = (records[index].payload ?? []).withUnsafeBytes { payload in
+                        withOptionalBytes(records[index].key) { key in
+                            member.task.process(RecordView(topic: partition.topic, partition: partition.partition, offset: offset,
+                                                           key: key, payload: payload, timestamp: records[index].timestamp))
+                        }
                     }
+                    if accepted { processed += 1 }
                 }
-                if accepted { processed += 1 }
             }
         }
         settleAssignment(member)
