@@ -39,7 +39,8 @@ struct BenchReport {
         for row in rows {
             let events = row.eventsPerSecond.map { String(format: "%12.0f", $0) } ?? String(repeating: " ", count: 12)
             let megabytes = row.megabytesPerSecond.map { String(format: "%10.1f", $0) } ?? String(repeating: " ", count: 10)
-            let ratio = row.ratio.map { String(format: "%.1f%@", $0, row.ratioName ?? "") } ?? ""
+            // Two places below 10: one place had printed 0.754 of raw as "0.8", against a target of 0.8.
+            let ratio = row.ratio.map { String(format: $0 < 10 ? "%.2f%@" : "%.1f%@", $0, row.ratioName ?? "") } ?? ""
             Swift.print("| \(row.suite.padding(toLength: 6, withPad: " ", startingAt: 0)) | \(row.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)) | \(events) | \(megabytes) | \(ratio)")
         }
         for note in notes { Swift.print("  \(note)") }
