@@ -299,7 +299,7 @@ public struct Prefilter: Sendable, Equatable {
 
     /// One pass over the backslashes: is any the start of `\u` or `\/`? (An escaped backslash is skipped
     /// with the character it escapes.)
-    public static func hasUnsureEscape(_ record: UnsafeRawBufferPointer) -> Bool {
+    static func hasUnsureEscape(_ record: UnsafeRawBufferPointer) -> Bool {
         guard let base = record.baseAddress else { return false }
         var index = 0
         while index < record.count - 1, let hit = memchr(base + index, Int32(UInt8(ascii: "\\")), record.count - 1 - index) {
@@ -350,8 +350,10 @@ public struct PrefilterSet: Sendable {
     /// Whether any filter might match: the same verdict as asking each ``Prefilter`` in turn. Searches the
     /// groups in their written order (no ``SearchOrder`` to learn into).
     public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
+        if acceptsEverything || record.baseAddress == nil { return true }
+        // The literals first: a record that holds them passes whatever its escapes.
         var unused = SearchOrder()
-        return search(record, order: &unused, learning: false)
+        return searchLiterals(record, order: &unused, learning: false) || Prefilter.hasUnsureEscape(record)
     }
 
     /// The order in which each filter's groups are searched, learned from the records: a group that rejects
@@ -365,22 +367,11 @@ public struct PrefilterSet: Sendable {
         public init() {}
     }
 
-    /// ``mightMatch(_:)``, searching each filter's groups in `order` and updating it.
-    public func mightMatch(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
-        search(record, order: &order, learning: true)
-    }
-
-    @inline(__always)
-    private func search(_ record: UnsafeRawBufferPointer, order: inout SearchOrder, learning: Bool) -> Bool {
-        if acceptsEverything || record.baseAddress == nil { return true }
-        // The literals first: a record that holds them passes whatever its escapes.
-        return searchLiterals(record, order: &order, learning: learning) || Prefilter.hasUnsureEscape(record)
-    }
-
-    /// The literal search alone: whether every group of some filter has a literal in the bytes as written.
-    /// A false is the set's verdict only for a record without `\u` or `\/` escapes
-    /// (``Prefilter/hasUnsureEscape(_:)``), which the caller has ruled out some other way.
-    public func literalsPresent(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
+    /// The literal search alone, each filter's groups searched in `order` and the order updated: whether
+    /// every group of some filter has a literal in the bytes as written. A false is the set's verdict only
+    /// for a record without `\u` or `\/` escapes (``Prefilter/hasUnsureEscape(_:)``), which the caller rules
+    /// out some other way (``AuditRecordDecoder/screen(_:prefilter:order:validate:_:)``).
+    func literalsPresent(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
         if acceptsEverything || record.baseAddress == nil { return true }
         return searchLiterals(record, order: &order, learning: true)
     }

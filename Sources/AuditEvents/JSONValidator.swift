@@ -26,7 +26,8 @@ struct JSONValidator {
     private let count: Int
     private let maxDepth: Int
     private var position = 0
-    /// A string held `\u` or `\/` (set only on the out-of-line escape path: the grammar loop never reads it).
+    /// A string held `\u` or `\/`: found by the out-of-line rest of a string, set only when it says so, and
+    /// read once the value is scanned.
     private var unsureEscape = false
 
     private init(_ buffer: UnsafeRawBufferPointer, maxDepth: Int) {
@@ -309,14 +310,15 @@ struct TypeWatch {
     var readsNames: Bool { current == .user || current == .responseStatus }
 
     /// A root member by its (unescaped) name: classified and recorded in one call out of the grammar loop,
-    /// which saves and restores its registers once rather than twice.
+    /// which saves and restores its registers once rather than twice. (The two written as one body compiled
+    /// to 1.8 M more instructions over a 20 000-event replay.)
     @inline(never)
     mutating func rootMember(named name: UnsafeRawBufferPointer, at offset: Int) {
         rootMember(RootKey.classify(name), at: offset)
     }
 
     @inline(__always)
-    mutating func rootMember(_ key: RootKey?, at offset: Int) {
+    private mutating func rootMember(_ key: RootKey?, at offset: Int) {
         if let key { members.set(key, Int32(offset)) }
         current = key.flatMap { Self.slot($0) != nil ? $0 : nil }
         currentStart = Int32(offset)
@@ -478,7 +480,7 @@ extension AuditRecordDecoder {
     /// prefilter's own scan for them runs only when the pass cannot judge the record.
     public func screen(_ record: UnsafeRawBufferPointer, prefilter: PrefilterSet, order: inout PrefilterSet.SearchOrder, validate: Bool,
                        _ onFailure: (AuditDecodeError) -> Void) -> Screening {
-        if prefilter.acceptsEverything || record.baseAddress == nil || prefilter.literalsPresent(record, reordering: &order) { return .candidate }
+        if prefilter.literalsPresent(record, reordering: &order) { return .candidate }
         guard validate else { return Prefilter.hasUnsureEscape(record) ? .candidate : .rejected(events: 0) }
         switch quickVerdict(record) {
         case .oneEvent(let byteSearchable): return byteSearchable ? .rejected(events: 1) : .candidate

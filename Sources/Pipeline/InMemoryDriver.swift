@@ -31,7 +31,6 @@ public final class InMemoryDriver {
         /// A changelog's record count after its last compaction.
         var compacted = 0
         var end: Int64 { base + Int64(records.count) }
-        subscript(offset: Int64) -> StoredRecord { records[Int(offset - base)] }
 
         mutating func dropRecords(before offset: Int64) {
             let cut = min(offset, end)
@@ -91,9 +90,10 @@ public final class InMemoryDriver {
     /// Appends values (no key, no timestamp) to a partition of an input topic through one lookup of its log,
     /// returning the first one's offset: a replay pipes every line of its input, and a lookup per record
     /// (hashing the topic's name) cost it more than the append. The values are `ends.count` consecutive
-    /// pieces of `bytes`, the i-th ending at `ends[i]`; the log keeps slices of that one buffer.
+    /// pieces of `bytes`, the first starting where `bytes` does and the i-th ending at index `ends[i]`; the
+    /// log keeps slices of that one buffer.
     @discardableResult
-    public func pipe(contentsOf bytes: [UInt8], ends: [Int], topic: String, partition: Int32 = 0) -> Int64 {
+    public func pipe(contentsOf bytes: ArraySlice<UInt8>, ends: [Int], topic: String, partition: Int32 = 0) -> Int64 {
         Self.append(bytes, ends: ends, to: &logs[TopicPartition(topic, partition), default: PartitionLog()])
     }
 
@@ -103,10 +103,10 @@ public final class InMemoryDriver {
         return log.end - 1
     }
 
-    private static func append(_ bytes: [UInt8], ends: [Int], to log: inout PartitionLog) -> Int64 {
+    private static func append(_ bytes: ArraySlice<UInt8>, ends: [Int], to log: inout PartitionLog) -> Int64 {
         let first = log.end
         log.records.reserveCapacity(log.records.count + ends.count)
-        var start = 0
+        var start = bytes.startIndex
         for end in ends {
             log.records.append(StoredRecord(key: nil, payload: bytes[start..<end], headers: [], timestamp: nil))
             start = end

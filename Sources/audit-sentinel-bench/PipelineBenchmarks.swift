@@ -408,8 +408,8 @@ struct EndToEndBenchmark {
 
     func run(report: inout BenchReport) throws {
         // The mock keeps 5 MB a partition: 80 000 events (100 MB) need 24 partitions. Runs of 20 000 on 6
-        // lasted 15–40 ms, where the pipeline's start-up weighed on its figure (its rounds then varied
-        // 300–700 k events/s; 630–775 k at 80 000).
+        // lasted 15–40 ms and their pipeline rounds spread from 297 to 935 k events/s (578–775 k in the
+        // first five runs at 80 000).
         let mock = broker.name == "mock"
         let count = environmentInt("BENCH_E2E_EVENTS", mock ? 80_000 : 20_000)
         let rounds = max(1, environmentInt("BENCH_E2E_ROUNDS", 3))

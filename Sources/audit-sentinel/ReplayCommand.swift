@@ -200,6 +200,8 @@ struct ReplayBatch {
     private var bytes: [UInt8] = []
     /// Where each record's bytes end in ``bytes``; emptied once they are piped.
     private var ends: [Int] = []
+    /// Where the records not yet piped start in ``bytes``.
+    private var unpiped = 0
     /// The input the last record came from, and its topic: records come file by file, so the topic is
     /// named once per file.
     private var input = (path: "", topic: "")
@@ -223,7 +225,9 @@ struct ReplayBatch {
     /// Appends the records read since the last call to the driver's input log, as slices of ``bytes``.
     mutating func pipe(into driver: InMemoryDriver) {
         guard !ends.isEmpty else { return }
-        firstOffset = driver.pipe(contentsOf: bytes, ends: ends, topic: topic)
+        let offset = driver.pipe(contentsOf: bytes[unpiped...], ends: ends, topic: topic)
+        if unpiped == 0 { firstOffset = offset }
+        unpiped = bytes.count
         ends.removeAll(keepingCapacity: true)
     }
 
@@ -232,5 +236,6 @@ struct ReplayBatch {
     mutating func consumed() {
         bytes.removeAll(keepingCapacity: true)
         lines.removeAll(keepingCapacity: true)
+        unpiped = 0
     }
 }

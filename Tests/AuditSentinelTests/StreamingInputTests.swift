@@ -2,6 +2,9 @@
 // gzip against the gzip tool, the progress line's text.
 import AuditEvents
 import Foundation
+import Kafka
+import Pipeline
+import TestSupport
 import Testing
 
 @testable import audit_sentinel
@@ -215,5 +218,29 @@ struct StreamingInputTests {
         #expect(ProgressLine.text(bytesRead: 1_500_000, totalBytes: nil, events: 10, alerts: 0, elapsedSeconds: 1)
                 == "1.5 MB, 10 events/s, 0 alerts")
         #expect(ProgressLine.text(bytesRead: 1_000_000, totalBytes: 4_000_000_000, events: 1, alerts: 0, elapsedSeconds: 1).hasSuffix(", 1:06:39 left"))
+    }
+
+    /// A replay batch piped in two parts before it runs (records read, piped, more read, piped again) puts
+    /// each record in the driver's input log once, in order: the second part is sliced from where the first
+    /// ended, not from the buffer's start.
+    @Test func aBatchPipedTwiceLogsEachRecordOnce() throws {
+        let rules = try loadRuleSet([packageRoot.appendingPathComponent("Config/rules").path])
+        let driver = InMemoryDriver(configuration: PipelineConfiguration(applicationID: "batch", kafka: KafkaConfiguration(), inputTopics: ["in"], alertsTopic: "alerts"), rules: rules)
+        var batch = ReplayBatch()
+        let lines = ["{\"a\":1}", "{\"b\":22}", "{\"c\":333}", "{\"d\":4444}"]
+        func add(_ line: String, _ number: Int) {
+            var bytes = Array(line.utf8)
+            bytes.withUnsafeMutableBytes { buffer in
+                _ = batch.add(InputList.Record(bytes: UnsafeRawBufferPointer(buffer), path: "in.log", name: "in.log", line: number, bytesRead: 0), topicName: { _ in "in" })
+            }
+        }
+        add(lines[0], 1)
+        add(lines[1], 2)
+        batch.pipe(into: driver)
+        add(lines[2], 3)
+        add(lines[3], 4)
+        batch.pipe(into: driver)
+        #expect(driver.records(of: "in").map { String(decoding: $0.record.value ?? [], as: UTF8.self) } == lines)
+        #expect(batch.firstOffset == 0 && batch.lines == [1, 2, 3, 4])
     }
 }
