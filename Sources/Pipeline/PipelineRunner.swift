@@ -147,7 +147,7 @@ public final class PipelineRunner {
     public func runOnce() throws -> Int {
         guard let consumer, let sink else { throw KafkaError(code: .state, message: "pipeline not started") }
         task.beginPoll()
-        let processed: Int = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout, fillBatch: configuration.fillBatches) { batch in
+        let (processed, received) = try consumer.poll(maxMessages: configuration.maxBatch, timeout: configuration.pollTimeout, fillBatch: configuration.fillBatches) { batch in
             var processed = 0
             // A topic's name is made once per run of its records (and the same string then compares fast).
             var topic: (identity: Int, name: String)?
@@ -157,15 +157,18 @@ public final class PipelineRunner {
                                       payload: record.payload, timestamp: record.timestamp?.milliseconds)
                 if task.process(view) { processed += 1 }
             }
-            return processed
+            return (processed, batch.count)
         }
         try settleAssignment(consumer)
         finishRebalance()
         checkInputTopics(consumer)
         task.punctuate { partition in caughtUp(partition, consumer) }
         let counts = task.takeCounts()
+        let maxBatch = configuration.maxBatch
         status.update { totals in
             totals.recordsConsumed += processed
+            if received > 0 { totals.pollsWithRecords += 1 }
+            if received >= maxBatch { totals.fullPolls += 1 }
             counts.add(to: &totals)
         }
         status.setStores(owned: task.stores.count, openWindows: task.openWindows, pendingSequences: task.pendingSequences,

@@ -35,6 +35,11 @@ public struct PipelineCounters: Sendable, Equatable {
     public var fencedRecords = 0
     /// Milliseconds spent restoring state stores, in total.
     public var restoreMilliseconds: Int64 = 0
+    /// Polls that returned records, and those of them that returned a full batch (`processing.max_batch`).
+    /// Mostly full polls mean the consumer's prefetch queue never runs dry: processing, not fetching, sets
+    /// the pace (scale out, or give the instance more CPU).
+    public var pollsWithRecords = 0
+    public var fullPolls = 0
     /// Records behind the end of each assigned input partition (refreshed every few seconds).
     public var lag: [TopicPartition: Int64] = [:]
 

@@ -224,7 +224,7 @@ struct ServiceTests {
         try DeploymentFilesTests.checkMonitoring(againstLiveMetrics: metrics.body)
         for name in ["audit_sentinel_records_consumed_total", "audit_sentinel_matches_total{rule_id=", "audit_sentinel_alerts_total{",
                      "audit_sentinel_open_windows", "audit_sentinel_ready 1", "audit_sentinel_alert_latency_seconds_bucket",
-                     "audit_sentinel_consumer_lag{", "# TYPE audit_sentinel_records_consumed_total counter",
+                     "audit_sentinel_consumer_lag{", "# TYPE audit_sentinel_records_consumed_total counter", "audit_sentinel_polls_total{batch=\"full\"}",
                      "audit_sentinel_build_info{", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
                      "process_max_fds", "process_start_time_seconds", "# TYPE process_cpu_seconds_total counter"] {
             #expect(metrics.body.contains(name), "missing \(name)")

@@ -682,6 +682,33 @@ struct PipelineEndToEndTests {
         try PipelineScenarios.malformedRecordsAreDeadLetteredAndNothingElseIsLost(bench(), malformedCount: 3_000)
     }
 
+    /// Poll fill, the counter that says whether processing or fetching sets the pace: a backlog read in
+    /// batches of 7 that wait to fill comes in full polls; the same backlog in batches of 1 000 in none.
+    @Test func pollsAreCountedByWhetherTheirBatchWasFull() throws {
+        for batch in [7, 1000] {
+            var shaped = try bench()
+            shaped.poll = PollShape(fill: true, batch: batch)
+            let records = Scenario.records()
+            try shaped.produce(records)
+            let runner = shaped.runner(ManualClock())
+            try runner.start()
+            try drive([runner], clock: ManualClock(), until: { runner.snapshot().inputRecords >= records.count })
+            let counters = runner.snapshot()
+            try runner.stop()
+            #expect(counters.inputRecords == records.count)
+            #expect(counters.fullPolls <= counters.pollsWithRecords)
+            // Every record came in a poll that returned records; a full one holds `batch`, any other fewer.
+            #expect(counters.pollsWithRecords > 0)
+            #expect(counters.recordsConsumed <= counters.fullPolls * batch + (counters.pollsWithRecords - counters.fullPolls) * (batch - 1))
+            if batch == 7 {
+                // The backlog is there before the first poll: all but the polls that end a partition's records fill.
+                #expect(counters.fullPolls >= records.count / batch - 2, "\(counters.fullPolls) full of \(counters.pollsWithRecords)")
+            } else {
+                #expect(counters.fullPolls == 0, "\(records.count) records cannot fill a batch of 1 000")
+            }
+        }
+    }
+
     /// Without the repartition hop (input already partitioned by account): the same alerts, and a restart
     /// restores the state from the changelog partition of the input partition.
     @Test func skippingTheRepartitionHopGivesTheSameAlerts() throws {
