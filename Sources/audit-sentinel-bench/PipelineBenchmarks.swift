@@ -342,11 +342,21 @@ struct EndToEndBenchmark {
         return configuration
     }
 
+    /// One timed run of the pipeline: its rate, and how many of its polls that returned records were full
+    /// (`processing.max_batch`): all full means the records were always there, and processing set the pace.
+    struct PipelineRound {
+        var eventsPerSecond: Double
+        /// CPU time of the loop's thread per record (one instance; with several, the one that finished).
+        var loopMicrosecondsPerRecord: Double
+        var fullPolls: Int
+        var polls: Int
+    }
+
     /// (b) Pipeline instances (threads of this process, one group) until every input record is processed.
     /// - Parameter produceWhenSettled: when given, the input is produced by it once every instance is ready
     ///   (joined, assigned, restored); otherwise it is there already.
     func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true,
-                  produceWhenSettled: (() throws -> Void)? = nil) throws -> Double {
+                  produceWhenSettled: (() throws -> Void)? = nil) throws -> PipelineRound {
         var configuration = pipelineConfiguration(applicationID: "bench-\(UUID().uuidString.prefix(8))", input: topic)
         configuration.validateEveryRecord = validateEveryRecord
         let runners = (0..<instances).map { _ in PipelineRunner(configuration: configuration, rules: rules, provisioner: broker.provisioner, logger: benchLogger) }
@@ -359,6 +369,9 @@ struct EndToEndBenchmark {
         // consumer times itself), not by the waiting thread's next look.
         let started = Mutex<(time: ContinuousClock.Instant, records: Int)?>(nil)
         let finished = Mutex<ContinuousClock.Instant?>(nil)
+        // CPU seconds the loops' threads spent between their first batch and the last record (what the
+        // pipeline's own thread costs per record, apart from how the two cores were shared).
+        let loopCPU = Mutex<Double>(0)
         let done = Atomic<Bool>(false)
         let threads = runners.map { runner in
             // Handed to its thread: from here until `done`, only that thread touches the runner.
@@ -366,12 +379,20 @@ struct EndToEndBenchmark {
             let thread = Thread {
                 // Named for profiles (scripts/profile-e2e.sh): the loop's thread apart from librdkafka's rdk:*.
                 Thread.current.name = "pipeline"
+                var cpuAtStart: Double?
                 while !done.load(ordering: .acquiring) {
                     guard (try? runner.runOnce()) ?? 0 > 0 else { continue }
                     let now = ContinuousClock.now
                     let processed = inputRecords()
                     started.withLock { if $0 == nil { $0 = (now, processed) } }
-                    if processed >= count { finished.withLock { if $0 == nil { $0 = now } } }
+                    if cpuAtStart == nil { cpuAtStart = threadCPUSeconds() }
+                    if processed >= count {
+                        let first = finished.withLock { stamp in
+                            defer { if stamp == nil { stamp = now } }
+                            return stamp == nil
+                        }
+                        if first { loopCPU.withLock { $0 += threadCPUSeconds() - cpuAtStart! } }
+                    }
                 }
             }
             thread.start()
@@ -403,7 +424,10 @@ struct EndToEndBenchmark {
         for runner in runners { try? runner.stop() }
         precondition(processed >= count, "pipeline processed \(processed) of \(count) records on \(broker.name)")
         precondition(start.records < count, "the first batch held every record: nothing left to time on \(broker.name)")
-        return Double(count - start.records) / seconds(start.time.duration(to: end))
+        let counters = statuses.map(\.counterSnapshot)
+        return PipelineRound(eventsPerSecond: Double(count - start.records) / seconds(start.time.duration(to: end)),
+                             loopMicrosecondsPerRecord: loopCPU.withLock { $0 } * 1e6 / Double(count - start.records),
+                             fullPolls: counters.reduce(0) { $0 + $1.fullPolls }, polls: counters.reduce(0) { $0 + $1.pollsWithRecords })
     }
 
     func run(report: inout BenchReport) throws {
@@ -412,7 +436,9 @@ struct EndToEndBenchmark {
         // first five runs at 80 000).
         let mock = broker.name == "mock"
         let count = environmentInt("BENCH_E2E_EVENTS", mock ? 80_000 : 20_000)
-        let rounds = max(1, environmentInt("BENCH_E2E_ROUNDS", 3))
+        // Five rounds on the mock (each a fraction of a second; the two cores' scheduling moves single rounds
+        // by tens of per cent), three on tansu (each about a second).
+        let rounds = max(1, environmentInt("BENCH_E2E_ROUNDS", mock ? 5 : 3))
         let input = "e2e-\(UUID().uuidString.prefix(8))"
         let partitions = Int32(environmentInt("BENCH_E2E_PARTITIONS", mock ? 24 : 6))
         try broker.createTopic(input, partitions)
@@ -423,11 +449,13 @@ struct EndToEndBenchmark {
         _ = try rawConsumer(topic: input, count: count)
         // Rounds of the three, interleaved, and their medians: one run of each varies by tens of per cent here.
         var raw: [Double] = [], validating: [Double] = [], fast: [Double] = [], rawRead: [Double] = []
+        var validatingRounds: [PipelineRound] = []
         for _ in 0..<rounds {
             raw.append(try rawConsumer(topic: input, count: count))
             rawRead.append(try rawConsumer(topic: input, count: count, readEveryByte: true))
-            validating.append(try pipeline(topic: input, count: count))
-            fast.append(try pipeline(topic: input, count: count, validateEveryRecord: false))
+            validatingRounds.append(try pipeline(topic: input, count: count))
+            validating.append(validatingRounds.last!.eventsPerSecond)
+            fast.append(try pipeline(topic: input, count: count, validateEveryRecord: false).eventsPerSecond)
         }
         func median(_ values: [Double]) -> Double {
             let sorted = values.sorted()
@@ -441,7 +469,9 @@ struct EndToEndBenchmark {
                    ratio: median(fast) / limit, ratioName: " of raw")
         func list(_ values: [Double]) -> String { values.map { String(format: "%.0f", $0) }.joined(separator: ", ") }
         report.note("e2e \(broker.name): \(count) events (1 % matches) on \(partitions) partitions, medians of \(rounds) interleaved rounds "
-                    + "(after one unmeasured read); raw \(list(raw)), raw reading every byte \(list(rawRead)), pipeline \(list(validating)), prefilter first \(list(fast)) ev/s")
+                    + "(after one unmeasured read); raw \(list(raw)), raw reading every byte \(list(rawRead)), pipeline \(list(validating)), prefilter first \(list(fast)) ev/s; "
+                    + "pipeline polls full (of those with records): \(validatingRounds.map { "\($0.fullPolls)/\($0.polls)" }.joined(separator: ", ")); "
+                    + "pipeline loop thread's CPU per record: \(validatingRounds.map { String(format: "%.2f", $0.loopMicrosecondsPerRecord) }.joined(separator: ", ")) µs")
     }
 
     /// 5. Throughput with 1, 2 and 3 instances in one group on a 6-partition input.
@@ -456,7 +486,7 @@ struct EndToEndBenchmark {
             try broker.createTopic(input, 6)
             let rate = try pipeline(topic: input, count: count, instances: instances) {
                 try broker.produce(records, topic: input, partitions: 6)
-            }
+            }.eventsPerSecond
             if instances == 1 { single = rate }
             report.add("scale", "\(broker.name): \(instances) instance(s), one group, 6 partitions", events: rate, ratio: rate / single, ratioName: "× one instance")
         }
@@ -537,3 +567,11 @@ struct LatencyBenchmark {
         report.note("latency \(broker.name) @ \(rate) ev/s for \(duration) s: \(consumed) records consumed of \(produced.load(ordering: .acquiring)) produced, \(values.count) alerts of \(expectedAlerts); after the first 2 s p50 \(steadyPercentile(0.5)) ms, p99 \(steadyPercentile(0.99)) ms, max \(steady.last!) ms; every alert p50 \(percentile(0.5)) ms, p99 \(percentile(0.99)) ms, max \(values.last!) ms (exact, from every sample)")
     }
 }
+
+/// CPU seconds the calling thread has used.
+func threadCPUSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
