@@ -350,7 +350,6 @@ public struct PrefilterSet: Sendable {
     /// Whether any filter might match: the same verdict as asking each ``Prefilter`` in turn. Searches the
     /// groups in their written order (no ``SearchOrder`` to learn into).
     public func mightMatch(_ record: UnsafeRawBufferPointer) -> Bool {
-        if acceptsEverything || record.baseAddress == nil { return true }
         // The literals first: a record that holds them passes whatever its escapes.
         var unused = SearchOrder()
         return searchLiterals(record, order: &unused, learning: false) || Prefilter.hasUnsureEscape(record)
@@ -372,12 +371,13 @@ public struct PrefilterSet: Sendable {
     /// for a record without `\u` or `\/` escapes (``Prefilter/hasUnsureEscape(_:)``), which the caller rules
     /// out some other way (``AuditRecordDecoder/screen(_:prefilter:order:validate:_:)``).
     func literalsPresent(_ record: UnsafeRawBufferPointer, reordering order: inout SearchOrder) -> Bool {
-        if acceptsEverything || record.baseAddress == nil { return true }
-        return searchLiterals(record, order: &order, learning: true)
+        searchLiterals(record, order: &order, learning: true)
     }
 
+    /// True at once for a set that accepts everything (a rule without literals) or a record without bytes.
     @inline(__always)
     private func searchLiterals(_ record: UnsafeRawBufferPointer, order: inout SearchOrder, learning: Bool) -> Bool {
+        if acceptsEverything || record.baseAddress == nil { return true }
         if learning, order.groups.count != groups.count { order.groups = groups.map { Array($0.indices) } }
         return withUnsafeTemporaryAllocation(of: Int8.self, capacity: literals.count) { found in
             found.initialize(repeating: -1)

@@ -127,10 +127,9 @@ final class PipelineMetrics: Sendable {
                 [("result", "committed")], now.commitsSucceeded, before.commitsSucceeded)
         advance("commits", "Offset commits (transactions: their commits), by result; a failed one means records may be read again",
                 [("result", "failed")], now.commitRetries, before.commitRetries)
-        advance("polls", "Consumer polls that returned records, by whether the batch was full (mostly full: processing sets the pace)",
-                [("batch", "full")], now.fullPolls, before.fullPolls)
-        advance("polls", "Consumer polls that returned records, by whether the batch was full (mostly full: processing sets the pace)",
-                [("batch", "partial")], now.pollsWithRecords - now.fullPolls, before.pollsWithRecords - before.fullPolls)
+        let polls = "Consumer polls that returned records, by whether the batch was full (mostly full: processing sets the pace)"
+        advance("polls", polls, [("batch", "full")], now.fullPolls, before.fullPolls)
+        advance("polls", polls, [("batch", "partial")], now.pollsWithRecords - now.fullPolls, before.pollsWithRecords - before.fullPolls)
         advance("rebalances", "Consumer-group rebalance callbacks (assignments, revocations, losses)", [], now.rebalances, before.rebalances)
         advance("restored_keys", "State keys restored from changelogs", [], now.restoredKeys, before.restoredKeys)
         advance("restore_failures", "State restores that failed (retried)", [], now.restoreFailures, before.restoreFailures)
