@@ -7,6 +7,9 @@
 #      throughput (the mock keeps only 5 MB a partition: it runs 80 000 on 24 partitions, BENCH_E2E_PARTITIONS);
 #   3. instructions per event of the core (valgrind's callgrind, counted inside the core's pass only) at
 #      0.1 / 1 / 10 % matches: repeatable where timings on this machine are not;
+#   3b. instructions per record of the pipeline's own thread in a live run on the mock (callgrind,
+#      --separate-threads; scripts/callgrind-thread.py): the core's work plus the loop's, librdkafka's calls
+#      on that thread and the sink;
 #   4. `replay` throughput (median of three runs, file in the page cache) on a generated log of
 #      BENCH_REPLAY_EVENTS events (default 160 000, ~200 MB), and
 #      its peak memory on one of BENCH_REPLAY_LARGE_EVENTS (default 800 000, ~1 GB);
@@ -55,6 +58,20 @@ for rate in 0.001 0.01 0.1; do
   printf '| core (callgrind) | %s %% matches | %d instructions/event |\n' \
     "$(awk -v r="$rate" 'BEGIN { print r * 100 }')" $(((counts[1] - counts[0]) / n)) | tee -a .bench/results.txt
 done
+
+echo "== instructions per record on the pipeline's own thread, live on the mock (callgrind)" | tee -a .bench/results.txt
+# One pipeline round, every record validated, over N and 2N fresh events (1 % matches), each thread
+# counted apart (--separate-threads): the thread that ran the stream task, its difference over N. Set
+# beside the core's count above, it says how many more instructions the live loop executes a record than
+# the core does; set beside the loop's CPU per record in the e2e note, how fast it executes them.
+n=${BENCH_CALLGRIND_PIPELINE_EVENTS:-4000}
+for events in "$n" $((2 * n)); do
+  rm -f .bench/callgrind-pipeline-"$events"*
+  BENCH_EVENTS=$events valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=.bench/callgrind-pipeline-"$events" \
+    .bench/audit-sentinel-bench-nodebug pipeline-once > .bench/callgrind-pipeline-"$events".log 2>&1
+done
+printf '| pipeline thread (callgrind) | %s |\n' \
+  "$(python3 scripts/callgrind-thread.py "$n" .bench/callgrind-pipeline-"$n" .bench/callgrind-pipeline-$((2 * n)))" | tee -a .bench/results.txt
 
 echo "== replay of generated logs" | tee -a .bench/results.txt
 # Throughput on ~200 MB, and peak memory on ~1 GB (BENCH_REPLAY_LARGE_EVENTS, 0 skips it): streaming input

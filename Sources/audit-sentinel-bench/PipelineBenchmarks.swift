@@ -430,6 +430,14 @@ struct EndToEndBenchmark {
                              fullPolls: counters.reduce(0) { $0 + $1.fullPolls }, polls: counters.reduce(0) { $0 + $1.pollsWithRecords })
     }
 
+    /// One round of the pipeline, every record validated, over `count` fresh events on 6 partitions.
+    func pipelineOnce(count: Int) throws -> PipelineRound {
+        let input = "once-\(UUID().uuidString.prefix(8))"
+        try broker.createTopic(input, 6)
+        try broker.produce(corpus(count: count, matchRate: 0.01, seed: 31), topic: input, partitions: 6)
+        return try pipeline(topic: input, count: count)
+    }
+
     func run(report: inout BenchReport) throws {
         // The mock keeps 5 MB a partition: 80 000 events (100 MB) need 24 partitions. Runs of 20 000 on 6
         // lasted 15–40 ms and their pipeline rounds spread from 297 to 935 k events/s (578–775 k in the

@@ -36,6 +36,13 @@ for suite in suites {
             }
         }
     case "scale": try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).scaleOut(report: &report)
+    case "pipeline-once":
+        // One pipeline round on the mock over BENCH_EVENTS fresh events (1 % matches), for callgrind
+        // (scripts/bench.sh counts the instructions of the pipeline's own thread per record).
+        let count = environmentInt("BENCH_EVENTS", 8_000)
+        let round = try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).pipelineOnce(count: count)
+        print("pipeline-once: \(count) events, \(String(format: "%.0f", round.eventsPerSecond)) events/s")
+        exit(0)
     case "core-once":
         // One pass of the core over BENCH_EVENTS events at BENCH_MATCH_RATE, for callgrind (scripts/bench.sh
         // collects instructions inside `CoreBenchmark.measuredPass` only).
