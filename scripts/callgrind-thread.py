@@ -3,45 +3,78 @@
 
 Usage: callgrind-thread.py N OUT_N OUT_2N — the callgrind output prefixes of two runs (--separate-threads=yes)
 over N and 2N events. In each run it takes the thread that ran the stream task (the pipeline's own thread,
-apart from librdkafka's, the mock broker's and the bench's), and prints the difference of the two counts
-over N — what a record costs, with start-up, restore and one-time runtime lookups dropped out — split into
-the screening (validation pass and literal search), librdkafka's own code on that thread (consuming and
-freeing messages; the libc it calls is counted under the rest), and the rest (decoding and evaluating
-candidates, windows, alerts, producing, the loop).
+apart from librdkafka's, the mock broker's and the bench's) and prints the difference of the two counts over
+N — what a record costs, with start-up, restore and one-time runtime lookups dropped out — split into:
+the screening (validation pass and literal search: everything under `AuditRecordDecoder.screen`);
+librdkafka (everything under a call from our code into librdkafka: polling, freeing messages, producing,
+committing — with the libc those calls use); and the rest (decoding and evaluating candidates, windows,
+alerts, the loop and the sink's own code).
 """
 import glob
 import re
-import subprocess
 import sys
 
-PARTS = {
-    "screening": re.compile(r"RecordDecoderC6screen_"),
-}
+SCREEN = re.compile(r"RecordDecoderC6screen_")
+LIBRDKAFKA = "librdkafka.so"
+
+
+def parse(path):
+    """Total instructions of one thread's file, the inclusive cost under `screen`, and the inclusive cost of
+    calls that cross from another object into librdkafka."""
+    positions = 1
+    objects, functions = {}, {}
+    current_object = current_function = None
+    callee_object = callee_function = None
+    pending_call = False
+    total = screening = librdkafka = 0
+    ran_stream_task = False
+
+    def named(table, value):
+        match = re.match(r"\((\d+)\)(?: (.*))?", value)
+        if not match:
+            return value
+        if match.group(2) is not None:
+            table[match.group(1)] = match.group(2)
+        return table.get(match.group(1), "")
+
+    with open(path) as lines:
+        for line in lines:
+            line = line.rstrip("\n")
+            if line.startswith("positions:"):
+                positions = len(line.split()) - 1
+            elif line.startswith("summary:") or line.startswith("totals:"):
+                total = int(line.split()[1])
+            elif line.startswith("ob="):
+                current_object = named(objects, line[3:])
+            elif line.startswith("fn="):
+                current_function = named(functions, line[3:])
+                callee_object = None
+                if "StreamTaskC7process" in current_function:
+                    ran_stream_task = True
+            elif line.startswith("cob="):
+                callee_object = named(objects, line[4:])
+            elif line.startswith("cfn="):
+                callee_function = named(functions, line[4:])
+            elif line.startswith("calls="):
+                pending_call = True
+            elif pending_call and line and (line[0].isdigit() or line[0] in "+-*"):
+                pending_call = False
+                fields = line.split()
+                cost = int(fields[positions]) if len(fields) > positions else 0
+                target_object = callee_object if callee_object is not None else current_object
+                callee_object = None
+                if SCREEN.search(callee_function or "") and not SCREEN.search(current_function or ""):
+                    screening += cost
+                if LIBRDKAFKA in (target_object or "") and LIBRDKAFKA not in (current_object or ""):
+                    librdkafka += cost
+    return ran_stream_task, {"total": total, "screening": screening, "librdkafka": librdkafka}
 
 
 def thread_profile(prefix):
     best = None
     for path in sorted(glob.glob(prefix + "-*")):
-        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
-                              capture_output=True, text=True, check=True).stdout
-        if "StreamTaskC7process" not in text:
-            continue
-        total = 0
-        inclusive = {name: 0 for name in PARTS}
-        for line in text.splitlines():
-            match = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
-            if not match:
-                continue
-            count, what = int(match.group(1).replace(",", "")), match.group(2)
-            if "PROGRAM TOTALS" in what:
-                total = count
-            for name, pattern in PARTS.items():
-                if pattern.search(what) and inclusive[name] == 0:
-                    inclusive[name] = count  # the first (largest) line naming it: its inclusive cost
-        exclusive = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True, check=True).stdout
-        librdkafka = sum(int(m.group(1).replace(",", "")) for m in re.finditer(r"^\s*([\d,]+) \([ \d.]+%\)\s+.*librdkafka\.so", exclusive, re.M))
-        profile = {"total": total, "librdkafka": librdkafka, **inclusive}
-        if best is None or total > best["total"]:
+        ran, profile = parse(path)
+        if ran and (best is None or profile["total"] > best["total"]):
             best = profile
     if best is None:
         sys.exit(f"no thread ran the stream task in {prefix}-*")
