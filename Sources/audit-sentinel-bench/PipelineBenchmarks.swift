@@ -355,7 +355,10 @@ struct EndToEndBenchmark {
     /// (b) Pipeline instances (threads of this process, one group) until every input record is processed.
     /// - Parameter produceWhenSettled: when given, the input is produced by it once every instance is ready
     ///   (joined, assigned, restored); otherwise it is there already.
-    func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true,
+    /// - Parameter awaitMatches: the round also waits until every match the instances found has been read
+    ///   back from the repartition topic and aggregated (for instruction counts that do not depend on how
+    ///   far the read-back had got when the input ran out).
+    func pipeline(topic: String, count: Int, instances: Int = 1, validateEveryRecord: Bool = true, awaitMatches: Bool = false,
                   produceWhenSettled: (() throws -> Void)? = nil) throws -> PipelineRound {
         var configuration = pipelineConfiguration(applicationID: "bench-\(UUID().uuidString.prefix(8))", input: topic)
         configuration.validateEveryRecord = validateEveryRecord
@@ -363,6 +366,10 @@ struct EndToEndBenchmark {
         for runner in runners { try runner.start() }
         let statuses = runners.map(\.status)
         @Sendable func inputRecords() -> Int { statuses.reduce(0) { $0 + $1.counterSnapshot.inputRecords } }
+        @Sendable func matchesPending() -> Bool {
+            let counters = statuses.map(\.counterSnapshot)
+            return counters.reduce(0) { $0 + $1.matches.values.reduce(0, +) } > counters.reduce(0) { $0 + $1.matchesAggregated }
+        }
         // The clock starts once the first batch is processed (its wait for the group, assignment and
         // fetch are start-up, not throughput) and counts the input records processed after it; it stops
         // when the last input record is processed, read by the thread that processed it (as the raw
@@ -386,7 +393,7 @@ struct EndToEndBenchmark {
                     let processed = inputRecords()
                     started.withLock { if $0 == nil { $0 = (now, processed) } }
                     if cpuAtStart == nil { cpuAtStart = threadCPUSeconds() }
-                    if processed >= count {
+                    if processed >= count, !awaitMatches || !matchesPending() {
                         let first = finished.withLock { stamp in
                             defer { if stamp == nil { stamp = now } }
                             return stamp == nil
@@ -435,7 +442,7 @@ struct EndToEndBenchmark {
         let input = "once-\(UUID().uuidString.prefix(8))"
         try broker.createTopic(input, 6)
         try broker.produce(corpus(count: count, matchRate: 0.01, seed: 31), topic: input, partitions: 6)
-        return try pipeline(topic: input, count: count)
+        return try pipeline(topic: input, count: count, awaitMatches: true)
     }
 
     func run(report: inout BenchReport) throws {

@@ -41,7 +41,8 @@ for suite in suites {
         // (scripts/bench.sh counts the instructions of the pipeline's own thread per record).
         let count = environmentInt("BENCH_EVENTS", 8_000)
         let round = try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).pipelineOnce(count: count)
-        print("pipeline-once: \(count) events, \(String(format: "%.0f", round.eventsPerSecond)) events/s")
+        print("pipeline-once: \(count) events, \(String(format: "%.0f", round.eventsPerSecond)) events/s, "
+              + "\(round.polls) polls with records (\(round.fullPolls) full)")
         exit(0)
     case "core-once":
         // One pass of the core over BENCH_EVENTS events at BENCH_MATCH_RATE, for callgrind (scripts/bench.sh
