@@ -22,8 +22,9 @@ LIBRDKAFKA = "librdkafka.so"
 
 
 def parse(path):
-    """Total instructions of one thread's file, the inclusive cost under `screen`, and the inclusive cost of
-    calls that cross from another object into librdkafka."""
+    """Whether the thread ran the stream task, and its instructions: in total, under `screen`, under
+    `StreamTask.process`, and under calls that cross from another object into librdkafka (a call's cost in
+    callgrind's file is inclusive)."""
     positions = 1
     objects, functions = {}, {}
     current_object = current_function = None
