@@ -53,7 +53,7 @@ def parse(path):
             elif line.startswith("fn="):
                 current_function = named(functions, line[3:])
                 callee_object = None
-                if "StreamTaskC7process" in current_function:
+                if PROCESS.search(current_function):
                     ran_stream_task = True
             elif line.startswith("cob="):
                 callee_object = named(objects, line[4:])

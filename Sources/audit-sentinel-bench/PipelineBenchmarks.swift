@@ -342,8 +342,9 @@ struct EndToEndBenchmark {
         return configuration
     }
 
-    /// One timed run of the pipeline: its rate, and how many of its polls that returned records were full
-    /// (`processing.max_batch`): all full means the records were always there, and processing set the pace.
+    /// One timed run of the pipeline: its rate, its loop thread's CPU per record, and how many of its polls
+    /// that returned records were full (`processing.max_batch`): all full means the records were always
+    /// there, and processing set the pace.
     struct PipelineRound {
         var eventsPerSecond: Double
         /// CPU time of the loop's thread per record (one instance; with several, the one that finished).
@@ -589,4 +590,3 @@ func threadCPUSeconds() -> Double {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
-
