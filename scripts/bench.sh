@@ -15,6 +15,8 @@
 #      its peak memory on one of BENCH_REPLAY_LARGE_EVENTS (default 800 000, ~1 GB);
 #   5. where the end-to-end runs' CPU goes (scripts/profile-e2e.sh, when perf is installed):
 #      .bench/profile-e2e.txt.
+# BENCH_E2E_MATCH_RATE (default 0.01) sets the share of matches in the end-to-end runs and 3b;
+# BENCH_PIPELINE_CONSUMER=name=value,… adds librdkafka settings to the pipeline's consumer alone.
 # Arguments, if any, name the suites of run 1 (decode detect core memory e2e latency scale); BENCH_EXTRA=0
 # skips runs 3–4.
 set -euo pipefail

@@ -69,28 +69,32 @@ public enum Timestamp {
             for byte in widerRFC3339(milliseconds: milliseconds).utf8 { output.append(byte) }
             return
         }
-        func digits(_ value: Int64, _ width: Int) {
-            var divisor: Int64 = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 {
-                output.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
-                divisor /= 10
+        // The 24 bytes formed in place, each digit a division by a constant, and handed over at once: a
+        // match's documents carry several of these.
+        var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &text) { bytes in
+            @inline(__always) func two(_ value: Int64, at offset: Int) {
+                bytes[offset] = UInt8(truncatingIfNeeded: value / 10) &+ UInt8(ascii: "0")
+                bytes[offset &+ 1] = UInt8(truncatingIfNeeded: value % 10) &+ UInt8(ascii: "0")
             }
+            two(year / 100, at: 0)
+            two(year % 100, at: 2)
+            bytes[4] = UInt8(ascii: "-")
+            two(month, at: 5)
+            bytes[7] = UInt8(ascii: "-")
+            two(day, at: 8)
+            bytes[10] = UInt8(ascii: "T")
+            two(secondsOfDay / 3600, at: 11)
+            bytes[13] = UInt8(ascii: ":")
+            two(secondsOfDay / 60 % 60, at: 14)
+            bytes[16] = UInt8(ascii: ":")
+            two(secondsOfDay % 60, at: 17)
+            bytes[19] = UInt8(ascii: ".")
+            bytes[20] = UInt8(truncatingIfNeeded: millis / 100) &+ UInt8(ascii: "0")
+            two(millis % 100, at: 21)
+            bytes[23] = UInt8(ascii: "Z")
+            output.append(contentsOf: UnsafeRawBufferPointer(bytes))
         }
-        digits(year, 4)
-        output.append(UInt8(ascii: "-"))
-        digits(month, 2)
-        output.append(UInt8(ascii: "-"))
-        digits(day, 2)
-        output.append(UInt8(ascii: "T"))
-        digits(secondsOfDay / 3600, 2)
-        output.append(UInt8(ascii: ":"))
-        digits(secondsOfDay / 60 % 60, 2)
-        output.append(UInt8(ascii: ":"))
-        digits(secondsOfDay % 60, 2)
-        output.append(UInt8(ascii: "."))
-        digits(millis, 3)
-        output.append(UInt8(ascii: "Z"))
     }
 
     /// `2025-03-04T06:22:18.819Z`: UTC, millisecond precision (Elasticsearch's `date` rendering).
@@ -147,6 +151,7 @@ public enum Timestamp {
 /// Where bytes are appended one at a time (an array, or the document writer's buffer).
 public protocol ByteSink {
     mutating func append(_ byte: UInt8)
+    mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
 }
 
 extension Array: ByteSink where Element == UInt8 {}

@@ -567,21 +567,19 @@ enum SHA1 {
                         w[i] = (x << 1) | (x >> 31)
                     }
                     var (a, b, c, d, e) = h
-                    for i in 0..<80 {
-                        let (f, k): (UInt32, UInt32)
-                        switch i {
-                        case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
-                        case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
-                        case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
-                        default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
-                        }
-                        let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
+                    // The four rounds of twenty as four loops: no choice of function inside the loop.
+                    @inline(__always) func round(_ f: UInt32, _ k: UInt32, _ word: UInt32) {
+                        let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ word
                         e = d
                         d = c
                         c = (b << 30) | (b >> 2)
                         b = a
                         a = temp
                     }
+                    for i in 0..<20 { round((b & c) | (~b & d), 0x5A82_7999, w[i]) }
+                    for i in 20..<40 { round(b ^ c ^ d, 0x6ED9_EBA1, w[i]) }
+                    for i in 40..<60 { round((b & c) | (b & d) | (c & d), 0x8F1B_BCDC, w[i]) }
+                    for i in 60..<80 { round(b ^ c ^ d, 0xCA62_C1D6, w[i]) }
                     h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
                 }
             }

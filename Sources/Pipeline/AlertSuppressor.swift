@@ -89,23 +89,28 @@ public struct RuleMatch: Sendable, Equatable {
     }
 
     /// The suppression key: the group values joined unambiguously (a missing field is its own value).
-    public var groupKey: String {
-        var key = ""
+    public var groupKey: String { String(decoding: groupKeyBytes, as: UTF8.self) }
+
+    /// ``groupKey`` as UTF-8 (the repartition record's key), formed as bytes: a match's path asks for it on
+    /// both sides of the repartition topic. `\` and `|` are ASCII, never inside a multi-byte sequence, so
+    /// escaping bytes escapes scalars.
+    public var groupKeyBytes: [UInt8] {
+        var key: [UInt8] = []
+        key.reserveCapacity(groupValues.reduce(0) { $0 + 4 + ($1?.utf8.count ?? 0) })
         for (index, value) in groupValues.enumerated() {
-            if index > 0 { key += "|" }
-            guard let value else {
-                key += "∅"
+            if index > 0 { key.append(UInt8(ascii: "|")) }
+            guard var value else {
+                key.append(contentsOf: [0xE2, 0x88, 0x85])  // "∅"
                 continue
             }
-            key += "="
-            // Backslashes and bars escaped (most values have neither: appended as they are).
-            if value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "|") }) {
-                for character in value.unicodeScalars {
-                    if character == "\\" || character == "|" { key += "\\" }
-                    key.unicodeScalars.append(character)
+            key.append(UInt8(ascii: "="))
+            value.withUTF8 { bytes in
+                // Most values have neither: appended as they are.
+                if !bytes.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "|") }) { return key.append(contentsOf: bytes) }
+                for byte in bytes {
+                    if byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "|") { key.append(UInt8(ascii: "\\")) }
+                    key.append(byte)
                 }
-            } else {
-                key += value
             }
         }
         return key
@@ -298,9 +303,13 @@ public struct AlertSuppressor: Sendable {
     ///   replays at or below the last applied position of the key are ignored.
     /// - Returns: the alerts to publish, in order: closed windows' updates first, then this match's alert.
     public mutating func apply(_ match: RuleMatch, offset: Int64, now: Int64) -> [AlertAction] {
+        apply(match, key: match.groupKey, offset: offset, now: now)
+    }
+
+    /// ``apply(_:offset:now:)`` with the match's ``RuleMatch/groupKey`` already formed.
+    mutating func apply(_ match: RuleMatch, key: String, offset: Int64, now: Int64) -> [AlertAction] {
         recordTime = max(recordTime, match.eventTime)
         var actions = advance(to: max(streamTime, match.eventTime))
-        let key = match.groupKey
 
         if match.hasMissingFields, configuration.missingFieldsStrategy == .doNotSuppress {
             lastActivity = now

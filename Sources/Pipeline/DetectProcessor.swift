@@ -116,7 +116,7 @@ struct DetectProcessor {
     /// stamped by the pipeline's clock (the aggregate side counts idle time from it, by the same clock).
     func repartitionRecord(_ match: RuleMatch, ruleIndex: Int, floor: Int64?) -> OutputRecord? {
         guard let topic = topology.matchesTopics[ruleIndex] else { return nil }
-        let key = Array(match.groupKey.utf8)
+        let key = match.groupKeyBytes
         let rule = topology.rules[ruleIndex]
         return OutputRecord(topic: topic, partition: topology.matchesPartition(forKey: key), key: key,
                             value: StateCodec.encode(match, ruleID: rule.id, floor: floor), headers: [KafkaHeader("rule_id", rule.id)],

@@ -14,8 +14,7 @@ extension AlertDocumentBuilder {
         for member in members {
             if member.key == "event" {
                 // Canonical too: its members in key order, as the document's own are.
-                sourceEvent = (try? CanonicalDocument(Array(source.bytes[member.value])))
-                    .map { event in event.members.map { ($0.key, event.bytes[$0.value]) } }
+                sourceEvent = source.objectMembers(ofValueAt: member.value)?.map { ($0.key, source.bytes[$0.value]) }
             } else if member.key == "@timestamp" {
                 sourceTimestamp = source.bytes[member.value]
             }

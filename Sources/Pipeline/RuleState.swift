@@ -242,8 +242,9 @@ public struct RuleState: Sendable {
             }
             history.record(key, at: match.eventTime)
         }
-        let actions = suppressor.apply(match, offset: match.sourcePosition, now: now)
-        dirtyKeys.insert(match.groupKey)
+        let key = match.groupKey
+        let actions = suppressor.apply(match, key: key, offset: match.sourcePosition, now: now)
+        dirtyKeys.insert(key)
         for action in actions { dirtyKeys.insert(action.window.groupKey) }
         return actions
     }

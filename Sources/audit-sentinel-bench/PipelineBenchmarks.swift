@@ -338,6 +338,14 @@ struct EndToEndBenchmark {
         configuration.consumerProperties = BenchBroker.consumerProperties.filter { $0.key != "fetch.wait.max.ms" }
         configuration.internalPartitions = 6
         if let linger = ProcessInfo.processInfo.environment["BENCH_LINGER_MS"] { configuration.producerProperties["linger.ms"] = linger }
+        // Extra consumer settings for the pipeline alone, `name=value,…` (experiments with librdkafka's queue).
+        if let extra = ProcessInfo.processInfo.environment["BENCH_PIPELINE_CONSUMER"] {
+            for pair in extra.split(separator: ",") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                precondition(parts.count == 2, "BENCH_PIPELINE_CONSUMER: \(pair) is not name=value")
+                configuration.consumerProperties[String(parts[0])] = String(parts[1])
+            }
+        }
         configuration.replicationFactor = broker.name == "tansu" ? 1 : -1
         return configuration
     }
@@ -439,10 +447,14 @@ struct EndToEndBenchmark {
     }
 
     /// One round of the pipeline, every record validated, over `count` fresh events on 6 partitions.
+    /// The share of matching events in the end-to-end runs: 1 %, or BENCH_E2E_MATCH_RATE (a burst of
+    /// denials is what makes matches frequent).
+    static let matchRate = Double(ProcessInfo.processInfo.environment["BENCH_E2E_MATCH_RATE"] ?? "0.01") ?? 0.01
+
     func pipelineOnce(count: Int) throws -> PipelineRound {
         let input = "once-\(UUID().uuidString.prefix(8))"
         try broker.createTopic(input, 6)
-        try broker.produce(corpus(count: count, matchRate: 0.01, seed: 31), topic: input, partitions: 6)
+        try broker.produce(corpus(count: count, matchRate: Self.matchRate, seed: 31), topic: input, partitions: 6)
         return try pipeline(topic: input, count: count, awaitMatches: true)
     }
 
@@ -458,7 +470,7 @@ struct EndToEndBenchmark {
         let input = "e2e-\(UUID().uuidString.prefix(8))"
         let partitions = Int32(environmentInt("BENCH_E2E_PARTITIONS", mock ? 24 : 6))
         try broker.createTopic(input, partitions)
-        let records = corpus(count: count, matchRate: 0.01, seed: 31)
+        let records = corpus(count: count, matchRate: Self.matchRate, seed: 31)
         let bytes = Double(records.reduce(0) { $0 + $1.count })
         try broker.produce(records, topic: input, partitions: partitions)
         // A broker serves a topic's first full read slower than the next ones: read once before measuring.
@@ -484,7 +496,7 @@ struct EndToEndBenchmark {
         report.add("e2e", "\(broker.name): pipeline, prefilter first", events: median(fast), bytes: median(fast) * bytes / Double(count),
                    ratio: median(fast) / limit, ratioName: " of raw")
         func list(_ values: [Double]) -> String { values.map { String(format: "%.0f", $0) }.joined(separator: ", ") }
-        report.note("e2e \(broker.name): \(count) events (1 % matches) on \(partitions) partitions, medians of \(rounds) interleaved rounds "
+        report.note("e2e \(broker.name): \(count) events (\(String(format: "%g", Self.matchRate * 100)) % matches) on \(partitions) partitions, medians of \(rounds) interleaved rounds "
                     + "(after one unmeasured read); raw \(list(raw)), raw reading every byte \(list(rawRead)), pipeline \(list(validating)), prefilter first \(list(fast)) ev/s; "
                     + "pipeline polls full (of those with records): \(validatingRounds.map { "\($0.fullPolls)/\($0.polls)" }.joined(separator: ", ")); "
                     + "pipeline loop thread's CPU per record: \(validatingRounds.map { String(format: "%.2f", $0.loopMicrosecondsPerRecord) }.joined(separator: ", ")) µs")
