@@ -505,6 +505,13 @@ public enum JSONSpan {
     public static func validValueEnd(_ buffer: UnsafeRawBufferPointer, from offset: Int, maxDepth: Int = 128) -> Int? {
         JSONValidator.valueEnd(buffer, from: offset, maxDepth: maxDepth)
     }
+
+    /// The first offset at or after `offset` whose byte a string's reader must look at — a quote, a
+    /// backslash, a control character or a non-ASCII byte — or the buffer's end; sixteen bytes a step.
+    public static func plainStringTextEnd(_ buffer: UnsafeRawBufferPointer, from offset: Int) -> Int {
+        guard let base = buffer.baseAddress, offset < buffer.count else { return buffer.count }
+        return skipPlainStringBytes(base.assumingMemoryBound(to: UInt8.self), buffer.count, from: offset)
+    }
 }
 
 /// The validation-only pass against the full decoder on the same bytes, for the fuzz target and the tests.

@@ -430,6 +430,13 @@ struct WrittenFormReader {
     /// A string: read directly when it has no escapes (its bytes valid UTF-8), by the parser when it has.
     mutating func string() -> String? {
         guard cursor < bytes.count, bytes[cursor] == UInt8(ascii: "\"") else { return nil }
+        // Most are plain ASCII: their end found a vector at a time, their bytes taken as they are.
+        let plainEnd = JSONSpan.plainStringTextEnd(bytes, from: cursor + 1)
+        if plainEnd < bytes.count, bytes[plainEnd] == UInt8(ascii: "\"") {
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(cursor + 1)..<plainEnd]), as: UTF8.self)
+            cursor = plainEnd + 1
+            return text
+        }
         var index = cursor + 1
         var escaped = false
         var nonASCII: UInt8 = 0
