@@ -29,7 +29,7 @@ struct ECSDocumentWriter {
     init(document: JSONDocument, capacity: Int) {
         self.document = document
         output = ByteBuffer(capacity: capacity)
-        stack = MemberStack(capacity: 64)
+        stack = MemberStack()
     }
 
     /// How an object's members are written besides sorting: annotation keys read with dots as underscores;
@@ -558,69 +558,77 @@ extension AuditEvent {
     }
 }
 
-/// The writer's member stack as raw memory, like its output: appends and moves without an array's
-/// uniqueness checks. Owned by one writer, freed by it (``ECSDocumentWriter/deallocate()``).
-private struct MemberStack {
-    private var base: UnsafeMutablePointer<ECSDocumentWriter.Member>
-    private(set) var count = 0
+/// Growable raw memory of a trivial type, owned by one writer and freed by it: the writer's output and
+/// member stack, appended to and moved in place without an array's uniqueness checks.
+struct RawStorage<Element: BitwiseCopyable> {
+    private(set) var base: UnsafeMutablePointer<Element>
+    /// Elements `0..<count` are initialized; the owner moves it past what it writes.
+    var count = 0
     private var capacity: Int
 
     init(capacity: Int) {
-        self.capacity = max(16, capacity)
-        base = .allocate(capacity: self.capacity)
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
     }
 
     func deallocate() { base.deallocate() }
 
+    /// Room for `extra` more elements past `count`.
+    @inline(__always)
+    mutating func reserve(_ extra: Int) {
+        guard count + extra > capacity else { return }
+        capacity = max(capacity * 2, count + extra)
+        let larger = UnsafeMutablePointer<Element>.allocate(capacity: capacity)
+        larger.update(from: base, count: count)
+        base.deallocate()
+        base = larger
+    }
+}
+
+/// The writer's member stack.
+private struct MemberStack {
+    private var storage = RawStorage<ECSDocumentWriter.Member>(capacity: 64)
+
+    var count: Int { storage.count }
+
+    func deallocate() { storage.deallocate() }
+
     mutating func append(_ member: ECSDocumentWriter.Member) {
-        if count == capacity {
-            let larger = UnsafeMutablePointer<ECSDocumentWriter.Member>.allocate(capacity: capacity * 2)
-            larger.moveInitialize(from: base, count: count)
-            base.deallocate()
-            base = larger
-            capacity *= 2
-        }
-        (base + count).initialize(to: member)
-        count &+= 1
+        storage.reserve(1)
+        storage.base[storage.count] = member
+        storage.count &+= 1
     }
 
     /// Drops the members from `newCount` on (a trivial type: nothing to deinitialize).
-    mutating func truncate(to newCount: Int) { count = min(count, newCount) }
+    mutating func truncate(to newCount: Int) { storage.count = min(storage.count, newCount) }
 
     subscript(index: Int) -> ECSDocumentWriter.Member {
-        precondition(index >= 0 && index < count)
-        return base[index]
+        precondition(index >= 0 && index < storage.count)
+        return storage.base[index]
     }
 
     /// The members from `start` to the top, to sort in place.
     func members(from start: Int) -> UnsafeMutableBufferPointer<ECSDocumentWriter.Member> {
-        UnsafeMutableBufferPointer(start: base + start, count: count - start)
+        UnsafeMutableBufferPointer(start: storage.base + start, count: storage.count - start)
     }
 }
 
 /// An output buffer for the writer: raw memory, so that the byte-at-a-time appends of a document cost no
 /// uniqueness checks. Owned by one writer, freed by it (``deallocate()``).
 struct ByteBuffer: ByteSink {
-    private var base: UnsafeMutablePointer<UInt8>
-    private(set) var count = 0
-    private var capacity: Int
-
-    init(capacity: Int) {
-        self.capacity = max(64, capacity)
-        base = .allocate(capacity: self.capacity)
+    private var storage: RawStorage<UInt8>
+    private var base: UnsafeMutablePointer<UInt8> { storage.base }
+    private(set) var count: Int {
+        get { storage.count }
+        set { storage.count = newValue }
     }
 
-    func deallocate() { base.deallocate() }
+    init(capacity: Int) { storage = RawStorage(capacity: max(64, capacity)) }
+
+    func deallocate() { storage.deallocate() }
 
     @inline(__always)
-    mutating func reserve(_ extra: Int) {
-        guard count + extra > capacity else { return }
-        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: max(capacity * 2, count + extra))
-        larger.update(from: base, count: count)
-        base.deallocate()
-        base = larger
-        capacity = max(capacity * 2, count + extra)
-    }
+    mutating func reserve(_ extra: Int) { storage.reserve(extra) }
 
     @inline(__always)
     mutating func append(_ byte: UInt8) {
@@ -666,6 +674,7 @@ struct ByteBuffer: ByteSink {
         count += length
     }
 
+    @inline(__always)
     mutating func append(_ text: StaticString) {
         append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
