@@ -148,7 +148,11 @@ public enum Timestamp {
     }
 }
 
-/// Where bytes are appended one at a time (an array, or the document writer's buffer).
+/// Where bytes are appended, one at a time or a run at once (an array, or the document writer's buffer).
+///
+/// No default for the run: as an extension on the protocol it would also be `[UInt8]`'s most specific
+/// `append(contentsOf:)` for raw buffers everywhere, a byte at a time (a replay took three times the
+/// instructions), in place of the array's own copy.
 public protocol ByteSink {
     mutating func append(_ byte: UInt8)
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
