@@ -62,7 +62,7 @@ for rate in 0.001 0.01 0.1; do
 done
 
 echo "== instructions per record on the pipeline's own thread, live on the mock (callgrind)" | tee -a .bench/results.txt
-# One pipeline round, every record validated, over N and 2N fresh events (1 % matches), each thread
+# One pipeline round, every record validated, over N and 2N fresh events (1 % matches, BENCH_E2E_MATCH_RATE), each thread
 # counted apart (--separate-threads): the thread that ran the stream task, its difference over N. Set
 # beside the core's count above, it says how many more instructions the live loop executes a record than
 # the core does; set beside the loop's CPU per record in the e2e note, how fast it executes them.

@@ -90,7 +90,7 @@ def thread_profile(prefix):
 n = int(sys.argv[1])
 small, large = thread_profile(sys.argv[2]), thread_profile(sys.argv[3])
 per = {key: (large[key] - small[key]) / n for key in small}
-matches = per["processing"] - per["screening"]
+other_processing = per["processing"] - per["screening"]
 rest = per["total"] - per["processing"] - per["librdkafka"]
 print(f"{per['total']:.0f} instructions/record on the pipeline's thread: screening {per['screening']:.0f}, "
-      f"the rest of processing {matches:.0f}, librdkafka {per['librdkafka']:.0f}, sink, loop and punctuation {rest:.0f}")
+      f"the rest of processing {other_processing:.0f}, librdkafka {per['librdkafka']:.0f}, sink, loop and punctuation {rest:.0f}")

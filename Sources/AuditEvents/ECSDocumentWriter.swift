@@ -387,7 +387,7 @@ struct ECSDocumentWriter {
 
     /// Sorts `stack[base...]` by key bytes, ties by document order (stable): insertion sort for the small
     /// objects of an event, the standard library's O(n log n) sort for large ones (hostile input).
-    private mutating func sortMembers(from base: Int, underscoringDots: Bool) {
+    private func sortMembers(from base: Int, underscoringDots: Bool) {
         let count = stack.count - base
         guard count > 1 else { return }
         let document = document
@@ -643,7 +643,7 @@ struct ByteBuffer: ByteSink {
         reserve(name.count &+ 3)
         base[count] = UInt8(ascii: "\"")
         count &+= 1
-        append(contentsOf: name)
+        copyReserved(name)
         base[count] = UInt8(ascii: "\"")
         base[count &+ 1] = UInt8(ascii: ":")
         count &+= 2
@@ -652,9 +652,15 @@ struct ByteBuffer: ByteSink {
     // Inlined: a document makes about a hundred of these calls, most of a few bytes.
     @inline(__always)
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
+        reserve(bytes.count)
+        copyReserved(bytes)
+    }
+
+    /// Copies `bytes` past `count`, where ``reserve(_:)`` has made room for them.
+    @inline(__always)
+    private mutating func copyReserved(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         let length = bytes.count
-        reserve(length)
         let target = UnsafeMutableRawPointer(base + count)
         // Most pieces are short keys and values: two overlapping loads and stores of one width cover any
         // length up to twice it, without a loop or a call to memcpy.

@@ -446,11 +446,12 @@ struct EndToEndBenchmark {
                              fullPolls: counters.reduce(0) { $0 + $1.fullPolls }, polls: counters.reduce(0) { $0 + $1.pollsWithRecords })
     }
 
-    /// One round of the pipeline, every record validated, over `count` fresh events on 6 partitions.
     /// The share of matching events in the end-to-end runs: 1 %, or BENCH_E2E_MATCH_RATE (a burst of
     /// denials is what makes matches frequent).
     static let matchRate = Double(ProcessInfo.processInfo.environment["BENCH_E2E_MATCH_RATE"] ?? "0.01") ?? 0.01
 
+    /// One round of the pipeline, every record validated, over `count` fresh events on 6 partitions
+    /// (``matchRate`` of them matching).
     func pipelineOnce(count: Int) throws -> PipelineRound {
         let input = "once-\(UUID().uuidString.prefix(8))"
         try broker.createTopic(input, 6)

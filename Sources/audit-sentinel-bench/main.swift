@@ -37,7 +37,7 @@ for suite in suites {
         }
     case "scale": try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).scaleOut(report: &report)
     case "pipeline-once":
-        // One pipeline round on the mock over BENCH_EVENTS fresh events (1 % matches), for callgrind
+        // One pipeline round on the mock over BENCH_EVENTS fresh events (1 % matches, or BENCH_E2E_MATCH_RATE), for callgrind
         // (scripts/bench.sh counts the instructions of the pipeline's own thread per record).
         let count = environmentInt("BENCH_EVENTS", 8_000)
         let round = try EndToEndBenchmark(broker: try BenchBroker.mock(), rules: rules).pipelineOnce(count: count)

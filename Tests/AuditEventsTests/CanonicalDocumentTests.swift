@@ -211,7 +211,12 @@ enum RandomEvent {
         if depth > 3 || chance(40, &random) { return scalar(&random) }
         if chance(50, &random) {
             var object: [(String, JSONValue)] = []
-            for index in 0..<Int(random.next() % 4) { object.append((pick(["a", "b", "metadata", "spec", "k\(index)", "Z"], &random), anything(&random, depth: depth + 1))) }
+            // Keys of every length around the writer's eight-byte ordering prefix, sharing it or a part of it.
+            let keys = ["a", "b", "metadata", "spec", "Z", "metadat", "metadata0", "metadatum", "spe", "specification",
+                        "aaaaaaa", "aaaaaaaa", "aaaaaaaab", "aaaaaaab"]
+            for index in 0..<Int(random.next() % 5) {
+                object.append((pick(keys + ["k\(index)"], &random), anything(&random, depth: depth + 1)))
+            }
             return .object(JSONObject(object))
         }
         return .array((0..<Int(random.next() % 4)).map { _ in anything(&random, depth: depth + 1) })
@@ -273,6 +278,8 @@ enum RandomEvent {
             if chance(50, &random) { annotations.append(("authorization.k8s.io/reason", stringOrNull(&random))) }
             if chance(20, &random) { annotations.append(("custom_key", stringOrNull(&random))) }
             if chance(20, &random) { annotations.append(("mutation.webhook.admission.k8s.io/round_0_index_0", stringOrNull(&random))) }
+            // Dotted keys that share the ordering prefix, once dots are underscores, with the ones above.
+            if chance(20, &random) { annotations.append((pick(["authorization.k8s.io", "authorization.k8s.io/decisio", "authoriz", "auth.z"], &random), stringOrNull(&random))) }
             // Rare keys the writer leaves to the tree: two that meet once dots are underscores, a non-ASCII one.
             if chance(4, &random) { annotations += [("team.name", "a"), ("team_name", "b")] }
             if chance(4, &random) { annotations.append(("équipe", "c")) }
