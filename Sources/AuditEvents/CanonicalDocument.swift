@@ -1,4 +1,9 @@
 // Reading canonical JSON documents without building trees: member spans to splice, field values to summarize.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A JSON object held as its bytes, scanned once into a tape: its top-level members as byte ranges (to
 /// splice into larger documents without parsing them again) and ES-style field lookups. The pipeline keeps
@@ -22,19 +27,49 @@ public final class CanonicalDocument {
         guard try outcome.get() == .object else { throw JSONSyntaxError(reason: "not a JSON object", offset: 0) }
     }
 
-    /// Every top-level member: its decoded key and the byte range of its value, in document order.
-    public var members: [(key: String, value: Range<Int>)] {
+    /// A member of an object in the document, as byte ranges in ``bytes``: nothing decoded or allocated, so
+    /// that a writer can copy it as it is.
+    public struct Member: Sendable, Equatable {
+        /// The key's text between its quotes, as written.
+        public var keyText: Range<Int>
+        /// The text holds an escape: its bytes are not the key's (``key(of:)`` decodes it).
+        public var keyEscaped: Bool
+        /// The text is ASCII: without an escape, its bytes order as the key does among strings.
+        public var keyASCII: Bool
+        public var value: Range<Int>
+    }
+
+    /// Every top-level member, in document order.
+    public var memberSpans: [Member] {
         bytes.withUnsafeBytes { buffer in
             var closing = buffer.count - 1
             while closing > 0, isWhitespace(buffer[closing]) { closing -= 1 }
-            return Self.spans(JSONDocument(bytes: buffer, tape: tape), ofObjectAt: 0, closingBrace: closing).map { ($0.key, $0.value) }
+            return Self.spans(JSONDocument(bytes: buffer, tape: tape), ofObjectAt: 0, closingBrace: closing)
         }
     }
 
-    /// The members of the object that is a top-level member's value, given by its range in ``members``, as
-    /// ``members`` gives the document's own (ranges in ``bytes``); nil when that value is not an object. Read
-    /// from the same tape: the alert writer splices `event`'s members without scanning them again.
-    public func objectMembers(ofValueAt range: Range<Int>) -> [(key: String, value: Range<Int>)]? {
+    /// Every top-level member: its decoded key and the byte range of its value, in document order.
+    public var members: [(key: String, value: Range<Int>)] { memberSpans.map { (key(of: $0), $0.value) } }
+
+    /// The decoded key of a member.
+    public func key(of member: Member) -> String {
+        guard member.keyEscaped else { return String(decoding: bytes[member.keyText], as: UTF8.self) }
+        return bytes.withUnsafeBytes { buffer in
+            String(decoding: unescape(UnsafeRawBufferPointer(rebasing: buffer[member.keyText])), as: UTF8.self)
+        }
+    }
+
+    /// Whether a member's decoded key is `name`.
+    public func key(of member: Member, is name: StaticString) -> Bool {
+        guard !member.keyEscaped else { return key(of: member) == name.description }
+        return member.keyText.count == name.utf8CodeUnitCount
+            && bytes.withUnsafeBytes { memcmp($0.baseAddress! + member.keyText.lowerBound, name.utf8Start, member.keyText.count) == 0 }
+    }
+
+    /// The members of the object that is a top-level member's value, given by its range in ``memberSpans``,
+    /// as ``memberSpans`` gives the document's own; nil when that value is not an object. Read from the same
+    /// tape: the alert writer splices `event`'s members without scanning them again.
+    public func objectMemberSpans(ofValueAt range: Range<Int>) -> [Member]? {
         bytes.withUnsafeBytes { buffer in
             let document = JSONDocument(bytes: buffer, tape: tape)
             var object: Int?
@@ -43,34 +78,33 @@ public final class CanonicalDocument {
                 return object == nil
             }
             guard let object else { return nil }
-            return Self.spans(document, ofObjectAt: object, closingBrace: range.upperBound - 1).map { ($0.key, $0.value) }
+            return Self.spans(document, ofObjectAt: object, closingBrace: range.upperBound - 1)
         }
     }
 
-    /// The members of the object at tape index `object`, whose closing brace is at byte `closingBrace`: each
-    /// one's decoded key, the byte range of its value and its value's tape index.
-    private static func spans(_ document: JSONDocument, ofObjectAt object: Int, closingBrace: Int) -> [(key: String, value: Range<Int>, index: Int)] {
+    /// The members of the object at tape index `object`, whose closing brace is at byte `closingBrace`.
+    private static func spans(_ document: JSONDocument, ofObjectAt object: Int, closingBrace: Int) -> [Member] {
         let buffer = document.bytes
-        var keys: [(key: String, keyStart: Int, value: Int)] = []
+        var result: [Member] = []
         document.forEachMember(of: object) { key, value in
-            keys.append((document.string(key), Int(document.entries[key].start) - 1, value))
+            let entry = document.entries[key]
+            let start = Int(document.entries[value].start) - (document.kind(value) == .string ? 1 : 0)
+            result.append(Member(keyText: Int(entry.start)..<Int(entry.end), keyEscaped: entry.flags & 1 != 0, keyASCII: entry.flags & 2 == 0,
+                                 value: start..<start))
             return true
         }
-        var result: [(key: String, value: Range<Int>, index: Int)] = []
-        result.reserveCapacity(keys.count)
         // A value ends where the separator before the next key (or the object's closing brace) begins.
-        for (position, member) in keys.enumerated() {
-            let start = Int(document.entries[member.value].start) - (document.kind(member.value) == .string ? 1 : 0)
+        for position in result.indices {
             var end: Int
-            if position + 1 < keys.count {
-                end = keys[position + 1].keyStart - 1
+            if position + 1 < result.count {
+                end = result[position + 1].keyText.lowerBound - 2  // before the next key's quote
                 while isWhitespace(buffer[end]) { end -= 1 }
                 end -= 1  // the comma
             } else {
                 end = closingBrace - 1
             }
             while isWhitespace(buffer[end]) { end -= 1 }
-            result.append((member.key, start..<(end + 1), member.value))
+            result[position].value = result[position].value.lowerBound..<(end + 1)
         }
         return result
     }

@@ -558,6 +558,26 @@ extension AuditEvent {
     }
 }
 
+/// Copies `length` (> 0) bytes. Most pieces a writer appends are short keys and values: two overlapping
+/// loads and stores of one width cover any length up to twice it, without a loop or a call to memcpy.
+/// Inlinable, for the pipeline's writer too.
+@inlinable @inline(__always)
+public func copyBytes(from source: UnsafeRawPointer, to target: UnsafeMutableRawPointer, count length: Int) {
+    @inline(__always) func copyTwice<Word>(_: Word.Type) {
+        let head = source.loadUnaligned(as: Word.self)
+        let tail = source.loadUnaligned(fromByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
+        target.storeBytes(of: head, as: Word.self)
+        target.storeBytes(of: tail, toByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
+    }
+    switch length {
+    case 1: target.storeBytes(of: source.load(as: UInt8.self), as: UInt8.self)
+    case 2...3: copyTwice(UInt16.self)
+    case 4...7: copyTwice(UInt32.self)
+    case 8...16: copyTwice(UInt64.self)
+    default: target.copyMemory(from: source, byteCount: length)
+    }
+}
+
 /// Growable raw memory of a trivial type, owned by one writer and freed by it: the writer's output and
 /// member stack, appended to and moved in place without an array's uniqueness checks.
 struct RawStorage<Element: BitwiseCopyable> {
@@ -660,24 +680,8 @@ struct ByteBuffer: ByteSink {
     @inline(__always)
     private mutating func copyReserved(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        let length = bytes.count
-        let target = UnsafeMutableRawPointer(base + count)
-        // Most pieces are short keys and values: two overlapping loads and stores of one width cover any
-        // length up to twice it, without a loop or a call to memcpy.
-        @inline(__always) func copyTwice<Word>(_: Word.Type) {
-            let head = source.loadUnaligned(as: Word.self)
-            let tail = source.loadUnaligned(fromByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
-            target.storeBytes(of: head, as: Word.self)
-            target.storeBytes(of: tail, toByteOffset: length - MemoryLayout<Word>.size, as: Word.self)
-        }
-        switch length {
-        case 1: target.storeBytes(of: source.load(as: UInt8.self), as: UInt8.self)
-        case 2...3: copyTwice(UInt16.self)
-        case 4...7: copyTwice(UInt32.self)
-        case 8...16: copyTwice(UInt64.self)
-        default: target.copyMemory(from: source, byteCount: length)
-        }
-        count += length
+        copyBytes(from: source, to: UnsafeMutableRawPointer(base + count), count: bytes.count)
+        count += bytes.count
     }
 
     @inline(__always)

@@ -388,25 +388,38 @@ func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8
         }
         return false
     }), done { return }
-    for byte in text {
-        switch byte {
-        case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-        case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-        case 0x0A: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-        case 0x0D: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-        case 0x09: output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-        case 0..<0x20:
-            let hex = Array("0123456789abcdef".utf8)
-            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-        default: output.append(byte)
-        }
+    for byte in text { appendJSONEscaped(byte, to: &output) }
+}
+
+/// One byte of a JSON string's text as the canonical escapes write it (``writeJSONString(_:to:)``): a
+/// quote, a backslash or a control character escaped, any other byte as it is. For writers that have
+/// found, by ``needsJSONEscape(_:)``, that their text needs escapes.
+public func appendJSONEscaped(_ byte: UInt8, to output: inout some ByteSink & ~Copyable) {
+    @inline(__always) func escaped(_ letter: UInt8) {
+        output.append(UInt8(ascii: "\\"))
+        output.append(letter)
+    }
+    switch byte {
+    case UInt8(ascii: "\""), UInt8(ascii: "\\"): escaped(byte)
+    case 0x0A: escaped(UInt8(ascii: "n"))
+    case 0x0D: escaped(UInt8(ascii: "r"))
+    case 0x09: escaped(UInt8(ascii: "t"))
+    case 0..<0x20:
+        let hex: StaticString = "0123456789abcdef"
+        escaped(UInt8(ascii: "u"))
+        output.append(UInt8(ascii: "0"))
+        output.append(UInt8(ascii: "0"))
+        output.append(hex.utf8Start[Int(byte >> 4)])
+        output.append(hex.utf8Start[Int(byte & 0xF)])
+    default: output.append(byte)
     }
 }
 
 /// Whether any byte of `text` must be escaped in a JSON string: a quote, a backslash or a control character.
-/// Eight bytes a step (``escapeAttention(_:)``), the rest one by one.
-@inline(__always)
-func needsJSONEscape(_ text: UnsafeRawBufferPointer) -> Bool {
+/// Eight bytes a step (``escapeAttention(_:)``), the rest one by one. Inlinable: the pipeline's writers
+/// ask it of every string they write.
+@inlinable @inline(__always)
+public func needsJSONEscape(_ text: UnsafeRawBufferPointer) -> Bool {
     guard let base = text.baseAddress else { return false }
     let count = text.count
     var offset = 0

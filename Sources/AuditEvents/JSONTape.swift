@@ -308,7 +308,7 @@ func stringAttention(_ word: UInt64) -> UInt64 { escapeAttention(word) | (word &
 
 /// High bit set in each of the eight bytes a JSON string must escape — a quote, a backslash or a control
 /// character — with the same borrow caveat: exact for "some byte is", and for the lowest flagged byte.
-@inline(__always)
+@inlinable @inline(__always)
 func escapeAttention(_ word: UInt64) -> UInt64 {
     let ones: UInt64 = 0x0101_0101_0101_0101
     let quote = word ^ (ones &* 0x22)

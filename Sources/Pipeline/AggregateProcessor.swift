@@ -8,11 +8,17 @@ import Kafka
 struct AggregateProcessor {
     let topology: Topology
     let builders: [AlertDocumentBuilder]
+    /// Per rule, the headers every alert record of it carries (rule id, severity, content type), made once.
+    private let ruleHeaders: [[KafkaHeader]]
 
     init(topology: Topology) {
         self.topology = topology
         builders = topology.rules.map { AlertDocumentBuilder(rule: $0.rule, productVersion: topology.configuration.productVersion) }
+        ruleHeaders = builders.map { $0.headers(format: topology.configuration.alertFormat).map { KafkaHeader($0.0, $0.1) } }
     }
+
+    private static let kindHeaders = (new: KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue),
+                                      update: KafkaHeader("alert.kind", AlertAction.Kind.update.rawValue))
 
     func emptyState(ruleIndex: Int) -> RuleState {
         let configuration = topology.configuration
@@ -66,8 +72,7 @@ struct AggregateProcessor {
         return documents.enumerated().map { index, document in
             OutputRecord(
                 topic: topology.configuration.alertsTopic, key: Array(document.id.utf8), value: document.bytes,
-                headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) }
-                    + [KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue), KafkaHeader("alert.sequence", document.role)],
+                headers: ruleHeaders[ruleIndex] + [Self.kindHeaders.new, KafkaHeader("alert.sequence", document.role)],
                 latencyOrigin: index == documents.count - 1 ? sequence.end : nil, lastWriteWins: true)
         }
     }
@@ -89,8 +94,8 @@ struct AggregateProcessor {
             let document = builder.executionDocument(result, format: format)
             records.append(OutputRecord(
                 topic: topology.configuration.alertsTopic, key: Array(document.id.utf8), value: document.bytes,
-                headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) }
-                    + [KafkaHeader("alert.kind", AlertAction.Kind.new.rawValue), KafkaHeader("alert.execution", Timestamp.rfc3339(milliseconds: result.execution))],
+                headers: ruleHeaders[store.id.ruleIndex]
+                    + [Self.kindHeaders.new, KafkaHeader("alert.execution", Timestamp.rfc3339(milliseconds: result.execution))],
                 latencyOrigin: result.execution, lastWriteWins: true))
         }
         return records
@@ -107,10 +112,11 @@ struct AggregateProcessor {
             counts.alertsUpdatedByRule[ruleID, default: 0] += 1
         }
         let format = topology.configuration.alertFormat
+        let alertID = builder.alertID(for: action.window)
         return OutputRecord(
-            topic: topology.configuration.alertsTopic, key: Array(builder.alertID(for: action.window).utf8),
-            value: builder.serialized(action, format: format),
-            headers: builder.headers(format: format).map { KafkaHeader($0.0, $0.1) } + [KafkaHeader("alert.kind", action.kind.rawValue)],
+            topic: topology.configuration.alertsTopic, key: Array(alertID.utf8),
+            value: builder.serialized(action, format: format, alertID: alertID),
+            headers: ruleHeaders[ruleIndex] + [action.kind == .new ? Self.kindHeaders.new : Self.kindHeaders.update],
             latencyOrigin: action.kind == .new ? action.window.first.eventTime : nil, lastWriteWins: true)
     }
 }

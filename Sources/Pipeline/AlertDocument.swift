@@ -44,8 +44,13 @@ public struct AlertDocumentBuilder: Sendable {
     /// Serialized with sorted keys: the canonical, byte-for-byte reproducible form. An ECS alert is the
     /// source document's members spliced as they are, with the alert's own members merged in key order.
     public func serialized(_ action: AlertAction, format: AlertFormat) -> [UInt8] {
+        serialized(action, format: format, alertID: alertID(for: action.window))
+    }
+
+    /// ``serialized(_:format:)`` with the window's ``alertID(for:)`` formed already (for the record's key).
+    func serialized(_ action: AlertAction, format: AlertFormat, alertID: String) -> [UInt8] {
         if format == .ecs, let source = try? CanonicalDocument(action.window.first.documentBytes) {
-            return splicedECSDocument(for: action, source: source)
+            return splicedECSDocument(for: action, source: source, alertID: alertID)
         }
         var bytes: [UInt8] = []
         JSONValue.object(document(for: action, format: format)).write(to: &bytes, sortedKeys: true)

@@ -2,63 +2,85 @@
 import AuditEvents
 
 extension AlertDocumentBuilder {
+    /// The members an ECS alert writes over its source document's, in key order; `event`'s own; and the one
+    /// `kibana.alert.original_event` adds when the source's event lacks it.
+    private static let topLevelKeys: [StaticString] = ["@timestamp", "ecs", "event", "kibana"]
+    private static let eventKeys: [StaticString] = ["ingested", "kind"]
+    private static let ingestedKey: [StaticString] = ["ingested"]
+
     /// The same bytes as ``ecsDocument(for:)`` serialized with sorted keys, with no tree: the source
     /// document's members (canonical and in key order already) are copied, its `event` object's members
     /// too, and the alert's own members are written in the order sorted keys put them. Every match that
     /// opens a window, and every update, is published through here.
-    func splicedECSDocument(for action: AlertAction, source: CanonicalDocument) -> [UInt8] {
+    /// - Parameter alertID: ``alertID(for:)`` of the action's window, formed once for the record's key and
+    ///   its document.
+    func splicedECSDocument(for action: AlertAction, source: CanonicalDocument, alertID: String) -> [UInt8] {
         let window = action.window
-        let members = source.members
-        var sourceEvent: [(key: String, value: ArraySlice<UInt8>)]?
-        var sourceTimestamp: ArraySlice<UInt8>?
+        let members = source.memberSpans
+        var sourceEvent: [CanonicalDocument.Member]?
+        var sourceTimestamp: Range<Int>?
         for member in members {
-            if member.key == "event" {
+            if source.key(of: member, is: "event") {
                 // Canonical too: its members in key order, as the document's own are.
-                sourceEvent = source.objectMembers(ofValueAt: member.value)?.map { ($0.key, source.bytes[$0.value]) }
-            } else if member.key == "@timestamp" {
-                sourceTimestamp = source.bytes[member.value]
+                sourceEvent = source.objectMemberSpans(ofValueAt: member.value)
+            } else if source.key(of: member, is: "@timestamp") {
+                sourceTimestamp = member.value
             }
         }
         var stamp = JSONObjectWriter(capacity: 26)
         stamp.timestamp(window.first.eventTime)
-        let ingested = stamp.bytes
-        let reason = reason(sourceIP: source.firstString(Self.sourceIP), userName: source.firstString(Self.userName))
+        let ingested = stamp.finish()
+        let sourceIP = source.firstString(Self.sourceIP), userName = source.firstString(Self.userName)
 
         var out = JSONObjectWriter(capacity: source.bytes.count * 2 + ruleBytes.count + 2048)
         // The document's top level: the source's members, the alert's four in their places (theirs win).
-        var own: [(key: String, write: (inout JSONObjectWriter) -> Void)] = [
-            ("@timestamp", { $0.raw(ingested) }),
-            ("ecs", { $0.object { $0.member("version") { $0.string(ecsVersion) } } }),
-            ("event", { out in
-                out.mergedObject(sourceEvent ?? [], with: [("ingested", { $0.raw(ingested) }), ("kind", { $0.raw(#""signal""#) })])
-            }),
-            ("kibana", { out in
-                out.object { out in
-                    out.member("alert") { out in
-                        out.object { out in
-                            self.writeAlertMembers(action, sourceEvent: sourceEvent, sourceTimestamp: sourceTimestamp, ingested: ingested,
-                                                   reason: reason, to: &out)
-                        }
-                    }
-                    out.member("space_ids") { $0.raw(#"["default"]"#) }
+        out.mergedObject(members, of: source, own: Self.topLevelKeys) { out, index in
+            switch index {
+            case 0: out.raw(ingested)
+            case 1:
+                out.openObject()
+                out.memberKey("version")
+                out.string(ecsVersion)
+                out.closeObject()
+            case 2:
+                out.mergedObject(sourceEvent ?? [], of: source, own: Self.eventKeys) { out, index in
+                    if index == 0 { out.raw(ingested) } else { out.raw(#""signal""#) }
                 }
-            }),
-        ]
-        own.sort { $0.key < $1.key }
-        out.mergedObject(members.map { ($0.key, source.bytes[$0.value]) }, with: own)
-        return out.bytes
+            default:
+                out.openObject()
+                out.memberKey("alert")
+                out.openObject()
+                writeAlertMembers(action, alertID: alertID, source: source, sourceEvent: sourceEvent, sourceTimestamp: sourceTimestamp,
+                                  ingested: ingested, sourceIP: sourceIP, userName: userName, to: &out)
+                out.closeObject()
+                out.memberKey("space_ids")
+                out.raw(#"["default"]"#)
+                out.closeObject()
+            }
+        }
+        return out.finish()
     }
 
     /// `kibana.alert`'s members, in key order.
-    private func writeAlertMembers(_ action: AlertAction, sourceEvent: [(key: String, value: ArraySlice<UInt8>)]?,
-                                   sourceTimestamp: ArraySlice<UInt8>?, ingested: [UInt8], reason: String, to out: inout JSONObjectWriter) {
+    private func writeAlertMembers(_ action: AlertAction, alertID: String, source: CanonicalDocument, sourceEvent: [CanonicalDocument.Member]?,
+                                   sourceTimestamp: Range<Int>?, ingested: [UInt8], sourceIP: String?, userName: String?,
+                                   to out: inout JSONObjectWriter) {
         let window = action.window
         let origin = window.first.source
         out.member("ancestors") { out in
             out.raw("[")
             out.object { out in
                 out.member("depth") { $0.raw("0") }
-                out.member("id") { $0.string("\(origin.topic)/\(origin.partition)/\(origin.offset)") }
+                out.member("id") { out in
+                    // `topic/partition/offset`: the topic escaped as a string's text, the numbers need none.
+                    out.append(UInt8(ascii: "\""))
+                    out.stringText(origin.topic)
+                    out.append(UInt8(ascii: "/"))
+                    out.number(Int64(origin.partition))
+                    out.append(UInt8(ascii: "/"))
+                    out.number(origin.offset)
+                    out.append(UInt8(ascii: "\""))
+                }
                 out.member("index") { $0.string(origin.topic) }
                 out.member("offset") { $0.number(origin.offset) }
                 out.member("partition") { $0.number(Int64(origin.partition)) }
@@ -75,15 +97,32 @@ extension AlertDocumentBuilder {
         }
         out.member("original_event") { out in
             // The source's event without `original`; Kibana's map requires `ingested`: the source's own, else ours.
-            let kept = (sourceEvent ?? []).filter { $0.key != "original" }
-            let own: [(key: String, write: (inout JSONObjectWriter) -> Void)] =
-                kept.contains { $0.key == "ingested" } ? [] : [("ingested", { $0.raw(ingested) })]
-            out.mergedObject(kept, with: own)
+            let event = sourceEvent ?? []
+            out.mergedObject(event, of: source, own: event.contains { source.key(of: $0, is: "ingested") } ? [] : Self.ingestedKey,
+                             dropping: "original") { out, _ in out.raw(ingested) }
         }
         out.member("original_time") { out in
-            if let sourceTimestamp { out.raw(sourceTimestamp) } else { out.timestamp(window.start) }
+            if let sourceTimestamp { out.raw(source.bytes[sourceTimestamp]) } else { out.timestamp(window.start) }
         }
-        out.member("reason") { $0.string(reason) }
+        out.member("reason") { out in
+            // Elastic's sentence (``reason(sourceIP:userName:)``), its parts escaped as they are written.
+            out.append(UInt8(ascii: "\""))
+            out.stringText("event")
+            if let sourceIP {
+                out.stringText(" with source ")
+                out.stringText(sourceIP)
+            }
+            if let userName {
+                out.stringText(" by ")
+                out.stringText(userName)
+            }
+            out.stringText(" created ")
+            out.stringText(rule.severity)
+            out.stringText(" alert ")
+            out.stringText(rule.name)
+            out.stringText(".")
+            out.append(UInt8(ascii: "\""))
+        }
         out.member("risk_score") { $0.number(Int64(rule.riskScore)) }
         out.member("rule") { $0.raw(ruleBytes) }
         out.member("severity") { $0.string(rule.severity) }
@@ -113,7 +152,7 @@ extension AlertDocumentBuilder {
                 }
             }
         }
-        out.member("uuid") { $0.string(alertID(for: window)) }
+        out.member("uuid") { $0.string(alertID) }
         out.member("workflow_status") { $0.raw(#""open""#) }
     }
 }

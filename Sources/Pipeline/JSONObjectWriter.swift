@@ -1,91 +1,226 @@
 // Canonical JSON written front to back: alert documents, match records and window state without a tree.
 import AuditEvents
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
-/// Canonical JSON written front to back: objects whose members the caller gives in key order.
-struct JSONObjectWriter {
-    private(set) var bytes: [UInt8] = []
-    /// Per open object: whether a member was written (the next one needs a comma).
-    private var started: [Bool] = []
+/// Canonical JSON written front to back: objects whose members the caller gives in key order. The bytes go
+/// into raw memory the writer owns, so that the hundreds of short appends of an alert document cost a
+/// bounds check and a copy each, not an array's uniqueness check and generic copy (~150 instructions a
+/// piece). Noncopyable: the memory has one owner, freed when the writer goes; ``finish()`` hands the bytes
+/// over as an array.
+struct JSONObjectWriter: ~Copyable, ByteSink {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var count = 0
+    private var capacity: Int
+    /// Per open object, innermost at bit `depth - 1`: whether a member was written (the next one needs a
+    /// comma). Sixty-four levels: the records written here nest a handful deep; spliced documents are
+    /// copied whole, not opened.
+    private var started: UInt64 = 0
+    private var depth = 0
 
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+    init(capacity: Int) {
+        self.capacity = max(capacity, 64)
+        base = .allocate(capacity: self.capacity)
+    }
 
-    mutating func raw(_ text: StaticString) { bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
-    mutating func raw(_ value: some Collection<UInt8>) { bytes.append(contentsOf: value) }
-    mutating func string(_ text: String) { writeJSONString(text, to: &bytes) }
+    deinit { base.deallocate() }
+
+    /// The bytes written, as an array; the writer's memory is freed.
+    consuming func finish() -> [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+    @inline(__always)
+    private mutating func reserve(_ extra: Int) {
+        guard count &+ extra > capacity else { return }
+        grow(to: count + extra)
+    }
+
+    @inline(never)
+    private mutating func grow(to needed: Int) {
+        capacity = max(capacity * 2, needed)
+        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        larger.update(from: base, count: count)
+        base.deallocate()
+        base = larger
+    }
+
+    @inline(__always)
+    mutating func append(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count &+= 1
+    }
+
+    @inline(__always)
+    mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        copyBytes(from: source, to: UnsafeMutableRawPointer(base + count), count: bytes.count)
+        count &+= bytes.count
+    }
+
+    mutating func raw(_ text: StaticString) { append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+    mutating func raw(_ value: [UInt8]) { value.withUnsafeBytes { append(contentsOf: $0) } }
+    mutating func raw(_ value: ArraySlice<UInt8>) { value.withUnsafeBytes { append(contentsOf: $0) } }
+
+    mutating func string(_ text: String) {
+        append(UInt8(ascii: "\""))
+        stringText(text)
+        append(UInt8(ascii: "\""))
+    }
+
+    /// The text of a JSON string, without its quotes: copied whole when it needs no escape (most text), else
+    /// byte by byte. Pieces written one after another make the string of their concatenation.
+    mutating func stringText(_ text: String) {
+        var text = text
+        text.withUTF8 { utf8 in
+            let raw = UnsafeRawBufferPointer(utf8)
+            if needsJSONEscape(raw) {
+                for byte in raw { appendJSONEscaped(byte, to: &self) }
+            } else {
+                append(contentsOf: raw)
+            }
+        }
+    }
+
     mutating func number(_ value: Int64) {
         // Digits written straight into the output: `String(value)` made a string per number, and every state
-        // record holds several (offsets, times, counts).
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        // record holds several (offsets, times, counts). Formed backwards in a scratch of 24 bytes (room for
+        // UInt64's 20 digits), then copied at once.
+        if value < 0 { append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
-        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for UInt64's 20 digits
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
         withUnsafeMutableBytes(of: &scratch) { digits in
             var start = digits.count
             repeat {
-                start -= 1
-                digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                start &-= 1
+                digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
                 magnitude /= 10
             } while magnitude > 0
-            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[start...]))
+            append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[start...]))
         }
     }
 
     mutating func timestamp(_ milliseconds: Int64) {
-        bytes.append(UInt8(ascii: "\""))
-        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &bytes)
-        bytes.append(UInt8(ascii: "\""))
+        append(UInt8(ascii: "\""))
+        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &self)
+        append(UInt8(ascii: "\""))
     }
 
+    // Inlined, as `member` is: a body that is not inlined captures its constants by copy (an alert's writer
+    // copied the document builder, a dozen references, 160 times an alert).
+    @inline(__always)
     mutating func object(_ body: (inout JSONObjectWriter) -> Void) {
-        bytes.append(UInt8(ascii: "{"))
-        started.append(false)
+        openObject()
         body(&self)
-        started.removeLast()
-        bytes.append(UInt8(ascii: "}"))
+        closeObject()
+    }
+
+    mutating func openObject() {
+        precondition(depth < 64, "JSONObjectWriter nests at most 64 objects")
+        append(UInt8(ascii: "{"))
+        started &= ~(1 << UInt64(depth))
+        depth &+= 1
+    }
+
+    mutating func closeObject() {
+        depth &-= 1
+        append(UInt8(ascii: "}"))
     }
 
     /// A member of the innermost open object whose name is written in the source: its bytes go out as they
     /// are (no such name needs an escape), without a `String`'s escape check.
+    @inline(__always)
     mutating func member(_ key: StaticString, _ value: (inout JSONObjectWriter) -> Void) {
-        let name = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
-        assert(name.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }, "member name \(key) needs escaping")
-        startMember()
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: name)
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(UInt8(ascii: ":"))
+        memberKey(key)
         value(&self)
     }
 
-    /// A member whose name is data (a spliced document's).
-    mutating func member(named key: String, _ value: (inout JSONObjectWriter) -> Void) {
+    /// `"key":` in the innermost open object, its name written as it is (a name in the source).
+    @inline(__always)
+    mutating func memberKey(_ key: StaticString) {
+        let length = key.utf8CodeUnitCount
+        assert(!needsJSONEscape(UnsafeRawBufferPointer(start: key.utf8Start, count: length)), "member name \(key) needs escaping")
         startMember()
-        writeJSONString(key, to: &bytes)
-        bytes.append(UInt8(ascii: ":"))
-        value(&self)
+        // `"name":` in one reservation, the name copied without a call.
+        reserve(length &+ 3)
+        base[count] = UInt8(ascii: "\"")
+        copyBytes(from: key.utf8Start, to: base + (count &+ 1), count: length)
+        base[count &+ length &+ 1] = UInt8(ascii: "\"")
+        base[count &+ length &+ 2] = UInt8(ascii: ":")
+        count &+= length &+ 3
     }
 
     /// The comma before every member of an object but its first.
     @inline(__always)
     private mutating func startMember() {
-        if started[started.count - 1] { bytes.append(UInt8(ascii: ",")) }
-        started[started.count - 1] = true
+        let bit: UInt64 = 1 << UInt64(depth &- 1)
+        if started & bit != 0 { append(UInt8(ascii: ",")) }
+        started |= bit
     }
 
-    /// An object of canonical members (values as bytes) and written ones, both in key order, merged; on a
-    /// key in both, the written one.
-    mutating func mergedObject(_ spliced: [(key: String, value: ArraySlice<UInt8>)], with written: [(key: String, write: (inout JSONObjectWriter) -> Void)]) {
-        object { out in
-            var next = 0
-            for member in spliced {
-                while next < written.count, written[next].key < member.key {
-                    out.member(named: written[next].key, written[next].write)
-                    next += 1
+    /// An object of a canonical document's members and the writer's own, both in key order, merged; on a
+    /// key in both, the own one. The document's members are copied as they are written there (a key with an
+    /// escape is decoded and written canonically); the own ones are given by their keys, `writeOwn` writing
+    /// the value of the one at an index. A member named `dropping` is left out.
+    mutating func mergedObject(_ members: [CanonicalDocument.Member], of source: CanonicalDocument, own ownKeys: [StaticString],
+                               dropping: StaticString? = nil, _ writeOwn: (inout JSONObjectWriter, Int) -> Void) {
+        openObject()
+        var next = 0
+        var index = 0
+        // One loop over both lists (no nested function: a closure specialized into one copied the writer's
+        // captured constants on every call).
+        source.bytes.withUnsafeBytes { bytes in
+            while index < members.count || next < ownKeys.count {
+                if index < members.count {
+                    let member = members[index]
+                    let order = next < ownKeys.count ? Self.order(of: ownKeys[next], member, bytes, source) : .after
+                    if order == .after {
+                        index += 1
+                        if let dropping, Self.order(of: dropping, member, bytes, source) == .same { continue }
+                        startMember()
+                        if member.keyEscaped {
+                            string(source.key(of: member))
+                        } else {
+                            reserve(member.keyText.count &+ 3)
+                            append(UInt8(ascii: "\""))
+                            append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[member.keyText]))
+                            append(UInt8(ascii: "\""))
+                        }
+                        append(UInt8(ascii: ":"))
+                        append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[member.value]))
+                        continue
+                    }
+                    if order == .same { index += 1 }  // the own member replaces it
                 }
-                if next < written.count, written[next].key == member.key { continue }
-                out.member(named: member.key) { $0.raw(member.value) }
+                memberKey(ownKeys[next])
+                writeOwn(&self, next)
+                next += 1
             }
-            for member in written[next...] { out.member(named: member.key, member.write) }
         }
+        closeObject()
+    }
+
+    private enum Order { case before, same, after }
+
+    /// Where the key `own` sorts against a member's key, as strings sort (the order sorted keys give): by
+    /// their bytes when the member's key is plain ASCII, else as decoded strings.
+    private static func order(of own: StaticString, _ member: CanonicalDocument.Member, _ bytes: UnsafeRawBufferPointer,
+                              _ source: CanonicalDocument) -> Order {
+        guard member.keyASCII, !member.keyEscaped else {
+            let key = source.key(of: member), ownKey = own.description
+            return ownKey < key ? .before : ownKey == key ? .same : .after
+        }
+        let ownBytes = UnsafeRawBufferPointer(start: own.utf8Start, count: own.utf8CodeUnitCount)
+        let keyBytes = UnsafeRawBufferPointer(rebasing: bytes[member.keyText])
+        let common = min(ownBytes.count, keyBytes.count)
+        if common > 0 {
+            let compared = memcmp(ownBytes.baseAddress!, keyBytes.baseAddress!, common)
+            if compared != 0 { return compared < 0 ? .before : .after }
+        }
+        return ownBytes.count < keyBytes.count ? .before : ownBytes.count == keyBytes.count ? .same : .after
     }
 
     /// A window's summary in key order: `kibana.alert.suppression.summary` (times as timestamps) or the
@@ -106,24 +241,24 @@ struct JSONObjectWriter {
 
     /// `[…]`, each element written by `element`.
     mutating func array<Elements: Sequence>(_ elements: Elements, _ element: (inout JSONObjectWriter, Elements.Element) -> Void) {
-        bytes.append(UInt8(ascii: "["))
+        append(UInt8(ascii: "["))
         for (index, value) in elements.enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            if index > 0 { append(UInt8(ascii: ",")) }
             element(&self, value)
         }
-        bytes.append(UInt8(ascii: "]"))
+        append(UInt8(ascii: "]"))
     }
 
     /// `{…}` of a map's entries in key order (the order sorted serialization gives), each value written by `value`.
     mutating func sortedMap<Value>(_ map: [String: Value], _ value: (inout JSONObjectWriter, Value) -> Void) {
-        bytes.append(UInt8(ascii: "{"))
+        append(UInt8(ascii: "{"))
         for (index, entry) in map.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            if index > 0 { append(UInt8(ascii: ",")) }
             string(entry.key)
-            bytes.append(UInt8(ascii: ":"))
+            append(UInt8(ascii: ":"))
             value(&self, entry.value)
         }
-        bytes.append(UInt8(ascii: "}"))
+        append(UInt8(ascii: "}"))
     }
 
     /// `[…]` of strings.

@@ -46,7 +46,7 @@ public enum StateCodec {
         out.raw(#","time":"#)
         out.number(match.eventTime)
         out.raw("}")
-        return out.bytes
+        return out.finish()
     }
 
     private static let eventPrefix = Array(#"{"event":"#.utf8)
@@ -188,7 +188,7 @@ public enum StateCodec {
             out.raw("}")
         }
         out.raw("]}")
-        return out.bytes
+        return out.finish()
     }
 
     public static func decodeWindows(_ bytes: UnsafeRawBufferPointer) throws -> (windows: [SuppressionWindow], streamTime: Int64) {
