@@ -294,7 +294,7 @@ struct AlertDocumentTests {
     /// The byte writer against the tree on seeded alerts of every shape: new and update, late, query and
     /// new_terms rules, groups with missing values, source documents with and without `@timestamp`, `event`
     /// (or one that is not an object), its `ingested`, `original` and `kind`, members that sort around and
-    /// collide with the alert's own, and text that needs escaping.
+    /// collide with the alert's own (some written with escapes, some not ASCII), and text that needs escaping.
     @Test func publishedBytesAreTheTreeSerializedForSeededAlerts() throws {
         let seed = UInt64.random(in: 1...1_000_000)
         print("alert documents: seed \(seed)")
@@ -329,7 +329,9 @@ struct AlertDocumentTests {
             if chance(80) { document["@timestamp"] = .string(Timestamp.rfc3339(milliseconds: t0 - Int64.random(in: 0...9999, using: &random))) }
             if chance(85) {
                 var event: JSONObject = [:]
-                for key in ["kind", "action", "ingested", "original", "dataset", "a.b", "zz"] where chance(50) { event[key] = .string(text()) }
+                // Keys written with escapes sort and splice by their decoded text.
+                for key in ["kind", "action", "ingested", "original", "dataset", "a.b", "zz", "in\"gested", "kind\\", "orig\u{1}inal"]
+                where chance(50) { event[key] = .string(text()) }
                 if chance(20) { event["category"] = [.string(text()), 7, .null] }
                 document["event"] = .object(event)
             } else if chance(30) {
@@ -337,7 +339,8 @@ struct AlertDocumentTests {
             }
             if chance(60) { document["source"] = ["ip": [.string("10.0.0.\(Int.random(in: 0...255, using: &random))")]] }
             if chance(60) { document["user"] = ["name": .string(text())] }
-            for key in ["AAA", "aaa", "ecs", "kibana", "zeta", "Émoji", "event_extra"] where chance(25) { document[key] = ["v": .string(text())] }
+            for key in ["AAA", "aaa", "ecs", "kibana", "zeta", "Émoji", "event_extra", "e\"cs", "kibana\t", "ev\\ent", "ébc", "\"quoted"]
+            where chance(25) { document[key] = ["v": .string(text())] }
             let builder = builders.randomElement(using: &random)!
             let groupValues: [String?] = (0..<Int.random(in: 1...3, using: &random)).map { _ in chance(25) ? nil : text() }
             let start = t0 + Int64.random(in: 0...100_000, using: &random)
