@@ -66,9 +66,9 @@ import Testing
         #expect(Array(written.utf8).withUnsafeBytes { StateCodec.decodeWrittenMatch($0)?.floor } == 8)
     }
 
-    /// Match records and window state are written member by member, without a tree: on seeded matches and
-    /// windows (escapes, non-ASCII, nulls, empty and full maps), the bytes equal the same object built as a
-    /// tree and serialized with sorted keys, and they read back to what was written.
+    /// Match records, window state and store positions are written member by member, without a tree: on
+    /// seeded matches, windows and positions (escapes, non-ASCII, nulls, empty and full maps), the bytes equal
+    /// the same object built as a tree and serialized with sorted keys, and they read back to what was written.
     @Test func writtenFormsEqualTheTreeSerialization() throws {
         let seed = UInt64.random(in: 1...1_000_000)
         print("written forms: seed \(seed)")
@@ -146,6 +146,35 @@ import Testing
             #expect(state == expectedState, "seed \(seed), window \(iteration): \(String(decoding: state, as: UTF8.self))")
             let decoded = try state.withUnsafeBytes { try StateCodec.decodeWindows($0) }
             #expect(decoded.streamTime == streamTime && decoded.windows == [window, window], "seed \(seed), window \(iteration) read back differently")
+
+            // A store's position record: its clocks, the next offset, a ledger per input partition.
+            let clocks = AlertSuppressor.Clocks(streamTime: Int64.random(in: .min ... .max, using: &random),
+                                                recordTime: Int64.random(in: .min ... .max, using: &random),
+                                                lastActivity: Bool.random(using: &random) ? .min : Int64.random(in: 0 ... .max, using: &random))
+            let next: Int64? = Bool.random(using: &random) ? Int64.random(in: 0 ... .max, using: &random) : nil
+            var sources: [String: SourceLedger] = [:]
+            for _ in 0..<Int.random(in: 0...4, using: &random) {
+                sources["\(text())/\(Int.random(in: 0...30, using: &random))"] = SourceLedger(
+                    floor: Int64.random(in: -1 ... 1_000_000, using: &random),
+                    applied: Set((0..<Int.random(in: 0...70, using: &random)).map { _ in Int64.random(in: 0...2_000_000, using: &random) }))
+            }
+            var positionMembers: [(String, JSONValue)] = [
+                ("stream_time", .number(JSONNumber(clocks.streamTime))), ("record_time", .number(JSONNumber(clocks.recordTime))),
+                ("last_activity", .number(JSONNumber(clocks.lastActivity))),
+            ]
+            if !sources.isEmpty {
+                positionMembers.append(("sources", sorted(sources.map { source, ledger in
+                    (source, sorted([("floor", .number(JSONNumber(ledger.floor))), ("applied", .array(ledger.applied.sorted().map { .number(JSONNumber($0)) }))]))
+                })))
+            }
+            if let next { positionMembers.append(("next_offset", .number(JSONNumber(next)))) }
+            var expectedPosition: [UInt8] = []
+            sorted(positionMembers).write(to: &expectedPosition, sortedKeys: true)
+            let positionRecord = StateCodec.encode(position: next, clocks: clocks, sources: sources)
+            #expect(positionRecord == expectedPosition, "seed \(seed), position \(iteration): \(String(decoding: positionRecord, as: UTF8.self))")
+            let readPosition = try positionRecord.withUnsafeBytes { try StateCodec.decodePosition($0) }
+            #expect(readPosition.position == next && readPosition.clocks == clocks && readPosition.sources == sources,
+                    "seed \(seed), position \(iteration) read back differently")
         }
     }
 }
