@@ -394,7 +394,7 @@ func appendEscapedJSONText(_ text: some Sequence<UInt8>, to output: inout [UInt8
 /// One byte of a JSON string's text as the canonical escapes write it (``writeJSONString(_:to:)``): a
 /// quote, a backslash or a control character escaped, any other byte as it is. For writers that have
 /// found, by ``needsJSONEscape(_:)``, that their text needs escapes.
-public func appendJSONEscaped(_ byte: UInt8, to output: inout some ByteSink & ~Copyable) {
+public func appendJSONEscaped(_ byte: UInt8, to output: inout some ByteSink) {
     @inline(__always) func escaped(_ letter: UInt8) {
         output.append(UInt8(ascii: "\\"))
         output.append(letter)

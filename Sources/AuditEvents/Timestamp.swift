@@ -61,7 +61,7 @@ public enum Timestamp {
     }
 
     /// Appends ``rfc3339(milliseconds:)``'s text as bytes, without making a string (years 0–9999).
-    public static func appendRFC3339(milliseconds: Int64, to output: inout some ByteSink & ~Copyable) {
+    public static func appendRFC3339(milliseconds: Int64, to output: inout some ByteSink) {
         let (totalSeconds, millis) = floorDivision(milliseconds, 1000)
         let secondsOfDay = ((totalSeconds % 86_400) + 86_400) % 86_400
         let (year, month, day) = civilFromDays((totalSeconds - secondsOfDay) / 86_400)
@@ -148,13 +148,12 @@ public enum Timestamp {
     }
 }
 
-/// Where bytes are appended, one at a time or a run at once (an array, the document writer's buffer, or a
-/// noncopyable writer that owns its memory).
+/// Where bytes are appended, one at a time or a run at once (an array, or the document writers' buffer).
 ///
 /// No default for the run: as an extension on the protocol it would also be `[UInt8]`'s most specific
 /// `append(contentsOf:)` for raw buffers everywhere, a byte at a time (a replay took three times the
 /// instructions), in place of the array's own copy.
-public protocol ByteSink: ~Copyable {
+public protocol ByteSink {
     mutating func append(_ byte: UInt8)
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
 }

@@ -240,11 +240,28 @@ public struct AlertDocumentBuilder: Sendable {
     }
 
     func reason(sourceIP: String?, userName: String?) -> String {
-        var parts = ["event"]
-        if let ip = sourceIP { parts.append("with source \(ip)") }
-        if let user = userName { parts.append("by \(user)") }
-        parts.append("created \(rule.severity) alert \(rule.name).")
-        return parts.joined(separator: " ")
+        var text = ""
+        forEachReasonPiece(sourceIP: sourceIP, userName: userName) { text += $0 }
+        return text
+    }
+
+    /// The reason sentence in the order of its pieces: joined into ``reason(sourceIP:userName:)``, or
+    /// written one after another into an alert's bytes (``splicedECSDocument(for:source:alertID:)``).
+    func forEachReasonPiece(sourceIP: String?, userName: String?, _ body: (String) -> Void) {
+        body("event")
+        if let sourceIP {
+            body(" with source ")
+            body(sourceIP)
+        }
+        if let userName {
+            body(" by ")
+            body(userName)
+        }
+        body(" created ")
+        body(rule.severity)
+        body(" alert ")
+        body(rule.name)
+        body(".")
     }
 
     private func firstString(_ document: JSONObject, _ path: String) -> String? {

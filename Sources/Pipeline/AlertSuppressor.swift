@@ -100,7 +100,7 @@ public struct RuleMatch: Sendable, Equatable {
         for (index, value) in groupValues.enumerated() {
             if index > 0 { key.append(UInt8(ascii: "|")) }
             guard var value else {
-                key.append(contentsOf: [0xE2, 0x88, 0x85])  // "∅"
+                key.append(contentsOf: "∅".utf8)
                 continue
             }
             key.append(UInt8(ascii: "="))

@@ -34,8 +34,10 @@ extension AlertDocumentBuilder {
 
         var out = JSONObjectWriter(capacity: source.bytes.count * 2 + ruleBytes.count + 2048)
         // The document's top level: the source's members, the alert's four in their places (theirs win).
-        out.mergedObject(members, of: source, own: Self.topLevelKeys) { out, index in
-            switch index {
+        out.openObject()
+        var topLevel = MemberMerge(members, own: Self.topLevelKeys)
+        while let own = out.nextOwnMember(&topLevel, of: source) {
+            switch own {
             case 0: out.raw(ingested)
             case 1:
                 out.openObject()
@@ -43,9 +45,12 @@ extension AlertDocumentBuilder {
                 out.string(ecsVersion)
                 out.closeObject()
             case 2:
-                out.mergedObject(sourceEvent ?? [], of: source, own: Self.eventKeys) { out, index in
-                    if index == 0 { out.raw(ingested) } else { out.raw(#""signal""#) }
+                out.openObject()
+                var event = MemberMerge(sourceEvent ?? [], own: Self.eventKeys)
+                while let own = out.nextOwnMember(&event, of: source) {
+                    if own == 0 { out.raw(ingested) } else { out.raw(#""signal""#) }
                 }
+                out.closeObject()
             default:
                 out.openObject()
                 out.memberKey("alert")
@@ -58,6 +63,7 @@ extension AlertDocumentBuilder {
                 out.closeObject()
             }
         }
+        out.closeObject()
         return out.finish()
     }
 
@@ -73,13 +79,11 @@ extension AlertDocumentBuilder {
                 out.member("depth") { $0.raw("0") }
                 out.member("id") { out in
                     // `topic/partition/offset`: the topic escaped as a string's text, the numbers need none.
-                    out.append(UInt8(ascii: "\""))
+                    out.raw("\"")
                     out.stringText(origin.topic)
-                    out.append(UInt8(ascii: "/"))
-                    out.number(Int64(origin.partition))
-                    out.append(UInt8(ascii: "/"))
-                    out.number(origin.offset)
-                    out.append(UInt8(ascii: "\""))
+                    out.raw("/", number: Int64(origin.partition))
+                    out.raw("/", number: origin.offset)
+                    out.raw("\"")
                 }
                 out.member("index") { $0.string(origin.topic) }
                 out.member("offset") { $0.number(origin.offset) }
@@ -98,30 +102,19 @@ extension AlertDocumentBuilder {
         out.member("original_event") { out in
             // The source's event without `original`; Kibana's map requires `ingested`: the source's own, else ours.
             let event = sourceEvent ?? []
-            out.mergedObject(event, of: source, own: event.contains { source.key(of: $0, is: "ingested") } ? [] : Self.ingestedKey,
-                             dropping: "original") { out, _ in out.raw(ingested) }
+            out.openObject()
+            var merge = MemberMerge(event, own: event.contains { source.key(of: $0, is: "ingested") } ? [] : Self.ingestedKey, dropping: "original")
+            while out.nextOwnMember(&merge, of: source) != nil { out.raw(ingested) }
+            out.closeObject()
         }
         out.member("original_time") { out in
             if let sourceTimestamp { out.raw(source.bytes[sourceTimestamp]) } else { out.timestamp(window.start) }
         }
         out.member("reason") { out in
-            // Elastic's sentence (``reason(sourceIP:userName:)``), its parts escaped as they are written.
-            out.append(UInt8(ascii: "\""))
-            out.stringText("event")
-            if let sourceIP {
-                out.stringText(" with source ")
-                out.stringText(sourceIP)
-            }
-            if let userName {
-                out.stringText(" by ")
-                out.stringText(userName)
-            }
-            out.stringText(" created ")
-            out.stringText(rule.severity)
-            out.stringText(" alert ")
-            out.stringText(rule.name)
-            out.stringText(".")
-            out.append(UInt8(ascii: "\""))
+            // Elastic's sentence (``reason(sourceIP:userName:)``), its pieces escaped as they are written.
+            out.raw("\"")
+            forEachReasonPiece(sourceIP: sourceIP, userName: userName) { out.stringText($0) }
+            out.raw("\"")
         }
         out.member("risk_score") { $0.number(Int64(rule.riskScore)) }
         out.member("rule") { $0.raw(ruleBytes) }

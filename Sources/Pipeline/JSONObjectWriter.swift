@@ -7,68 +7,33 @@ import Darwin
 #endif
 
 /// Canonical JSON written front to back: objects whose members the caller gives in key order. The bytes go
-/// into raw memory the writer owns, so that the hundreds of short appends of an alert document cost a
-/// bounds check and a copy each, not an array's uniqueness check and generic copy (~150 instructions a
-/// piece). Noncopyable: the memory has one owner, freed when the writer goes; ``finish()`` hands the bytes
-/// over as an array.
-struct JSONObjectWriter: ~Copyable, ByteSink {
-    private var base: UnsafeMutablePointer<UInt8>
-    private var count = 0
-    private var capacity: Int
+/// into a ``ByteBuffer`` (the ECS writer's), so that the hundreds of short appends of an alert document
+/// cost a bounds check and a copy each, not an array's uniqueness check and generic copy (~150
+/// instructions a piece). Noncopyable: the buffer has one owner, freed when the writer goes; ``finish()``
+/// hands the bytes over as an array.
+struct JSONObjectWriter: ~Copyable {
+    private var output: ByteBuffer
     /// Per open object, innermost at bit `depth - 1`: whether a member was written (the next one needs a
     /// comma). Sixty-four levels: the records written here nest a handful deep; spliced documents are
     /// copied whole, not opened.
     private var started: UInt64 = 0
     private var depth = 0
 
-    init(capacity: Int) {
-        self.capacity = max(capacity, 64)
-        base = .allocate(capacity: self.capacity)
-    }
+    init(capacity: Int) { output = ByteBuffer(capacity: capacity) }
 
-    deinit { base.deallocate() }
+    deinit { output.deallocate() }
 
     /// The bytes written, as an array; the writer's memory is freed.
-    consuming func finish() -> [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+    consuming func finish() -> [UInt8] { output.array }
 
-    @inline(__always)
-    private mutating func reserve(_ extra: Int) {
-        guard count &+ extra > capacity else { return }
-        grow(to: count + extra)
-    }
-
-    @inline(never)
-    private mutating func grow(to needed: Int) {
-        capacity = max(capacity * 2, needed)
-        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-        larger.update(from: base, count: count)
-        base.deallocate()
-        base = larger
-    }
-
-    @inline(__always)
-    mutating func append(_ byte: UInt8) {
-        reserve(1)
-        base[count] = byte
-        count &+= 1
-    }
-
-    @inline(__always)
-    mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
-        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
-        reserve(bytes.count)
-        copyBytes(from: source, to: UnsafeMutableRawPointer(base + count), count: bytes.count)
-        count &+= bytes.count
-    }
-
-    mutating func raw(_ text: StaticString) { append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
-    mutating func raw(_ value: [UInt8]) { value.withUnsafeBytes { append(contentsOf: $0) } }
-    mutating func raw(_ value: ArraySlice<UInt8>) { value.withUnsafeBytes { append(contentsOf: $0) } }
+    mutating func raw(_ text: StaticString) { output.append(text) }
+    mutating func raw(_ value: [UInt8]) { value.withUnsafeBytes { output.append(contentsOf: $0) } }
+    mutating func raw(_ value: ArraySlice<UInt8>) { value.withUnsafeBytes { output.append(contentsOf: $0) } }
 
     mutating func string(_ text: String) {
-        append(UInt8(ascii: "\""))
+        output.append(UInt8(ascii: "\""))
         stringText(text)
-        append(UInt8(ascii: "\""))
+        output.append(UInt8(ascii: "\""))
     }
 
     /// The text of a JSON string, without its quotes: copied whole when it needs no escape (most text), else
@@ -78,18 +43,25 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
         text.withUTF8 { utf8 in
             let raw = UnsafeRawBufferPointer(utf8)
             if needsJSONEscape(raw) {
-                for byte in raw { appendJSONEscaped(byte, to: &self) }
+                for byte in raw { appendJSONEscaped(byte, to: &output) }
             } else {
-                append(contentsOf: raw)
+                output.append(contentsOf: raw)
             }
         }
+    }
+
+    /// A member written in the source (`#","floor":"#`) and its number: the form of every numeric member of
+    /// the state records.
+    mutating func raw(_ member: StaticString, number value: Int64) {
+        output.append(member)
+        number(value)
     }
 
     mutating func number(_ value: Int64) {
         // Digits written straight into the output: `String(value)` made a string per number, and every state
         // record holds several (offsets, times, counts). Formed backwards in a scratch of 24 bytes (room for
         // UInt64's 20 digits), then copied at once.
-        if value < 0 { append(UInt8(ascii: "-")) }
+        if value < 0 { output.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
         var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
         withUnsafeMutableBytes(of: &scratch) { digits in
@@ -99,14 +71,14 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
                 digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
                 magnitude /= 10
             } while magnitude > 0
-            append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[start...]))
+            output.append(contentsOf: UnsafeRawBufferPointer(rebasing: digits[start...]))
         }
     }
 
     mutating func timestamp(_ milliseconds: Int64) {
-        append(UInt8(ascii: "\""))
-        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &self)
-        append(UInt8(ascii: "\""))
+        output.append(UInt8(ascii: "\""))
+        Timestamp.appendRFC3339(milliseconds: milliseconds, to: &output)
+        output.append(UInt8(ascii: "\""))
     }
 
     // Inlined, as `member` is: a body that is not inlined captures its constants by copy (an alert's writer
@@ -120,14 +92,14 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
 
     mutating func openObject() {
         precondition(depth < 64, "JSONObjectWriter nests at most 64 objects")
-        append(UInt8(ascii: "{"))
+        output.append(UInt8(ascii: "{"))
         started &= ~(1 << UInt64(depth))
         depth &+= 1
     }
 
     mutating func closeObject() {
         depth &-= 1
-        append(UInt8(ascii: "}"))
+        output.append(UInt8(ascii: "}"))
     }
 
     /// A member of the innermost open object whose name is written in the source: its bytes go out as they
@@ -141,66 +113,52 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
     /// `"key":` in the innermost open object, its name written as it is (a name in the source).
     @inline(__always)
     mutating func memberKey(_ key: StaticString) {
-        let length = key.utf8CodeUnitCount
-        assert(!needsJSONEscape(UnsafeRawBufferPointer(start: key.utf8Start, count: length)), "member name \(key) needs escaping")
+        let name = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        assert(!needsJSONEscape(name), "member name \(key) needs escaping")
         startMember()
-        // `"name":` in one reservation, the name copied without a call.
-        reserve(length &+ 3)
-        base[count] = UInt8(ascii: "\"")
-        copyBytes(from: key.utf8Start, to: base + (count &+ 1), count: length)
-        base[count &+ length &+ 1] = UInt8(ascii: "\"")
-        base[count &+ length &+ 2] = UInt8(ascii: ":")
-        count &+= length &+ 3
+        output.appendKey(name)
     }
 
     /// The comma before every member of an object but its first.
     @inline(__always)
     private mutating func startMember() {
         let bit: UInt64 = 1 << UInt64(depth &- 1)
-        if started & bit != 0 { append(UInt8(ascii: ",")) }
+        if started & bit != 0 { output.append(UInt8(ascii: ",")) }
         started |= bit
     }
 
-    /// An object of a canonical document's members and the writer's own, both in key order, merged; on a
-    /// key in both, the own one. The document's members are copied as they are written there (a key with an
-    /// escape is decoded and written canonically); the own ones are given by their keys, `writeOwn` writing
-    /// the value of the one at an index. A member named `dropping` is left out.
-    mutating func mergedObject(_ members: [CanonicalDocument.Member], of source: CanonicalDocument, own ownKeys: [StaticString],
-                               dropping: StaticString? = nil, _ writeOwn: (inout JSONObjectWriter, Int) -> Void) {
-        openObject()
-        var next = 0
-        var index = 0
-        // One loop over both lists (no nested function: a closure specialized into one copied the writer's
-        // captured constants on every call).
+    /// Writes, inside an open object, a canonical document's members up to the next of the writer's own
+    /// (both in key order; on a key in both, the own one), and that one's key: its index in
+    /// ``MemberMerge/ownKeys`` is returned for the caller to write its value; nil once every member of both
+    /// is written. The document's members are copied as they are written there (a key with an escape is
+    /// decoded and written canonically). The caller drives the loop and writes the values in its own frame:
+    /// a closure for them captured the caller's constants, and the alert writer's were copied on every call.
+    mutating func nextOwnMember(_ merge: inout MemberMerge, of source: CanonicalDocument) -> Int? {
         source.bytes.withUnsafeBytes { bytes in
-            while index < members.count || next < ownKeys.count {
-                if index < members.count {
-                    let member = members[index]
-                    let order = next < ownKeys.count ? Self.order(of: ownKeys[next], member, bytes, source) : .after
-                    if order == .after {
-                        index += 1
-                        if let dropping, Self.order(of: dropping, member, bytes, source) == .same { continue }
-                        startMember()
-                        if member.keyEscaped {
-                            string(source.key(of: member))
-                        } else {
-                            reserve(member.keyText.count &+ 3)
-                            append(UInt8(ascii: "\""))
-                            append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[member.keyText]))
-                            append(UInt8(ascii: "\""))
-                        }
-                        append(UInt8(ascii: ":"))
-                        append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[member.value]))
-                        continue
-                    }
-                    if order == .same { index += 1 }  // the own member replaces it
+            while merge.index < merge.members.count {
+                let member = merge.members[merge.index]
+                let order = merge.next < merge.ownKeys.count ? Self.order(of: merge.ownKeys[merge.next], member, bytes, source) : .after
+                if order != .after { break }
+                merge.index += 1
+                if let dropping = merge.dropping, Self.order(of: dropping, member, bytes, source) == .same { continue }
+                startMember()
+                if member.keyEscaped {
+                    string(source.key(of: member))
+                    output.append(UInt8(ascii: ":"))
+                } else {
+                    output.appendKey(UnsafeRawBufferPointer(rebasing: bytes[member.keyText]))
                 }
-                memberKey(ownKeys[next])
-                writeOwn(&self, next)
-                next += 1
+                output.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[member.value]))
             }
+            guard merge.next < merge.ownKeys.count else { return nil }
+            // The own member; a document member of the same key (the loop stopped at it) gives way to it.
+            if merge.index < merge.members.count, Self.order(of: merge.ownKeys[merge.next], merge.members[merge.index], bytes, source) == .same {
+                merge.index += 1
+            }
+            memberKey(merge.ownKeys[merge.next])
+            merge.next += 1
+            return merge.next - 1
         }
-        closeObject()
     }
 
     private enum Order { case before, same, after }
@@ -241,24 +199,24 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
 
     /// `[…]`, each element written by `element`.
     mutating func array<Elements: Sequence>(_ elements: Elements, _ element: (inout JSONObjectWriter, Elements.Element) -> Void) {
-        append(UInt8(ascii: "["))
+        output.append(UInt8(ascii: "["))
         for (index, value) in elements.enumerated() {
-            if index > 0 { append(UInt8(ascii: ",")) }
+            if index > 0 { output.append(UInt8(ascii: ",")) }
             element(&self, value)
         }
-        append(UInt8(ascii: "]"))
+        output.append(UInt8(ascii: "]"))
     }
 
     /// `{…}` of a map's entries in key order (the order sorted serialization gives), each value written by `value`.
     mutating func sortedMap<Value>(_ map: [String: Value], _ value: (inout JSONObjectWriter, Value) -> Void) {
-        append(UInt8(ascii: "{"))
+        output.append(UInt8(ascii: "{"))
         for (index, entry) in map.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { append(UInt8(ascii: ",")) }
+            if index > 0 { output.append(UInt8(ascii: ",")) }
             string(entry.key)
-            append(UInt8(ascii: ":"))
+            output.append(UInt8(ascii: ":"))
             value(&self, entry.value)
         }
-        append(UInt8(ascii: "}"))
+        output.append(UInt8(ascii: "}"))
     }
 
     /// `[…]` of strings.
@@ -280,5 +238,21 @@ struct JSONObjectWriter: ~Copyable, ByteSink {
         raw(#","topic":"#)
         string(position.topic)
         raw("}")
+    }
+}
+
+/// Where ``JSONObjectWriter/nextOwnMember(_:of:)`` is in merging a canonical document's members (an
+/// object's, in key order) with the writer's own keys (in key order); a member named `dropping` is left out.
+struct MemberMerge {
+    let members: [CanonicalDocument.Member]
+    let ownKeys: [StaticString]
+    let dropping: StaticString?
+    fileprivate var index = 0
+    fileprivate var next = 0
+
+    init(_ members: [CanonicalDocument.Member], own ownKeys: [StaticString], dropping: StaticString? = nil) {
+        self.members = members
+        self.ownKeys = ownKeys
+        self.dropping = dropping
     }
 }

@@ -24,27 +24,23 @@ public enum StateCodec {
         out.raw(#"{"event":"#)
         out.raw(match.documentBytes)
         if let floor {
-            out.raw(#","floor":"#)
-            out.number(floor)
+            out.raw(#","floor":"#, number: floor)
         }
         out.raw(#","group":"#)
         out.optionalStrings(match.groupValues)
         out.raw(#","rule_id":"#)
         out.string(ruleID)
-        out.raw(#","sequence":"#)
-        out.number(Int64(match.sequence))
+        out.raw(#","sequence":"#, number: Int64(match.sequence))
         out.raw(#","source":"#)
         out.position(match.source)
         if match.steps != 0 {
-            out.raw(#","steps":"#)
-            out.number(Int64(match.steps))
+            out.raw(#","steps":"#, number: Int64(match.steps))
         }
         if let values = match.summaryValues {
             out.raw(#","summary":"#)
             out.array(values.lists) { $0.strings($1) }
         }
-        out.raw(#","time":"#)
-        out.number(match.eventTime)
+        out.raw(#","time":"#, number: match.eventTime)
         out.raw("}")
         return out.finish()
     }
@@ -156,8 +152,7 @@ public enum StateCodec {
         // Written member by member in key order (what sorted serialization gives), each window's first
         // document spliced in as it is.
         var out = JSONObjectWriter(capacity: windows.reduce(64) { $0 + $1.first.documentBytes.count + 400 })
-        out.raw(#"{"stream_time":"#)
-        out.number(streamTime)
+        out.raw(#"{"stream_time":"#, number: streamTime)
         out.raw(#","windows":["#)
         for (index, window) in windows.enumerated() {
             if index > 0 { out.raw(",") }
@@ -165,26 +160,22 @@ public enum StateCodec {
             out.sortedMap(window.applied) { $0.number($1) }
             out.raw(#","closed":"#)
             out.raw(window.closed ? "true" : "false")
-            out.raw(#","end":"#)
-            out.number(window.end)
+            out.raw(#","end":"#, number: window.end)
             out.raw(#","first":{"event":"#)
             out.raw(window.first.documentBytes)
             out.raw(#","source":"#)
             out.position(window.first.source)
-            out.raw(#","time":"#)
-            out.number(window.first.eventTime)
+            out.raw(#","time":"#, number: window.first.eventTime)
             out.raw(#"},"group":"#)
             out.optionalStrings(window.groupValues)
             out.raw(#","key":"#)
             out.string(window.groupKey)
             out.raw(#","recent":"#)
             out.sortedMap(window.recent) { $0.array($1) { $0.number($1) } }
-            out.raw(#","start":"#)
-            out.number(window.start)
+            out.raw(#","start":"#, number: window.start)
             out.raw(#","summary":"#)
             out.summary(window.summary, timesAsNumbers: true)
-            out.raw(#","suppressed":"#)
-            out.number(Int64(window.suppressed))
+            out.raw(#","suppressed":"#, number: Int64(window.suppressed))
             out.raw("}")
         }
         out.raw("]}")
@@ -265,26 +256,21 @@ public enum StateCodec {
         // batch that changed it, with a ledger per input partition, and built as a tree it cost ~70 k
         // instructions.
         var out = JSONObjectWriter(capacity: sources.reduce(128) { $0 + $1.key.utf8.count + 40 + 21 * $1.value.applied.count })
-        out.raw(#"{"last_activity":"#)
-        out.number(clocks.lastActivity)
+        out.raw(#"{"last_activity":"#, number: clocks.lastActivity)
         if let position {
-            out.raw(#","next_offset":"#)
-            out.number(position)
+            out.raw(#","next_offset":"#, number: position)
         }
-        out.raw(#","record_time":"#)
-        out.number(clocks.recordTime)
+        out.raw(#","record_time":"#, number: clocks.recordTime)
         if !sources.isEmpty {
             out.raw(#","sources":"#)
             out.sortedMap(sources) { out, ledger in
                 out.raw(#"{"applied":"#)
                 out.array(ledger.applied.sorted()) { $0.number($1) }
-                out.raw(#","floor":"#)
-                out.number(ledger.floor)
+                out.raw(#","floor":"#, number: ledger.floor)
                 out.raw("}")
             }
         }
-        out.raw(#","stream_time":"#)
-        out.number(clocks.streamTime)
+        out.raw(#","stream_time":"#, number: clocks.streamTime)
         out.raw("}")
         return out.finish()
     }
